@@ -1,0 +1,144 @@
+//! `glimpse-export eval`: runs a package with the *runtime* (tract) on the synthetic test
+//! and compositional splits: caption exact match and BLEU-4, QA accuracy per kind.
+
+mod bleu;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use glimpse_runtime::Glimpse;
+use glimpse_runtime::scene::{self, QuestionKind, Split};
+use glimpse_runtime::text::{Prompt, TokenStream};
+
+pub use bleu::corpus_bleu4;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SplitReport {
+    pub scenes: usize,
+    pub caption_exact: f64,
+    pub bleu4: f64,
+    pub qa_accuracy: f64,
+    pub qa_questions: usize,
+    /// kind → (correct, asked)
+    pub qa_by_kind: BTreeMap<String, (usize, usize)>,
+    /// A few wrong captions, for the reader: (expected, got).
+    pub caption_misses: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub splits: BTreeMap<String, SplitReport>,
+}
+
+/// Evaluates one split with a loaded model.
+pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Result<SplitReport> {
+    let mut r = SplitReport::default();
+    let mut pairs = Vec::new();
+    let mut exact = 0;
+    let (mut correct, mut asked) = (0, 0);
+    for i in 0..scenes {
+        let s = scene::sample(seed, split, i);
+        let image = g.see(&s.image)?;
+        let cap = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+        let got = g.run_with_image(&image, &cap, &mut |_| {})?.text;
+        if got == s.caption {
+            exact += 1;
+        } else if r.caption_misses.len() < 5 {
+            r.caption_misses.push((s.caption.clone(), got.clone()));
+        }
+        pairs.push((got, s.caption.clone()));
+        for qa in &s.qa {
+            let stream = TokenStream::new(&g.tokenizer, &Prompt::Question(qa.question.clone()))?;
+            let ans = g.run_with_image(&image, &stream, &mut |_| {})?.text;
+            let ok = ans == qa.answer;
+            let e = r
+                .qa_by_kind
+                .entry(qa.kind.name().to_string())
+                .or_insert((0, 0));
+            e.0 += ok as usize;
+            e.1 += 1;
+            correct += ok as usize;
+            asked += 1;
+        }
+    }
+    r.scenes = scenes as usize;
+    r.caption_exact = exact as f64 / scenes.max(1) as f64;
+    r.bleu4 = corpus_bleu4(&pairs);
+    r.qa_accuracy = correct as f64 / asked.max(1) as f64;
+    r.qa_questions = asked;
+    Ok(r)
+}
+
+/// The training seed recorded in a package's manifest.
+pub fn package_seed(g: &Glimpse) -> Option<u64> {
+    g.package.manifest.data["options"]["seed"].as_u64()
+}
+
+pub fn evaluate(package: &Path, scenes: u64, seed: Option<u64>) -> Result<Report> {
+    let g = Glimpse::load(package)?;
+    let seed = seed.or_else(|| package_seed(&g)).unwrap_or(7);
+    let mut report = Report {
+        seed,
+        ..Default::default()
+    };
+    for split in [Split::Test, Split::Compositional] {
+        eprintln!("evaluating {} scenes of the {} split", scenes, split.name());
+        report.splits.insert(
+            split.name().into(),
+            evaluate_split(&g, seed, split, scenes)?,
+        );
+    }
+    Ok(report)
+}
+
+impl Report {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// A plain-text table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let names: Vec<&String> = self.splits.keys().collect();
+        s.push_str(&format!("{:<22}", "metric"));
+        for n in &names {
+            s.push_str(&format!("{n:>15}"));
+        }
+        s.push('\n');
+        let mut row = |label: &str, f: &dyn Fn(&SplitReport) -> String| {
+            s.push_str(&format!("{label:<22}"));
+            for n in &names {
+                s.push_str(&format!("{:>15}", f(&self.splits[*n])));
+            }
+            s.push('\n');
+        };
+        row("scenes", &|r| r.scenes.to_string());
+        row("caption exact match", &|r| {
+            format!("{:.3}", r.caption_exact)
+        });
+        row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
+        row("QA accuracy", &|r| format!("{:.3}", r.qa_accuracy));
+        for k in QuestionKind::ALL {
+            row(&format!("  {}", k.name()), &|r| {
+                r.qa_by_kind
+                    .get(k.name())
+                    .map(|(c, n)| format!("{:.3} ({n})", *c as f64 / (*n).max(1) as f64))
+                    .unwrap_or_else(|| "-".into())
+            });
+        }
+        for n in &names {
+            for (want, got) in self.splits[*n].caption_misses.iter().take(3) {
+                s.push_str(&format!(
+                    "{n} miss: expected {want:?}\n{:width$}got      {got:?}\n",
+                    "",
+                    width = n.len() + 6
+                ));
+            }
+        }
+        s
+    }
+}

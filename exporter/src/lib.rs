@@ -1,0 +1,13 @@
+//! Glimpse's exporter: trains the model with burn, trains its tokenizer, writes ONNX model
+//! packages op by op from the weights, and evaluates packages with the runtime.
+
+pub use burn;
+
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod onnx;
+pub mod package;
+pub mod report;
+pub mod tokenizer;
+pub mod train;

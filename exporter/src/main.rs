@@ -1,0 +1,214 @@
+//! `glimpse-export`: train, export and evaluate Glimpse models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use glimpse_exporter::train::{self, TrainOptions};
+use glimpse_runtime::frame::Canvas;
+
+#[derive(Parser)]
+#[command(
+    name = "glimpse-export",
+    version,
+    about = "Train the Glimpse vision-language model, export it as an ONNX model package, and evaluate packages",
+    after_help = "Typical use:\n  glimpse-export train --out runs/mine\n  glimpse-export export runs/mine --out models/mine\n  glimpse-export eval models/mine\n  glimpse --model models/mine caption photo.jpg"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (and its tokenizer) into a run directory.
+    Train(TrainArgs),
+    /// Write a model package (ONNX graphs, tokenizer, manifest) from a run directory.
+    Export(ExportArgs),
+    /// Evaluate a package with the runtime on the synthetic test splits.
+    Eval(EvalArgs),
+    /// Write synthetic scenes as PNG files, with their captions and questions in scenes.jsonl.
+    Scenes(ScenesArgs),
+}
+
+#[derive(clap::Args)]
+struct ScenesArgs {
+    /// Directory to write into.
+    #[arg(long)]
+    out: PathBuf,
+    /// train, val, test or compositional.
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 8)]
+    count: u64,
+    /// Index of the first scene.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Run directory: checkpoints, tokenizer, loss curve and metrics go here.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Training steps.
+    #[arg(long, default_value_t = TrainOptions::default().steps)]
+    steps: usize,
+    /// Examples per step.
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW, warm-up then cosine decay).
+    #[arg(long, default_value_t = TrainOptions::default().lr)]
+    lr: f64,
+    /// Warm-up steps.
+    #[arg(long, default_value_t = TrainOptions::default().warmup)]
+    warmup: usize,
+    /// Seed of the synthetic data (the model's initial weights are not seeded).
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = TrainOptions::default().d_model)]
+    d_model: usize,
+    #[arg(long, default_value_t = TrainOptions::default().n_layers)]
+    layers: usize,
+    #[arg(long, default_value_t = TrainOptions::default().n_heads)]
+    heads: usize,
+    #[arg(long, default_value_t = TrainOptions::default().d_ff)]
+    d_ff: usize,
+    /// Longest sequence, image tokens included.
+    #[arg(long, default_value_t = TrainOptions::default().max_positions)]
+    max_positions: usize,
+    /// Model canvas as WIDTHxHEIGHT.
+    #[arg(long, default_value = "128x96")]
+    canvas: String,
+    /// Patch size in pixels.
+    #[arg(long, default_value_t = TrainOptions::default().canvas.patch)]
+    patch: u32,
+    /// Train on a folder of images with captions.jsonl instead of synthetic scenes.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Validate (and record the loss curve) every N steps.
+    #[arg(long, default_value_t = TrainOptions::default().val_every)]
+    val_every: usize,
+    /// Write a checkpoint every N steps.
+    #[arg(long, default_value_t = TrainOptions::default().checkpoint_every)]
+    checkpoint_every: usize,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Run directory written by `train`.
+    run: PathBuf,
+    /// Package directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Package name recorded in the manifest.
+    #[arg(long, default_value = "glimpse")]
+    name: String,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model package to evaluate.
+    package: PathBuf,
+    /// Scenes per split.
+    #[arg(long, default_value_t = 200)]
+    scenes: u64,
+    /// Data seed (the package's training seed by default).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the metrics into the package manifest.
+    #[arg(long)]
+    write: bool,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("--canvas {s:?} is not WIDTHxHEIGHT"))?;
+    let c = Canvas {
+        width: w.trim().parse()?,
+        height: h.trim().parse()?,
+        patch,
+    };
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(a) => {
+            let options = TrainOptions {
+                steps: a.steps,
+                batch_size: a.batch_size,
+                lr: a.lr,
+                warmup: a.warmup,
+                seed: a.seed,
+                d_model: a.d_model,
+                n_layers: a.layers,
+                n_heads: a.heads,
+                d_ff: a.d_ff,
+                max_positions: a.max_positions,
+                canvas: parse_canvas(&a.canvas, a.patch)?,
+                data: a.data,
+                val_every: a.val_every.max(1),
+                checkpoint_every: a.checkpoint_every.max(1),
+                ..TrainOptions::default()
+            };
+            let p = train::train(&a.out, options, a.resume)?;
+            eprintln!(
+                "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
+                p.step,
+                p.elapsed_s,
+                p.val_loss.last().map(|x| x.1).unwrap_or(f32::NAN),
+                a.out.display()
+            );
+        }
+        Command::Export(a) => {
+            let files = glimpse_exporter::package::export(&a.run, &a.out, &a.name)?;
+            eprintln!("wrote {} ({} files)", a.out.display(), files);
+        }
+        Command::Scenes(a) => {
+            let split = glimpse_runtime::scene::Split::parse(&a.split).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown split {:?}: use train, val, test or compositional",
+                    a.split
+                )
+            })?;
+            let n = glimpse_exporter::data::write_scenes(&a.out, a.seed, split, a.first, a.count)?;
+            eprintln!("wrote {n} scenes to {}", a.out.display());
+        }
+        Command::Eval(a) => {
+            let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.table());
+            }
+            if a.write {
+                glimpse_exporter::package::write_metrics(&a.package, report.to_json())?;
+                eprintln!("metrics written into {}/glimpse.json", a.package.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("glimpse-export: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The package's ONNX graphs, written op by op from the trained weights:
+//! [`vision`] (patches → image embeddings), [`embedding`] (ids → embeddings) and
+//! [`decoder`] (embeddings + KV cache → logits + KV cache).
+
+pub mod builder;
+pub mod decoder;
+pub mod embedding;
+pub mod vision;
+
+use anyhow::{Result, anyhow};
+
+use crate::model::weights::{Array, Weights};
+
+pub(crate) fn get<'w>(w: &'w Weights, name: &str) -> Result<&'w Array> {
+    w.get(name)
+        .ok_or_else(|| anyhow!("weight {name} is missing from the model"))
+}

@@ -1,0 +1,117 @@
+//! `glimpse-export export`: a run directory → a model package.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use glimpse_runtime::package::{
+    DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest,
+    TOKENIZER_FILE, VISION_FILE, sha256_file,
+};
+
+use crate::model::weights::{self, Weights};
+use crate::train::{self, METRICS_FILE, PROGRESS_FILE, RunInfo};
+use crate::{onnx, tokenizer};
+
+/// Default limit on generated tokens: the longest caption has 23 words.
+pub const MAX_NEW_TOKENS: usize = 32;
+
+/// Writes the package of the run in `run_dir` to `out`. Returns the number of files.
+pub fn export(run_dir: &Path, out: &Path, name: &str) -> Result<usize> {
+    let run = train::read_run(run_dir)
+        .with_context(|| format!("{} is not a training run", run_dir.display()))?;
+    let device = train::device();
+    let model = train::load_model(run_dir, &run, &device)?;
+    let w = weights::collect(&model);
+    let training = read_training_summary(run_dir);
+    write_package(
+        &w,
+        &run,
+        &run_dir.join(tokenizer::FILE),
+        out,
+        name,
+        training,
+    )
+}
+
+fn read_training_summary(run_dir: &Path) -> serde_json::Value {
+    let read = |f: &str| {
+        std::fs::read_to_string(run_dir.join(f))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    };
+    let mut v = read(METRICS_FILE).unwrap_or_else(|| serde_json::json!({}));
+    if v.get("steps").is_none() {
+        if let Some(p) = read(PROGRESS_FILE) {
+            v["steps"] = p["step"].clone();
+        }
+    }
+    v
+}
+
+/// Writes graphs, tokenizer and manifest for the given weights.
+pub fn write_package(
+    w: &Weights,
+    run: &RunInfo,
+    tokenizer_path: &Path,
+    out: &Path,
+    name: &str,
+    training: serde_json::Value,
+) -> Result<usize> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let cfg = &run.model;
+    let graphs = [
+        (VISION_FILE, onnx::vision::build(w, cfg, &run.canvas)?),
+        (EMBEDDING_FILE, onnx::embedding::build(w, cfg)?),
+        (DECODER_FILE, onnx::decoder::build(w, cfg)?),
+    ];
+    for (file, bytes) in &graphs {
+        std::fs::write(out.join(file), bytes)
+            .with_context(|| format!("cannot write {}", out.join(file).display()))?;
+    }
+    std::fs::copy(tokenizer_path, out.join(TOKENIZER_FILE))
+        .with_context(|| format!("cannot copy {}", tokenizer_path.display()))?;
+    let mut files = BTreeMap::new();
+    for file in [TOKENIZER_FILE, VISION_FILE, EMBEDDING_FILE, DECODER_FILE] {
+        let path = out.join(file);
+        files.insert(
+            file.to_string(),
+            FileEntry {
+                sha256: sha256_file(&path)?,
+                bytes: std::fs::metadata(&path)?.len(),
+            },
+        );
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: name.to_string(),
+        model: cfg.clone(),
+        canvas: run.canvas,
+        special_tokens: tokenizer::SPECIAL,
+        precision: "f32".into(),
+        max_new_tokens: MAX_NEW_TOKENS,
+        files,
+        data: serde_json::json!({
+            "training": run.data,
+            "options": run.options,
+        }),
+        metrics: serde_json::json!({ "training": training }),
+    };
+    train::write_json(&out.join(MANIFEST_FILE), &manifest)?;
+    Ok(manifest.files.len() + 1)
+}
+
+/// Records evaluation results under `metrics.eval` in the package manifest.
+pub fn write_metrics(package: &Path, eval: serde_json::Value) -> Result<()> {
+    let path = package.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut m: Manifest = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid manifest", path.display()))?;
+    if !m.metrics.is_object() {
+        m.metrics = serde_json::json!({});
+    }
+    m.metrics["eval"] = eval;
+    train::write_json(&path, &m)
+}

@@ -1,0 +1,416 @@
+//! `glimpse-export train`: the training loop, with progress, validation, checkpoints,
+//! resume, a loss curve and final metrics.
+//!
+//! A run directory holds everything needed to resume or export:
+//! `run.json` (model config, canvas, options, data summary), `tokenizer.json`,
+//! `model.safetensors`, `optimizer.bin`, `progress.json` (step and loss history), and at the
+//! end `loss.csv`, `loss.png` and `metrics.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use glimpse_runtime::ModelConfig;
+use glimpse_runtime::frame::Canvas;
+use glimpse_runtime::text::TextTokenizer;
+
+use crate::data::{Batch, BatchBuilder, ExampleSource, SyntheticData, load_folder};
+use crate::model::fuyu::masked_cross_entropy;
+use crate::model::{Fuyu, Rotary};
+use crate::tokenizer;
+
+pub const RUN_FILE: &str = "run.json";
+pub const CHECKPOINT_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.bin";
+pub const PROGRESS_FILE: &str = "progress.json";
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// The model's shape as chosen on the command line; the vocabulary comes from the tokenizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub seed: u64,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub d_ff: usize,
+    pub max_positions: usize,
+    pub canvas: Canvas,
+    /// A folder with `captions.jsonl`; synthetic scenes when absent.
+    pub data: Option<PathBuf>,
+    pub val_every: usize,
+    pub checkpoint_every: usize,
+    pub val_examples: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            steps: 4000,
+            batch_size: 32,
+            lr: 2e-3,
+            warmup: 200,
+            seed: 7,
+            d_model: 128,
+            n_layers: 4,
+            n_heads: 4,
+            d_ff: 512,
+            max_positions: 96,
+            canvas: Canvas {
+                width: 128,
+                height: 96,
+                patch: 16,
+            },
+            data: None,
+            val_every: 250,
+            checkpoint_every: 250,
+            val_examples: 128,
+        }
+    }
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub model: ModelConfig,
+    pub canvas: Canvas,
+    pub options: TrainOptions,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: usize,
+    pub elapsed_s: f64,
+    /// (step, mean training loss since the previous record)
+    pub train_loss: Vec<(usize, f32)>,
+    /// (step, validation loss)
+    pub val_loss: Vec<(usize, f32)>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    // Written beside and renamed, so an interrupted run never leaves half a file.
+    let text = serde_json::to_string_pretty(value)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn read_run(dir: &Path) -> Result<RunInfo> {
+    read_json(&dir.join(RUN_FILE))
+}
+
+/// The compute device: `BURN_DEVICE` or the first enabled backend (GPU before CPU).
+pub fn device() -> Device {
+    Device::default()
+}
+
+/// Loads the trained model of a run directory for inference.
+pub fn load_model(dir: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
+    let mut model = Fuyu::new(&run.model, &run.canvas, device);
+    let path = dir.join(CHECKPOINT_FILE);
+    anyhow::ensure!(path.is_file(), "{} has no checkpoint yet", dir.display());
+    let mut store = SafetensorsStore::from_file(path.clone());
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        result.missing.is_empty(),
+        "{}: missing tensors {:?}",
+        path.display(),
+        result.missing
+    );
+    Ok(model)
+}
+
+fn save_model(model: &Fuyu, dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let mut store = SafetensorsStore::from_file(path.clone()).overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Learning rate at `step`: linear warm-up, then cosine decay to a tenth.
+fn learning_rate(o: &TrainOptions, step: usize) -> f64 {
+    if step < o.warmup {
+        return o.lr * (step + 1) as f64 / o.warmup as f64;
+    }
+    let t = (step - o.warmup) as f64 / (o.steps - o.warmup).max(1) as f64;
+    o.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}
+
+pub struct Tensors {
+    pub patches: Tensor<4>,
+    pub ids: Tensor<2, Int>,
+    pub targets: Tensor<2, Int>,
+    pub weights: Tensor<2>,
+}
+
+pub fn to_tensors(b: &Batch, canvas: &Canvas, device: &Device) -> Tensors {
+    let (n, t) = (b.size, b.text_len);
+    Tensors {
+        patches: Tensor::from_data(
+            TensorData::new(
+                b.patches.clone(),
+                [n, canvas.rows(), canvas.cols(), canvas.patch_dim()],
+            ),
+            device,
+        ),
+        ids: Tensor::from_data(TensorData::new(b.ids.clone(), [n, t]), device),
+        targets: Tensor::from_data(TensorData::new(b.targets.clone(), [n, t]), device),
+        weights: Tensor::from_data(TensorData::new(b.weights.clone(), [n, t]), device),
+    }
+}
+
+/// Loss of the model on a batch (answer tokens only).
+pub fn batch_loss(
+    model: &Fuyu,
+    rotary: &Rotary,
+    cfg: &ModelConfig,
+    canvas: &Canvas,
+    t: Tensors,
+) -> Tensor<1> {
+    let text_len = t.ids.dims()[1];
+    let logits = model.forward(t.patches, t.ids, rotary, cfg.n_heads).narrow(
+        1,
+        canvas.image_tokens(),
+        text_len,
+    );
+    masked_cross_entropy(logits, t.targets, t.weights)
+}
+
+fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
+    Ok(match &o.data {
+        None => Box::new(SyntheticData::new(o.seed)),
+        Some(dir) => Box::new(load_folder(dir)?),
+    })
+}
+
+/// Trains into `out`, resuming there if `resume` and a run exists.
+pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let device = device();
+    let train_device = device.clone().autodiff();
+    let exists = out.join(RUN_FILE).is_file();
+    if exists && !resume {
+        bail!(
+            "{} already holds a training run: pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    let (run, tok, mut model, mut optim, mut progress) = if exists {
+        let run = read_run(out)?;
+        let tok = tokenizer::load(&out.join(tokenizer::FILE))?;
+        let progress: Progress = read_json(&out.join(PROGRESS_FILE))?;
+        let model = load_model(out, &run, &train_device)?;
+        let optim = optimizer()
+            .load(out.join(OPTIMIZER_FILE))
+            .map_err(|e| anyhow::anyhow!("cannot load optimizer state: {e}"))?;
+        eprintln!(
+            "resuming {} at step {}/{}",
+            out.display(),
+            progress.step,
+            run.options.steps
+        );
+        let mut run = run;
+        run.options.steps = options.steps.max(progress.step);
+        (run, tok, model, optim, progress)
+    } else {
+        options.canvas.validate().map_err(anyhow::Error::msg)?;
+        let src = source(&options)?;
+        let tok = tokenizer::train(&src.corpus(), 2048)?;
+        tokenizer::save(&tok, &out.join(tokenizer::FILE))?;
+        let model_cfg = ModelConfig {
+            vocab_size: tok.inner().get_vocab_size(true),
+            d_model: options.d_model,
+            n_layers: options.n_layers,
+            n_heads: options.n_heads,
+            d_ff: options.d_ff,
+            rotary_fraction: 0.5,
+            rope_theta: 25_000.0,
+            layer_norm_eps: 1e-5,
+            max_positions: options.max_positions,
+        };
+        model_cfg.validate().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            options.canvas.image_tokens() + 8 <= options.max_positions,
+            "the canvas takes {} image tokens: --max-positions {} leaves no room for text",
+            options.canvas.image_tokens(),
+            options.max_positions
+        );
+        let run = RunInfo {
+            model: model_cfg.clone(),
+            canvas: options.canvas,
+            data: src.describe(),
+            options: options.clone(),
+        };
+        write_json(&out.join(RUN_FILE), &run)?;
+        let model = Fuyu::new(&model_cfg, &options.canvas, &train_device);
+        (run, tok, model, optimizer(), Progress::default())
+    };
+    let o = run.options.clone();
+    let cfg = run.model.clone();
+    let canvas = run.canvas;
+    let tok = Arc::new(tok);
+    let rotary = Rotary::new(&cfg, &train_device);
+    let src = source(&o)?;
+    let builder = BatchBuilder {
+        tokenizer: &tok,
+        canvas,
+        max_positions: cfg.max_positions,
+    };
+    let val_batches: Vec<Batch> = src
+        .validation(o.val_examples)
+        .chunks(o.batch_size)
+        .map(|c| builder.build(c))
+        .collect::<Result<_>>()?;
+
+    // Batches are made on another thread while the model trains.
+    let (tx, rx) = sync_channel::<Result<Batch>>(4);
+    let first = progress.step;
+    let producer = {
+        let tok = tok.clone();
+        let o = o.clone();
+        std::thread::spawn(move || {
+            let builder = BatchBuilder {
+                tokenizer: &tok,
+                canvas,
+                max_positions: cfg_max(&o),
+            };
+            for step in first..o.steps {
+                let b = builder.build(&src.train_batch(step as u64, o.batch_size));
+                if tx.send(b).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let bar = ProgressBar::new(o.steps as u64).with_position(first as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let elapsed_before = progress.elapsed_s;
+    let mut window = Vec::new();
+    let mut tokens = 0usize;
+    for step in first..o.steps {
+        let batch = rx.recv().context("the batch producer stopped")??;
+        tokens += batch.size * (canvas.image_tokens() + batch.text_len);
+        let t = to_tensors(&batch, &canvas, &train_device);
+        let loss = batch_loss(&model, &rotary, &cfg, &canvas, t);
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            bail!("training diverged at step {step}: loss is {value}");
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(learning_rate(&o, step), model, grads);
+        window.push(value);
+        let done = step + 1;
+        let secs = started.elapsed().as_secs_f64();
+        bar.set_position(done as u64);
+        bar.set_message(format!(
+            "loss {:.4} {:.0} tok/s",
+            window.iter().sum::<f32>() / window.len() as f32,
+            tokens as f64 / secs.max(1e-9)
+        ));
+        let last = done == o.steps;
+        if done % o.val_every == 0 || last {
+            let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
+            progress.train_loss.push((done, mean));
+            window.clear();
+            let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &train_device);
+            progress.val_loss.push((done, val));
+            bar.println(format!(
+                "step {done:>6}  train loss {mean:.4}  val loss {val:.4}"
+            ));
+        }
+        if done % o.checkpoint_every == 0 || last {
+            progress.step = done;
+            progress.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            save_model(&model, out)?;
+            optim
+                .save(out.join(OPTIMIZER_FILE))
+                .map_err(|e| anyhow::anyhow!("cannot write optimizer state: {e}"))?;
+            write_json(&out.join(PROGRESS_FILE), &progress)?;
+        }
+    }
+    drop(rx);
+    let _ = producer.join();
+    bar.finish_and_clear();
+    progress.step = o.steps;
+    progress.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+    write_json(&out.join(PROGRESS_FILE), &progress)?;
+    crate::report::write_curves(out, &progress)?;
+    let params: usize = crate::model::weights::collect(&model)
+        .values()
+        .map(|a| a.data.len())
+        .sum();
+    let metrics = serde_json::json!({
+        "steps": progress.step,
+        "batch_size": o.batch_size,
+        "parameters": params,
+        "train_seconds": progress.elapsed_s,
+        "final_train_loss": progress.train_loss.last().map(|x| x.1),
+        "final_val_loss": progress.val_loss.last().map(|x| x.1),
+        "tokens_per_second_last_session": tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    });
+    write_json(&out.join(METRICS_FILE), &metrics)?;
+    Ok(progress)
+}
+
+fn cfg_max(o: &TrainOptions) -> usize {
+    o.max_positions
+}
+
+fn optimizer() -> burn::optim::ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init()
+}
+
+fn validation_loss(
+    model: &Fuyu,
+    rotary: &Rotary,
+    cfg: &ModelConfig,
+    canvas: &Canvas,
+    batches: &[Batch],
+    device: &Device,
+) -> f32 {
+    let mut total = 0.0;
+    let mut count = 0.0;
+    for b in batches {
+        let t = to_tensors(b, canvas, device);
+        let loss = batch_loss(model, rotary, cfg, canvas, t).detach();
+        total += loss.into_scalar::<f32>() * b.answer_tokens as f32;
+        count += b.answer_tokens as f32;
+    }
+    total / count.max(1.0)
+}
+
+/// The tokenizer of a run directory.
+pub fn run_tokenizer(dir: &Path) -> Result<TextTokenizer> {
+    tokenizer::load(&dir.join(tokenizer::FILE))
+}

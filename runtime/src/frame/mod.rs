@@ -1,0 +1,187 @@
+//! Frame → patches: the first step of the data flow.
+//!
+//! A frame is scaled down (never up) to fit the model canvas with its aspect kept, padded
+//! to the bottom and right, normalised to `[-1, 1]`, and cut into `P×P` patches in
+//! row-major order, each flattened channel-last. Training and the runtime both call
+//! [`Canvas::patches`], so the model sees the same numbers in both.
+
+mod load;
+mod resize;
+
+pub use load::{decode_image, load_image};
+pub use resize::resize_rgb;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// The fixed image area the model reads, and its patch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canvas {
+    pub width: u32,
+    pub height: u32,
+    pub patch: u32,
+}
+
+/// Patches of one frame: `rows × cols` patches of `dim = 3·P·P` values each, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patches {
+    pub rows: usize,
+    pub cols: usize,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+/// Value of padding after the `1/255` rescale, as in Fuyu.
+const PAD: f32 = 1.0;
+
+impl Canvas {
+    pub fn rows(&self) -> usize {
+        (self.height / self.patch) as usize
+    }
+
+    pub fn cols(&self) -> usize {
+        (self.width / self.patch) as usize
+    }
+
+    pub fn patch_dim(&self) -> usize {
+        (3 * self.patch * self.patch) as usize
+    }
+
+    /// Image tokens in the decoder's sequence: one per patch plus one newline per row.
+    pub fn image_tokens(&self) -> usize {
+        self.rows() * (self.cols() + 1)
+    }
+
+    /// Checks the canvas is a whole number of patches.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.patch == 0 || self.width == 0 || self.height == 0 {
+            return Err(format!("canvas {self:?} has a zero dimension"));
+        }
+        if self.width % self.patch != 0 || self.height % self.patch != 0 {
+            return Err(format!(
+                "canvas {}x{} is not a multiple of the patch size {}",
+                self.width, self.height, self.patch
+            ));
+        }
+        Ok(())
+    }
+
+    /// Size a `w × h` frame is scaled to: fit inside the canvas, aspect kept, never enlarged.
+    pub fn fitted_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let scale = (self.width as f64 / w as f64)
+            .min(self.height as f64 / h as f64)
+            .min(1.0);
+        let fw = ((w as f64 * scale).round() as u32).clamp(1, self.width);
+        let fh = ((h as f64 * scale).round() as u32).clamp(1, self.height);
+        (fw, fh)
+    }
+
+    /// The whole preprocessing: fit, pad, normalise and cut into patches.
+    pub fn patches(&self, frame: &RgbImage) -> Patches {
+        let (fw, fh) = self.fitted_size(frame.width(), frame.height());
+        let fitted;
+        let img = if (fw, fh) == frame.dimensions() {
+            frame
+        } else {
+            fitted = resize_rgb(frame, fw, fh);
+            &fitted
+        };
+        let (rows, cols, p) = (self.rows(), self.cols(), self.patch as usize);
+        let dim = self.patch_dim();
+        let mut data = vec![0.0f32; rows * cols * dim];
+        let raw = img.as_raw();
+        let stride = fw as usize * 3;
+        for r in 0..rows {
+            for c in 0..cols {
+                let base = (r * cols + c) * dim;
+                for py in 0..p {
+                    let y = r * p + py;
+                    for px in 0..p {
+                        let x = c * p + px;
+                        let o = base + (py * p + px) * 3;
+                        for ch in 0..3 {
+                            let v = if x < fw as usize && y < fh as usize {
+                                raw[y * stride + x * 3 + ch] as f32 / 255.0
+                            } else {
+                                PAD
+                            };
+                            data[o + ch] = (v - 0.5) / 0.5;
+                        }
+                    }
+                }
+            }
+        }
+        Patches {
+            rows,
+            cols,
+            dim,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canvas() -> Canvas {
+        Canvas {
+            width: 8,
+            height: 4,
+            patch: 2,
+        }
+    }
+
+    #[test]
+    fn patches_are_row_major_and_channel_last() {
+        // 8x4 frame, exactly the canvas: pixel (x, y) has colour (x, y, 7)
+        let img = RgbImage::from_fn(8, 4, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let p = canvas().patches(&img);
+        assert_eq!((p.rows, p.cols, p.dim), (2, 4, 12));
+        let norm = |v: u8| (v as f32 / 255.0 - 0.5) / 0.5;
+        // patch (row 1, col 2) covers x 4..6, y 2..4; its value 1 (row 0, col 0, channel 1) is y=2
+        let base = (4 + 2) * 12;
+        assert_eq!(p.data[base], norm(4));
+        assert_eq!(p.data[base + 1], norm(2));
+        assert_eq!(p.data[base + 2], norm(7));
+        // (row 0 in patch, col 1) is x=5
+        assert_eq!(p.data[base + 3], norm(5));
+        // (row 1 in patch, col 0) is y=3
+        assert_eq!(p.data[base + 6 + 1], norm(3));
+    }
+
+    #[test]
+    fn small_frames_are_padded_not_enlarged() {
+        let img = RgbImage::from_pixel(3, 2, image::Rgb([0, 0, 0]));
+        assert_eq!(canvas().fitted_size(3, 2), (3, 2));
+        let p = canvas().patches(&img);
+        assert_eq!(p.data[0], -1.0); // black pixel
+        // patch (0, 1) covers x 2..4: x=3 is padding
+        assert_eq!(p.data[12 + 3], 1.0);
+        // the second patch row is y 2..4: all padding
+        assert!(p.data[4 * 12..].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn large_frames_keep_their_aspect() {
+        let c = Canvas {
+            width: 128,
+            height: 96,
+            patch: 16,
+        };
+        assert_eq!(c.fitted_size(640, 480), (128, 96));
+        assert_eq!(c.fitted_size(1920, 1080), (128, 72));
+        assert_eq!(c.fitted_size(100, 400), (24, 96));
+        assert_eq!(c.image_tokens(), 6 * 9);
+        assert!(c.validate().is_ok());
+        assert!(
+            Canvas {
+                width: 100,
+                height: 96,
+                patch: 16
+            }
+            .validate()
+            .is_err()
+        );
+    }
+}

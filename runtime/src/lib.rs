@@ -1,0 +1,25 @@
+//! Glimpse on the board: a Fuyu-style vision-language model run by tract.
+//!
+//! The data flows frame → patches ([`frame`]) → embeddings and decoder ([`model`]) →
+//! tokens ([`generate`]) → text ([`text`]). [`Glimpse`] ties them together:
+//!
+//! ```no_run
+//! let glimpse = glimpse_runtime::Glimpse::load("models/glimpse-default")?;
+//! let frame = glimpse_runtime::frame::load_image("examples/scene-1.png".as_ref())?;
+//! println!("{}", glimpse.caption(&frame)?.text);
+//! println!("{}", glimpse.ask(&frame, "how many objects are there?")?.text);
+//! # Ok::<(), glimpse_runtime::Error>(())
+//! ```
+
+pub mod error;
+pub mod frame;
+pub mod generate;
+pub mod model;
+pub mod package;
+pub mod pipeline;
+pub mod scene;
+pub mod text;
+
+pub use error::{Error, Result};
+pub use model::ModelConfig;
+pub use pipeline::{Answer, Glimpse, ImageContext, Timings};

@@ -1,0 +1,162 @@
+//! `glimpse`: caption frames and answer questions about them, on the board.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use glimpse_runtime::frame::load_image;
+use glimpse_runtime::package::default_package_dir;
+use glimpse_runtime::text::Prompt;
+use glimpse_runtime::{Answer, Glimpse};
+
+#[derive(Parser)]
+#[command(
+    name = "glimpse",
+    version,
+    about = "Caption camera frames and answer questions about them, offline, with a small vision-language model",
+    after_help = "Examples:\n  glimpse caption examples/scene-1.png\n  glimpse ask examples/scene-1.png \"what color is the circle?\"\n  glimpse --model models/mine --json caption a.jpg b.jpg"
+)]
+struct Cli {
+    /// Model package directory [default: the bundled model, or $GLIMPSE_MODEL]
+    #[arg(long, global = true)]
+    model: Option<PathBuf>,
+    /// Print one JSON object per result instead of plain text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Most tokens to generate per answer [default: from the package]
+    #[arg(long, global = true)]
+    max_tokens: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe each image in one sentence.
+    Caption {
+        /// PNG or JPEG files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Answer a question about an image.
+    Ask { image: PathBuf, question: String },
+    /// Show what the model package holds.
+    Info,
+}
+
+fn load(cli: &Cli) -> Result<Glimpse, String> {
+    let dir = cli.model.clone().unwrap_or_else(default_package_dir);
+    let mut g = Glimpse::load(&dir).map_err(|e| e.to_string())?;
+    if let Some(n) = cli.max_tokens {
+        g.max_new_tokens = n;
+    }
+    Ok(g)
+}
+
+fn json_line(image: &std::path::Path, prompt: &Prompt, a: &Answer) -> serde_json::Value {
+    let t = a.timings;
+    let mut v = serde_json::json!({
+        "image": image.display().to_string(),
+        "text": a.text,
+        "tokens": a.tokens.len(),
+        "ms": {
+            "preprocess": t.preprocess_s * 1e3,
+            "vision": t.vision_s * 1e3,
+            "prefill": t.prefill_s * 1e3,
+            "decode": t.decode_s * 1e3,
+        }
+    });
+    if let Prompt::Question(q) = prompt {
+        v["question"] = q.clone().into();
+    }
+    v
+}
+
+/// Runs one prompt on one image; text mode streams the answer as it is decoded.
+fn answer(
+    g: &Glimpse,
+    cli: &Cli,
+    image: &std::path::Path,
+    prompt: &Prompt,
+    label: bool,
+) -> Result<(), String> {
+    let frame = load_image(image).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        let a = g
+            .run(&frame, prompt, &mut |_| {})
+            .map_err(|e| e.to_string())?;
+        let _ = writeln!(out, "{}", json_line(image, prompt, &a));
+    } else {
+        if label {
+            let _ = write!(out, "{}: ", image.display());
+        }
+        let mut first = true;
+        let a = g.run(&frame, prompt, &mut |piece| {
+            let piece = if first { piece.trim_start() } else { piece };
+            first = false;
+            let _ = write!(out, "{piece}");
+            let _ = out.flush();
+        });
+        let _ = writeln!(out);
+        a.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<bool, String> {
+    match &cli.command {
+        Command::Info => {
+            let g = load(cli)?;
+            let m = &g.package.manifest;
+            println!("package   {} ({})", g.package.dir.display(), m.name);
+            println!("model     {:?}", m.model);
+            println!(
+                "canvas    {}x{}, patches {}x{} px, {} image tokens",
+                m.canvas.width,
+                m.canvas.height,
+                m.canvas.patch,
+                m.canvas.patch,
+                m.canvas.image_tokens()
+            );
+            println!("precision {}", m.precision);
+            for (f, e) in &m.files {
+                println!("file      {f} ({} bytes, sha256 {})", e.bytes, e.sha256);
+            }
+            if !m.metrics.is_null() {
+                println!("metrics   {}", m.metrics);
+            }
+            Ok(true)
+        }
+        Command::Caption { images } => {
+            let g = load(cli)?;
+            let mut ok = true;
+            for image in images {
+                if let Err(e) = answer(&g, cli, image, &Prompt::Caption, images.len() > 1) {
+                    eprintln!("glimpse: error: {e}");
+                    ok = false;
+                }
+            }
+            Ok(ok)
+        }
+        Command::Ask { image, question } => {
+            let g = load(cli)?;
+            answer(&g, cli, image, &Prompt::Question(question.clone()), false)?;
+            Ok(true)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("glimpse: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! `decoder.onnx`: embeddings → next-token logits, with a KV cache.
+//!
+//! The graph follows onnxruntime-genai's names: `inputs_embeds`, `position_ids`,
+//! `past_key_values.{i}.key/value` in, `logits` and `present.{i}.key/value` out, each
+//! present being `Concat(past, new)` along the sequence axis. At load, tract's
+//! `transformers_detect_all` transform turns every such concat into a cache that lives
+//! inside the running state: the past is then neither an input nor an output, and each
+//! step only appends its new keys and values instead of copying the whole cache.
+
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+
+use super::{Plan, f32_values, input_index, into_plan, load_typed};
+use crate::error::{Error, Result};
+
+pub struct DecoderGraph {
+    plan: Plan,
+    embeds_input: usize,
+    positions_input: usize,
+    d_model: usize,
+    vocab_size: usize,
+}
+
+impl DecoderGraph {
+    pub fn load(path: &Path, d_model: usize, vocab_size: usize) -> Result<Self> {
+        // Keep tract-transformers linked: its transforms register themselves at link time.
+        std::hint::black_box(tract_transformers::tract_transformers_registry as fn() -> _);
+        let mut model = load_typed(path)?;
+        let graph_err = |reason: String| Error::Graph {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let transform = tract_core::transform::get_transform("transformers_detect_all")
+            .map_err(|e| graph_err(format!("{e:#}")))?
+            .ok_or_else(|| graph_err("tract has no transformers_detect_all transform".into()))?;
+        transform
+            .transform(&mut model)
+            .map_err(|e| graph_err(format!("{e:#}")))?;
+        let embeds_input = input_index(&model, "inputs_embeds")
+            .ok_or_else(|| graph_err("no input named inputs_embeds".into()))?;
+        let positions_input = input_index(&model, "position_ids")
+            .ok_or_else(|| graph_err("no input named position_ids".into()))?;
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| graph_err(e.to_string()))?
+            .len();
+        if inputs != 2 {
+            let names: Vec<String> = model
+                .input_outlets()
+                .map(|o| o.iter().map(|o| model.node(o.node).name.clone()).collect())
+                .unwrap_or_default();
+            return Err(graph_err(format!(
+                "after turning past/present pairs into caches the decoder still has inputs {names:?}; \
+                 every present.* output must be Concat(past_key_values.*, new, axis=2)"
+            )));
+        }
+        Ok(Self {
+            plan: into_plan(path, model)?,
+            embeds_input,
+            positions_input,
+            d_model,
+            vocab_size,
+        })
+    }
+
+    /// A new sequence with an empty cache.
+    pub fn session(&self) -> Result<DecoderSession<'_>> {
+        Ok(DecoderSession {
+            graph: self,
+            state: self.plan.spawn().map_err(Error::inference)?,
+            len: 0,
+        })
+    }
+}
+
+/// One sequence being decoded: its cache and its length so far. Cloning it forks the
+/// sequence (the cache is copied once), e.g. to ask several questions after one image.
+#[derive(Clone)]
+pub struct DecoderSession<'g> {
+    graph: &'g DecoderGraph,
+    state: TypedSimpleState,
+    len: usize,
+}
+
+impl DecoderSession<'_> {
+    /// Tokens in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `embeds` (`n × d` values) to the sequence and returns the logits of every
+    /// new position (`n × vocab` values).
+    pub fn forward(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
+        let d = self.graph.d_model;
+        if embeds.is_empty() || embeds.len() % d != 0 {
+            return Err(Error::Inference(format!(
+                "{} embedding values is not a whole number of {d}-wide tokens",
+                embeds.len()
+            )));
+        }
+        let n = embeds.len() / d;
+        let positions: Vec<i64> = (self.len..self.len + n).map(|p| p as i64).collect();
+        let e = Tensor::from_shape(&[1, n, d], embeds).map_err(Error::inference)?;
+        let p = Tensor::from_shape(&[1, n], &positions).map_err(Error::inference)?;
+        let inputs: TVec<TValue> = if self.graph.embeds_input < self.graph.positions_input {
+            tvec!(e.into(), p.into())
+        } else {
+            tvec!(p.into(), e.into())
+        };
+        let out = self.state.run(inputs).map_err(Error::inference)?;
+        self.len += n;
+        let logits = f32_values(&out[0])?;
+        debug_assert_eq!(logits.len(), n * self.graph.vocab_size);
+        Ok(logits)
+    }
+
+    /// Logits of the last position only.
+    pub fn forward_last(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
+        let v = self.graph.vocab_size;
+        let all = self.forward(embeds)?;
+        Ok(all[all.len() - v..].to_vec())
+    }
+}

@@ -1,0 +1,81 @@
+//! `glimpse.json`: what a model package holds and how to run it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Canvas;
+use crate::model::ModelConfig;
+
+/// Version of the package layout this runtime reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "glimpse.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const VISION_FILE: &str = "vision.onnx";
+pub const EMBEDDING_FILE: &str = "embedding.onnx";
+pub const DECODER_FILE: &str = "decoder.onnx";
+
+/// Ids of the tokens with a role in the token stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokens {
+    pub pad: u32,
+    /// Beginning of sequence: follows the image.
+    pub bos: u32,
+    /// End of sequence: generation stops here.
+    pub eos: u32,
+    /// Beginning of answer: generated text follows it.
+    pub boa: u32,
+    /// Image newline: ends each patch row.
+    pub newline: u32,
+    /// Image placeholder: stands for a patch in the token stream.
+    pub image: u32,
+}
+
+impl SpecialTokens {
+    /// (token text, id) of every special token.
+    pub fn named(&self) -> [(&'static str, u32); 6] {
+        [
+            (PAD, self.pad),
+            (BOS, self.bos),
+            (EOS, self.eos),
+            (BOA, self.boa),
+            (NEWLINE, self.newline),
+            (IMAGE, self.image),
+        ]
+    }
+}
+
+pub const PAD: &str = "<pad>";
+pub const BOS: &str = "<s>";
+pub const EOS: &str = "</s>";
+pub const BOA: &str = "<answer>";
+pub const NEWLINE: &str = "<newline>";
+pub const IMAGE: &str = "<image>";
+
+/// A file of the package and its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub model: ModelConfig,
+    pub canvas: Canvas,
+    pub special_tokens: SpecialTokens,
+    /// Numeric precision of the graphs' weights (`f32`).
+    pub precision: String,
+    /// Default limit on generated tokens.
+    pub max_new_tokens: usize,
+    /// Every file of the package (relative path → checksum).
+    pub files: BTreeMap<String, FileEntry>,
+    /// How the training data was made (free form).
+    #[serde(default)]
+    pub data: serde_json::Value,
+    /// Evaluation results of this package (free form, written by `glimpse-export eval`).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}

@@ -1,0 +1,143 @@
+//! Model packages: a folder with `glimpse.json`, `tokenizer.json` and the ONNX graphs.
+//!
+//! Loading checks everything it can before any graph is run: the format version, that every
+//! listed file exists with the recorded sha256, that the canvas and config are sane.
+
+mod manifest;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use manifest::*;
+
+use crate::error::{Error, Result};
+
+/// A package on disk whose manifest has been read and whose files have been verified.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Package {
+    /// Reads and verifies the package in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Package> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::NotAPackage {
+                path: dir,
+                reason: "no such directory".into(),
+            });
+        }
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if !manifest_path.is_file() {
+            return Err(Error::NotAPackage {
+                path: dir,
+                reason: format!("it has no {MANIFEST_FILE}"),
+            });
+        }
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::Io {
+            path: manifest_path.clone(),
+            source: e,
+        })?;
+        let bad = |reason: String| Error::Manifest {
+            path: manifest_path.clone(),
+            reason,
+        };
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {} is not the version this runtime reads ({FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        manifest.model.validate().map_err(bad)?;
+        manifest.canvas.validate().map_err(bad)?;
+        if manifest.canvas.image_tokens() >= manifest.model.max_positions {
+            return Err(bad(format!(
+                "the canvas needs {} image tokens but the model's context is {}",
+                manifest.canvas.image_tokens(),
+                manifest.model.max_positions
+            )));
+        }
+        for (name, id) in manifest.special_tokens.named() {
+            if id as usize >= manifest.model.vocab_size {
+                return Err(bad(format!(
+                    "special token {name} has id {id}, outside the vocabulary of {}",
+                    manifest.model.vocab_size
+                )));
+            }
+        }
+        for required in [TOKENIZER_FILE, VISION_FILE, EMBEDDING_FILE, DECODER_FILE] {
+            if !manifest.files.contains_key(required) {
+                return Err(bad(format!("it does not list {required}")));
+            }
+        }
+        for (name, entry) in &manifest.files {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(Error::NotAPackage {
+                    path: dir.clone(),
+                    reason: format!("{name} is listed in the manifest but missing"),
+                });
+            }
+            let actual = sha256_file(&path)?;
+            if actual != entry.sha256 {
+                return Err(Error::Checksum {
+                    path,
+                    expected: entry.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(Package { dir, manifest })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The package bundled with the source tree, used when no `--model` is given.
+pub fn default_package_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("GLIMPSE_MODEL") {
+        return PathBuf::from(dir);
+    }
+    // Next to the binary (installed layout: bin/glimpse, share/glimpse/model)...
+    if let Ok(exe) = std::env::current_exe() {
+        for rel in ["../share/glimpse/model", "model"] {
+            if let Some(dir) = exe.parent().map(|d| d.join(rel)) {
+                if dir.join(MANIFEST_FILE).is_file() {
+                    return dir;
+                }
+            }
+        }
+    }
+    // ...else the repository's bundled model.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/glimpse-default")
+}

@@ -1,0 +1,177 @@
+//! The public API: load a package, then caption frames and answer questions about them.
+
+use std::path::Path;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use crate::error::Result;
+use crate::frame::{Canvas, Patches};
+use crate::generate::{Generated, check_room, greedy};
+use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, VisionGraph};
+use crate::package::{DECODER_FILE, EMBEDDING_FILE, Package, TOKENIZER_FILE, VISION_FILE};
+use crate::text::{Prompt, TextTokenizer, TokenStream};
+
+/// A loaded model package, ready to run.
+pub struct Glimpse {
+    pub package: Package,
+    pub tokenizer: TextTokenizer,
+    vision: VisionGraph,
+    embedding: EmbeddingGraph,
+    decoder: DecoderGraph,
+    /// Limit on generated tokens (the manifest's default unless changed).
+    pub max_new_tokens: usize,
+}
+
+/// An answer or caption, with where the time went (seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub preprocess_s: f64,
+    pub vision_s: f64,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+/// A frame after the vision graph: what every prompt about it starts from.
+pub struct ImageContext {
+    pub embeddings: Vec<f32>,
+    pub preprocess_s: f64,
+    pub vision_s: f64,
+}
+
+impl Glimpse {
+    /// Loads and verifies the package in `dir`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Glimpse> {
+        let package = Package::open(dir)?;
+        let m = &package.manifest;
+        let tokenizer = TextTokenizer::load(
+            &package.file(TOKENIZER_FILE),
+            m.model.vocab_size,
+            m.special_tokens,
+        )?;
+        let vision = VisionGraph::load(&package.file(VISION_FILE))?;
+        let embedding = EmbeddingGraph::load(&package.file(EMBEDDING_FILE))?;
+        let decoder = DecoderGraph::load(
+            &package.file(DECODER_FILE),
+            m.model.d_model,
+            m.model.vocab_size,
+        )?;
+        let max_new_tokens = m.max_new_tokens;
+        Ok(Glimpse {
+            package,
+            tokenizer,
+            vision,
+            embedding,
+            decoder,
+            max_new_tokens,
+        })
+    }
+
+    pub fn canvas(&self) -> Canvas {
+        self.package.manifest.canvas
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.package.manifest.model.max_positions
+    }
+
+    pub fn patches(&self, frame: &RgbImage) -> Patches {
+        self.canvas().patches(frame)
+    }
+
+    /// Preprocesses `frame` and runs the vision graph.
+    pub fn see(&self, frame: &RgbImage) -> Result<ImageContext> {
+        let t0 = Instant::now();
+        let patches = self.patches(frame);
+        let t1 = Instant::now();
+        let embeddings = self.vision.run(&patches)?;
+        Ok(ImageContext {
+            embeddings,
+            preprocess_s: (t1 - t0).as_secs_f64(),
+            vision_s: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Embeddings of token ids.
+    pub fn embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.embedding.run(ids)
+    }
+
+    /// A decoder sequence with an empty cache.
+    pub fn session(&self) -> Result<DecoderSession<'_>> {
+        self.decoder.session()
+    }
+
+    pub fn caption(&self, frame: &RgbImage) -> Result<Answer> {
+        self.run(frame, &Prompt::Caption, &mut |_| {})
+    }
+
+    pub fn ask(&self, frame: &RgbImage, question: &str) -> Result<Answer> {
+        self.run(frame, &Prompt::Question(question.to_string()), &mut |_| {})
+    }
+
+    /// Generates the answer to `prompt` about `frame`, passing each piece of text to
+    /// `on_text` as soon as it is decoded.
+    pub fn run(
+        &self,
+        frame: &RgbImage,
+        prompt: &Prompt,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        // Tokenize first: a prompt that cannot fit fails before any model runs.
+        let stream = TokenStream::new(&self.tokenizer, prompt)?;
+        check_room(
+            self.canvas().image_tokens() + stream.text_ids.len(),
+            self.max_positions(),
+        )?;
+        let image = self.see(frame)?;
+        self.run_with_image(&image, &stream, on_text)
+    }
+
+    /// Generation from an already-seen image: image and prompt are prefilled in one call.
+    pub fn run_with_image(
+        &self,
+        image: &ImageContext,
+        stream: &TokenStream,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        check_room(
+            self.canvas().image_tokens() + stream.text_ids.len(),
+            self.max_positions(),
+        )?;
+        let mut prefix = image.embeddings.clone();
+        prefix.extend(self.embedding.run(&stream.text_ids)?);
+        let mut session = self.decoder.session()?;
+        let Generated {
+            tokens,
+            text,
+            prefill_s,
+            decode_s,
+        } = greedy(
+            &mut session,
+            &self.embedding,
+            &self.tokenizer,
+            &prefix,
+            self.max_positions(),
+            self.max_new_tokens,
+            on_text,
+        )?;
+        Ok(Answer {
+            text,
+            tokens,
+            timings: Timings {
+                preprocess_s: image.preprocess_s,
+                vision_s: image.vision_s,
+                prefill_s,
+                decode_s,
+            },
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! Tokens ↔ text, and the token stream the decoder reads.
+
+mod prompt;
+mod tokenizer;
+
+pub use prompt::{Prompt, TokenStream};
+pub use tokenizer::TextTokenizer;

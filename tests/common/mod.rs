@@ -1,0 +1,65 @@
+//! Shared helpers of the end-to-end tests: tiny models and packages made on the spot.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use glimpse_exporter::burn::prelude::*;
+use glimpse_exporter::model::{Fuyu, weights};
+use glimpse_exporter::train::{RunInfo, TrainOptions};
+use glimpse_exporter::{package, tokenizer};
+use glimpse_runtime::ModelConfig;
+use glimpse_runtime::frame::Canvas;
+
+pub fn tiny_canvas() -> Canvas {
+    Canvas {
+        width: 64,
+        height: 48,
+        patch: 16,
+    }
+}
+
+/// A randomly initialised tiny model packaged in `dir`, with its burn twin.
+pub fn random_package(dir: &Path) -> (Fuyu, RunInfo) {
+    let tok = tokenizer::train(&glimpse_exporter::data::text_corpus(1, 100), 2048).unwrap();
+    let tok_path = dir.join("tok.json");
+    tokenizer::save(&tok, &tok_path).unwrap();
+    let cfg = ModelConfig {
+        vocab_size: tok.inner().get_vocab_size(true),
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 64,
+        rotary_fraction: 0.5,
+        rope_theta: 25_000.0,
+        layer_norm_eps: 1e-5,
+        max_positions: 48,
+    };
+    let canvas = tiny_canvas();
+    let device = Device::default();
+    let model = Fuyu::new(&cfg, &canvas, &device);
+    let run = RunInfo {
+        model: cfg,
+        canvas,
+        options: TrainOptions::default(),
+        data: serde_json::json!({"source": "none"}),
+    };
+    package::write_package(
+        &weights::collect(&model),
+        &run,
+        &tok_path,
+        &dir.join("pkg"),
+        "random",
+        serde_json::json!({}),
+    )
+    .unwrap();
+    (model, run)
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,98 @@
+//! burn (training) and tract (runtime) compute the same model: same logits for the prefill
+//! and for cached decode steps, and greedy decoding with the KV cache equals decoding
+//! that recomputes the whole sequence every step.
+
+mod common;
+
+use glimpse_exporter::burn::prelude::*;
+use glimpse_exporter::model::Rotary;
+use glimpse_runtime::Glimpse;
+use glimpse_runtime::generate::argmax;
+use glimpse_runtime::scene::{Split, sample};
+use glimpse_runtime::text::{Prompt, TokenStream};
+
+use common::{max_abs_diff, random_package};
+
+#[test]
+fn burn_and_tract_logits_agree_for_prefill_and_cached_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, run) = random_package(dir.path());
+    let g = Glimpse::load(dir.path().join("pkg")).unwrap();
+    let cfg = &run.model;
+    let v = cfg.vocab_size;
+    let frame = sample(3, Split::Test, 0).image;
+
+    let stream = TokenStream::new(
+        &g.tokenizer,
+        &Prompt::Question("what color is the star?".into()),
+    )
+    .unwrap();
+    let extra = [17u32, 42, 9]; // three decode steps
+    let mut text: Vec<u32> = stream.text_ids.clone();
+    text.extend(extra);
+
+    // burn: the whole sequence at once
+    let device = Device::default();
+    let patches = g.patches(&frame);
+    let p = Tensor::<4>::from_data(
+        TensorData::new(
+            patches.data.clone(),
+            [1, patches.rows, patches.cols, patches.dim],
+        ),
+        &device,
+    );
+    let ids: Vec<i64> = text.iter().map(|&t| t as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, text.len()]), &device);
+    let rotary = Rotary::new(cfg, &device);
+    let reference: Vec<f32> = model
+        .forward(p, ids, &rotary, cfg.n_heads)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+
+    // tract: prefill image + prompt, then one token per step with the cache
+    let image = g.see(&frame).unwrap();
+    let mut prefix = image.embeddings.clone();
+    prefix.extend(g.embed(&stream.text_ids).unwrap());
+    let mut session = g.session().unwrap();
+    let prefill = session.forward(&prefix).unwrap();
+    let n = g.canvas().image_tokens() + stream.text_ids.len();
+    assert_eq!(prefill.len(), n * v);
+    let d = max_abs_diff(&prefill, &reference[..n * v]);
+    assert!(d <= 1e-3, "prefill logits differ by {d}");
+    for (k, &tok) in extra.iter().enumerate() {
+        let step = session.forward(&g.embed(&[tok]).unwrap()).unwrap();
+        let at = n + k;
+        let d = max_abs_diff(&step, &reference[at * v..(at + 1) * v]);
+        assert!(d <= 1e-3, "cached step {k} logits differ by {d}");
+    }
+    assert_eq!(session.len(), n + extra.len());
+}
+
+#[test]
+fn greedy_with_cache_equals_recomputing_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    random_package(dir.path());
+    let mut g = Glimpse::load(dir.path().join("pkg")).unwrap();
+    g.max_new_tokens = 6;
+    let frame = sample(3, Split::Test, 1).image;
+    let cached = g.caption(&frame).unwrap();
+
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption).unwrap();
+    let mut seq = g.see(&frame).unwrap().embeddings;
+    seq.extend(g.embed(&stream.text_ids).unwrap());
+    let eos = g.tokenizer.special().eos;
+    let mut tokens = Vec::new();
+    while tokens.len() < g.max_new_tokens {
+        // a fresh session each step: no cache at all
+        let logits = g.session().unwrap().forward_last(&seq).unwrap();
+        let next = argmax(&logits);
+        if next == eos {
+            break;
+        }
+        tokens.push(next);
+        seq.extend(g.embed(&[next]).unwrap());
+    }
+    assert!(!tokens.is_empty());
+    assert_eq!(cached.tokens, tokens);
+}
