@@ -42,10 +42,10 @@ fn read_training_summary(run_dir: &Path) -> serde_json::Value {
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
     };
     let mut v = read(METRICS_FILE).unwrap_or_else(|| serde_json::json!({}));
-    if v.get("steps").is_none() {
-        if let Some(p) = read(PROGRESS_FILE) {
-            v["steps"] = p["step"].clone();
-        }
+    if v.get("steps").is_none()
+        && let Some(p) = read(PROGRESS_FILE)
+    {
+        v["steps"] = p["step"].clone();
     }
     v
 }

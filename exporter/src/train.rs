@@ -342,9 +342,18 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
             window.clear();
             let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &train_device);
             progress.val_loss.push((done, val));
-            bar.println(format!(
-                "step {done:>6}  train loss {mean:.4}  val loss {val:.4}"
-            ));
+            let line = format!(
+                "step {done:>6}/{}  train loss {mean:.4}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
+                o.steps,
+                tokens as f64 / secs.max(1e-9),
+                elapsed_before + secs
+            );
+            if bar.is_hidden() {
+                // not a terminal (a log file, CI): plain lines instead of the bar
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
         if done % o.checkpoint_every == 0 || last {
             progress.step = done;

@@ -53,10 +53,10 @@ pub fn greedy(
         }
         tokens.push(next);
         let text = tokenizer.decode(&tokens)?;
-        if let Some(new) = text.strip_prefix(shown.as_str()) {
-            if !new.is_empty() {
-                on_text(new);
-            }
+        if let Some(new) = text.strip_prefix(shown.as_str())
+            && !new.is_empty()
+        {
+            on_text(new);
         }
         shown = text;
         if session.len() + 1 > max_positions || tokens.len() == max_new_tokens {

@@ -106,7 +106,7 @@ fn held_out_pairs() -> Vec<String> {
 pub fn text_corpus(seed: u64, scenes: u64) -> Vec<String> {
     let mut texts = scene::vocabulary();
     for i in 0..scenes {
-        let mut rng = Rng::for_item(seed ^ 0x746f_6b, i);
+        let mut rng = Rng::for_item(seed ^ 0x0074_6f6b, i);
         let sc = scene::Scene::random(
             &mut rng,
             scene::FRAME_WIDTH,

@@ -1,7 +1,8 @@
 //! Fuyu-style decoder-only vision-language model (burn).
 //!
-//! No vision encoder: each patch is flattened and projected by one Linear; a learned
-//! newline embedding closes each patch row; text tokens follow. The decoder is
+//! No vision encoder: each patch is flattened and projected by one Linear (plus a learned
+//! position for its place on the canvas); a learned newline embedding closes each patch
+//! row; text tokens follow. The decoder is
 //! Persimmon's: LayerNorm with bias, a fused QKV projection laid out per head as
 //! `[heads, 3, head_dim]`, LayerNorm on Q and K per head, rotary embeddings in
 //! rotate_half form on part of each head, a squared-ReLU MLP, and an untied LM head.
@@ -30,6 +31,10 @@ pub struct Block {
 #[derive(Module, Debug)]
 pub struct Fuyu {
     pub vision_embed: Linear,
+    /// Learned position of each patch on the canvas, `[rows, cols, d]`. Fuyu has none and
+    /// leaves layout to the decoder; with a fixed canvas this table is cheap, and a small
+    /// model learns "left of" far sooner with it.
+    pub patch_position: Param<Tensor<3>>,
     pub image_newline: Param<Tensor<1>>,
     pub embed_tokens: Embedding,
     pub layers: Vec<Block>,
@@ -140,6 +145,11 @@ impl Fuyu {
         let d = cfg.d_model;
         Fuyu {
             vision_embed: LinearConfig::new(canvas.patch_dim(), d).init(device),
+            patch_position: Param::from_tensor(Tensor::random(
+                [canvas.rows(), canvas.cols(), d],
+                burn::tensor::Distribution::Normal(0.0, 0.02),
+                device,
+            )),
             image_newline: Param::from_tensor(Tensor::random(
                 [d],
                 burn::tensor::Distribution::Normal(0.0, 0.02),
@@ -157,7 +167,7 @@ impl Fuyu {
     /// Image embeddings: patches `[batch, rows, cols, patch_dim]` → `[batch, rows·(cols+1), d]`.
     pub fn embed_image(&self, patches: Tensor<4>) -> Tensor<3> {
         let [b, rows, cols, _] = patches.dims();
-        let e = self.vision_embed.forward(patches);
+        let e = self.vision_embed.forward(patches) + self.patch_position.val().unsqueeze_dim(0);
         let d = e.dims()[3];
         let newline = self
             .image_newline

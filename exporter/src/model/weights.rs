@@ -48,6 +48,7 @@ fn norm(w: &mut Weights, name: &str, n: &LayerNorm) {
 pub fn collect(model: &Fuyu) -> Weights {
     let mut w = Weights::new();
     linear(&mut w, "vision_embed", &model.vision_embed);
+    w.insert("patch_position".into(), array(&model.patch_position));
     w.insert("image_newline".into(), array(&model.image_newline));
     w.insert(
         "embed_tokens.weight".into(),

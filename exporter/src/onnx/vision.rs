@@ -1,5 +1,6 @@
 //! `vision.onnx`: `patches [B, R, C, 3·P·P]` → `image_embeds [B, R·(C+1), d]`.
-//! One Linear per patch, then the learned newline embedding after each patch row.
+//! One Linear per patch plus a learned position per patch, then the learned newline
+//! embedding after each patch row.
 
 use anyhow::Result;
 
@@ -27,6 +28,9 @@ pub fn build(w: &Weights, cfg: &ModelConfig, canvas: &Canvas) -> Result<Vec<u8>>
     let nl = g.weight("image_newline", &[1, 1, 1, d], &nl.data);
     let proj = g.node("MatMul", "vision_embed/matmul", &[&patches, &wt], vec![]);
     let proj = g.node("Add", "vision_embed/add", &[&proj, &bias], vec![]);
+    let pos = get(w, "patch_position")?;
+    let pos = g.weight("patch_position", &pos.dims, &pos.data);
+    let proj = g.node("Add", "patch_position/add", &[&proj, &pos], vec![]);
     // newline broadcast to [B, R, 1, d]
     let shape = g.node(
         "Shape",

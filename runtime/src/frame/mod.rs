@@ -57,7 +57,7 @@ impl Canvas {
         if self.patch == 0 || self.width == 0 || self.height == 0 {
             return Err(format!("canvas {self:?} has a zero dimension"));
         }
-        if self.width % self.patch != 0 || self.height % self.patch != 0 {
+        if !self.width.is_multiple_of(self.patch) || !self.height.is_multiple_of(self.patch) {
             return Err(format!(
                 "canvas {}x{} is not a multiple of the patch size {}",
                 self.width, self.height, self.patch

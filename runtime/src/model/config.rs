@@ -36,7 +36,7 @@ impl ModelConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
                 "d_model {} is not a multiple of n_heads {}",
                 self.d_model, self.n_heads

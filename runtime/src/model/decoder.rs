@@ -97,7 +97,7 @@ impl DecoderSession<'_> {
     /// new position (`n × vocab` values).
     pub fn forward(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
         let d = self.graph.d_model;
-        if embeds.is_empty() || embeds.len() % d != 0 {
+        if embeds.is_empty() || !embeds.len().is_multiple_of(d) {
             return Err(Error::Inference(format!(
                 "{} embedding values is not a whole number of {d}-wide tokens",
                 embeds.len()

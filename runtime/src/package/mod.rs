@@ -131,10 +131,10 @@ pub fn default_package_dir() -> PathBuf {
     // Next to the binary (installed layout: bin/glimpse, share/glimpse/model)...
     if let Ok(exe) = std::env::current_exe() {
         for rel in ["../share/glimpse/model", "model"] {
-            if let Some(dir) = exe.parent().map(|d| d.join(rel)) {
-                if dir.join(MANIFEST_FILE).is_file() {
-                    return dir;
-                }
+            if let Some(dir) = exe.parent().map(|d| d.join(rel))
+                && dir.join(MANIFEST_FILE).is_file()
+            {
+                return dir;
             }
         }
     }

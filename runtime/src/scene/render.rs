@@ -166,10 +166,10 @@ pub fn render(scene: &Scene, rng: &mut Rng) -> RgbImage {
         px = box_blur(&px, w, h);
     }
     let mut img = RgbImage::new(w, h);
-    for (i, p) in img.pixels_mut().enumerate() {
-        for c in 0..3 {
-            let v = px[i][c] * brightness + noise * rng.normal();
-            p.0[c] = v.round().clamp(0.0, 255.0) as u8;
+    for (p, src) in img.pixels_mut().zip(&px) {
+        for (out, &v) in p.0.iter_mut().zip(src) {
+            let v = v * brightness + noise * rng.normal();
+            *out = v.round().clamp(0.0, 255.0) as u8;
         }
     }
     if rng.chance(0.5) {

@@ -1,0 +1,143 @@
+//! The `glimpse` command on the bundled model and the bundled examples.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn glimpse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("glimpse runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// (question, answer)
+type Qa = (String, String);
+
+/// (image file, caption, questions) of each bundled example.
+fn examples() -> Vec<(String, String, Vec<Qa>)> {
+    let text = std::fs::read_to_string(root().join("examples/captions.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let qa = v["qa"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| {
+                    (
+                        q["q"].as_str().unwrap().to_string(),
+                        q["a"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            (
+                format!("examples/{}", v["image"].as_str().unwrap()),
+                v["caption"].as_str().unwrap().to_string(),
+                qa,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn captions_of_the_examples_match_their_scenes() {
+    let ex = examples();
+    assert!(ex.len() >= 4);
+    let mut right = 0;
+    for (image, caption, _) in &ex {
+        let o = glimpse(&["caption", image]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got = stdout(&o).trim().to_string();
+        assert!(!got.is_empty());
+        right += (got == *caption) as usize;
+    }
+    // the bundled model's exact-match rate on the test split is about 0.8 or better
+    assert!(
+        right * 4 >= ex.len() * 3,
+        "{right} of {} captions right",
+        ex.len()
+    );
+}
+
+#[test]
+fn answers_match_the_scene_graphs() {
+    let mut right = 0;
+    let mut asked = 0;
+    for (image, _, qa) in examples() {
+        for (q, a) in qa {
+            let o = glimpse(&["ask", &image, &q]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            right += (stdout(&o).trim() == a) as usize;
+            asked += 1;
+        }
+    }
+    assert!(asked >= 10);
+    assert!(right * 10 >= asked * 8, "{right} of {asked} answers right");
+}
+
+#[test]
+fn json_output_has_the_text_and_the_latency_split() {
+    let (image, caption, _) = examples().remove(0);
+    let o = glimpse(&["--json", "caption", &image, &image]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["text"], lines[1]["text"]);
+    assert_eq!(lines[0]["image"], image.as_str());
+    assert!(lines[0]["tokens"].as_u64().unwrap() > 0);
+    for k in ["preprocess", "vision", "prefill", "decode"] {
+        assert!(lines[0]["ms"][k].as_f64().unwrap() >= 0.0, "{k}");
+    }
+    let _ = caption;
+}
+
+#[test]
+fn a_corrupt_image_among_good_ones_is_reported_and_the_rest_captioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("corrupt.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff garbage").unwrap();
+    let (image, _, _) = examples().remove(0);
+    let o = glimpse(&["caption", bad.to_str().unwrap(), &image]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("corrupt.jpg"), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&image), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
+
+#[test]
+fn a_bad_model_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, _, _) = examples().remove(0);
+    let o = glimpse(&["--model", dir.path().to_str().unwrap(), "caption", &image]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("not a Glimpse model package") && err.contains("glimpse.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_overlong_question_is_refused() {
+    let (image, _, _) = examples().remove(0);
+    let q = "what color is the circle ".repeat(50);
+    let o = glimpse(&["ask", &image, &q]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("prompt too long"), "{}", stderr(&o));
+}
