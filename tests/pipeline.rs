@@ -35,7 +35,16 @@ fn train_resume_export_run_and_evaluate() {
     assert_eq!(p.step, 6);
     assert_eq!(p.val_loss.len(), 2);
     assert!(p.train_loss.iter().all(|(_, l)| l.is_finite() && *l > 0.0));
-    for f in ["run.json", "tokenizer.json", "model.safetensors", "optimizer.bin", "progress.json", "loss.csv", "loss.png", "metrics.json"] {
+    for f in [
+        "run.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "optimizer.bin",
+        "progress.json",
+        "loss.csv",
+        "loss.png",
+        "metrics.json",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     // an existing run is never overwritten by accident
@@ -67,7 +76,11 @@ fn train_resume_export_run_and_evaluate() {
     assert!((0.0..=1.0).contains(&r.qa_accuracy));
     let asked: usize = r.qa_by_kind.values().map(|(_, n)| n).sum();
     assert_eq!(asked, r.qa_questions);
-    package::write_metrics(&pkg, serde_json::json!({"test": {"qa_accuracy": r.qa_accuracy}})).unwrap();
+    package::write_metrics(
+        &pkg,
+        serde_json::json!({"test": {"qa_accuracy": r.qa_accuracy}}),
+    )
+    .unwrap();
     // metrics live in the manifest, which is not checksummed: the package still loads
     let g = Glimpse::load(&pkg).unwrap();
     assert_eq!(
@@ -94,7 +107,13 @@ fn train_on_a_folder_of_images_with_captions() {
     assert!(!folder.validation(100).is_empty());
 
     // a broken captions.jsonl is named with its line
-    std::fs::write(images.join("captions.jsonl"), "{\"image\": \"scene-0.png\"}\nnot json\n").unwrap();
-    let e = data::load_folder(&images).err().expect("broken index loads");
+    std::fs::write(
+        images.join("captions.jsonl"),
+        "{\"image\": \"scene-0.png\"}\nnot json\n",
+    )
+    .unwrap();
+    let e = data::load_folder(&images)
+        .err()
+        .expect("broken index loads");
     assert!(format!("{e:#}").contains("captions.jsonl:2"), "{e:#}");
 }

@@ -29,8 +29,23 @@ enum Command {
     Export(ExportArgs),
     /// Evaluate a package with the runtime on the synthetic test splits.
     Eval(EvalArgs),
-    /// Write synthetic scenes as PNG files, with their captions and questions in scenes.jsonl.
+    /// Write synthetic scenes as PNG files, with their captions and questions in captions.jsonl.
     Scenes(ScenesArgs),
+    /// Record tract's inputs and logits on some images as JSON, for checking a package
+    /// with another ONNX runtime (scripts/check_onnx.py).
+    Reference(ReferenceArgs),
+}
+
+#[derive(clap::Args)]
+struct ReferenceArgs {
+    /// Model package.
+    package: PathBuf,
+    /// Images to run.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// JSON file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -186,6 +201,20 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             let n = glimpse_exporter::data::write_scenes(&a.out, a.seed, split, a.first, a.count)?;
             eprintln!("wrote {n} scenes to {}", a.out.display());
+        }
+        Command::Reference(a) => {
+            let g = glimpse_runtime::Glimpse::load(&a.package)?;
+            let mut refs = Vec::new();
+            for img in &a.images {
+                let frame = glimpse_runtime::frame::load_image(img)?;
+                refs.push(glimpse_exporter::eval::reference(
+                    &g,
+                    &img.display().to_string(),
+                    &frame,
+                )?);
+            }
+            std::fs::write(&a.out, serde_json::to_string(&refs)?)?;
+            eprintln!("wrote {} references to {}", refs.len(), a.out.display());
         }
         Command::Eval(a) => {
             let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;

@@ -142,3 +142,56 @@ impl Report {
         s
     }
 }
+
+/// Inputs and tract's outputs for one example, for checking the package with another
+/// ONNX runtime: `patches` `[1, R, C, 3·P·P]`, the prompt's text ids, the prefill logits
+/// (every position) and the logits of three cached decode steps fed `steps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    pub image: String,
+    pub patches_shape: [usize; 4],
+    pub patches: Vec<f32>,
+    pub text_ids: Vec<u32>,
+    pub prefill_logits_last: Vec<f32>,
+    pub prefill_len: usize,
+    pub steps: Vec<u32>,
+    pub step_logits: Vec<Vec<f32>>,
+    pub greedy_caption_tokens: Vec<u32>,
+}
+
+/// Runs `g` on `image` and records what another runtime must reproduce.
+pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Reference> {
+    let patches = g.patches(image);
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+    let ctx = g.see(image)?;
+    let mut prefix = ctx.embeddings.clone();
+    prefix.extend(g.embed(&stream.text_ids)?);
+    let mut session = g.session()?;
+    let prefill_logits_last = session.forward_last(&prefix)?;
+    let steps = vec![
+        g.tokenizer.special().bos,
+        g.tokenizer.encode("red")?[0],
+        g.tokenizer.encode("circle")?[0],
+    ];
+    let mut step_logits = Vec::new();
+    for &t in &steps {
+        step_logits.push(session.forward(&g.embed(&[t])?)?);
+    }
+    Ok(Reference {
+        image: name.to_string(),
+        patches_shape: [1, patches.rows, patches.cols, patches.dim],
+        patches: patches.data,
+        text_ids: stream.text_ids,
+        prefill_logits_last,
+        prefill_len: prefix.len() / g.package.manifest.model.d_model,
+        steps,
+        step_logits,
+        greedy_caption_tokens: g
+            .run_with_image(
+                &ctx,
+                &TokenStream::new(&g.tokenizer, &Prompt::Caption)?,
+                &mut |_| {},
+            )?
+            .tokens,
+    })
+}
