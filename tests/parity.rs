@@ -96,3 +96,26 @@ fn greedy_with_cache_equals_recomputing_without_it() {
     assert!(!tokens.is_empty());
     assert_eq!(cached.tokens, tokens);
 }
+
+#[test]
+fn questions_continuing_a_shared_image_cache_match_fresh_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    random_package(dir.path());
+    let mut g = Glimpse::load(dir.path().join("pkg")).unwrap();
+    g.max_new_tokens = 4;
+    let s = sample(3, Split::Test, 2);
+    let image = g.see(&s.image).unwrap();
+    let seen = g.image_session(&image).unwrap();
+    assert_eq!(seen.len(), g.canvas().image_tokens());
+    for qa in &s.qa {
+        let stream =
+            TokenStream::new(&g.tokenizer, &Prompt::Question(qa.question.clone())).unwrap();
+        let fresh = g.run_with_image(&image, &stream, &mut |_| {}).unwrap();
+        let shared = g
+            .run_after_image(seen.clone(), &image, &stream, &mut |_| {})
+            .unwrap();
+        assert_eq!(fresh.tokens, shared.tokens, "{}", qa.question);
+    }
+    // the shared session itself was never advanced
+    assert_eq!(seen.len(), g.canvas().image_tokens());
+}

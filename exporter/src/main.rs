@@ -100,7 +100,7 @@ struct TrainArgs {
     #[arg(long, default_value_t = TrainOptions::default().max_positions)]
     max_positions: usize,
     /// Model canvas as WIDTHxHEIGHT.
-    #[arg(long, default_value = "128x96")]
+    #[arg(long, default_value = "192x144")]
     canvas: String,
     /// Patch size in pixels.
     #[arg(long, default_value_t = TrainOptions::default().canvas.patch)]

@@ -69,9 +69,9 @@ impl Default for TrainOptions {
             d_ff: 512,
             max_positions: 96,
             canvas: Canvas {
-                width: 128,
-                height: 96,
-                patch: 16,
+                width: 192,
+                height: 144,
+                patch: 24,
             },
             data: None,
             val_every: 250,
@@ -294,7 +294,7 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
             let builder = BatchBuilder {
                 tokenizer: &tok,
                 canvas,
-                max_positions: cfg_max(&o),
+                max_positions: o.max_positions,
             };
             for step in first..o.steps {
                 let b = builder.build(&src.train_batch(step as u64, o.batch_size));
@@ -387,10 +387,6 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
     });
     write_json(&out.join(METRICS_FILE), &metrics)?;
     Ok(progress)
-}
-
-fn cfg_max(o: &TrainOptions) -> usize {
-    o.max_positions
 }
 
 fn optimizer() -> burn::optim::ModuleOptimizer {

@@ -148,7 +148,38 @@ impl Glimpse {
         )?;
         let mut prefix = image.embeddings.clone();
         prefix.extend(self.embedding.run(&stream.text_ids)?);
+        let session = self.decoder.session()?;
+        self.generate_from(session, image, &prefix, on_text)
+    }
+
+    /// A decoder sequence that already holds the image tokens of `image`. Clone it to ask
+    /// several questions about one frame: each then prefills only its own text tokens.
+    pub fn image_session(&self, image: &ImageContext) -> Result<DecoderSession<'_>> {
         let mut session = self.decoder.session()?;
+        session.forward(&image.embeddings)?;
+        Ok(session)
+    }
+
+    /// Generation that continues a session from [`Glimpse::image_session`].
+    pub fn run_after_image(
+        &self,
+        session: DecoderSession<'_>,
+        image: &ImageContext,
+        stream: &TokenStream,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
+        check_room(session.len() + stream.text_ids.len(), self.max_positions())?;
+        let prefix = self.embedding.run(&stream.text_ids)?;
+        self.generate_from(session, image, &prefix, on_text)
+    }
+
+    fn generate_from(
+        &self,
+        mut session: DecoderSession<'_>,
+        image: &ImageContext,
+        prefix: &[f32],
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
         let Generated {
             tokens,
             text,
@@ -158,7 +189,7 @@ impl Glimpse {
             &mut session,
             &self.embedding,
             &self.tokenizer,
-            &prefix,
+            prefix,
             self.max_positions(),
             self.max_new_tokens,
             on_text,

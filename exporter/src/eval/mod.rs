@@ -43,8 +43,12 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
     for i in 0..scenes {
         let s = scene::sample(seed, split, i);
         let image = g.see(&s.image)?;
+        // the image is prefilled once; every prompt continues a copy of that cache
+        let seen = g.image_session(&image)?;
         let cap = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
-        let got = g.run_with_image(&image, &cap, &mut |_| {})?.text;
+        let got = g
+            .run_after_image(seen.clone(), &image, &cap, &mut |_| {})?
+            .text;
         if got == s.caption {
             exact += 1;
         } else if r.caption_misses.len() < 5 {
@@ -53,7 +57,9 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         pairs.push((got, s.caption.clone()));
         for qa in &s.qa {
             let stream = TokenStream::new(&g.tokenizer, &Prompt::Question(qa.question.clone()))?;
-            let ans = g.run_with_image(&image, &stream, &mut |_| {})?.text;
+            let ans = g
+                .run_after_image(seen.clone(), &image, &stream, &mut |_| {})?
+                .text;
             let ok = ans == qa.answer;
             let e = r
                 .qa_by_kind

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use glimpse_runtime::ModelConfig;
 
-use super::builder::{Dim, Elem, GraphBuilder, attr_float, attr_int, attr_ints, fixed, sym};
+use super::builder::{Elem, GraphBuilder, attr_float, attr_int, attr_ints, fixed, sym};
 use super::get;
 use crate::model::weights::Weights;
 
@@ -269,7 +269,6 @@ pub fn build(w: &Weights, cfg: &ModelConfig) -> Result<Vec<u8>> {
             c.g.output(&format!("present.{i}.{kv}"), Elem::F32, &kv_dims("P + S"));
         }
     }
-    let _ = Dim::Fixed(0);
     Ok(super::builder::encode(&c.g.finish(
         "Glimpse decoder: Persimmon-style blocks with a KV cache",
     )))

@@ -166,8 +166,8 @@ impl Scene {
             attempts += 1;
             let size = *rng.pick(&Size::ALL);
             let radius = match size {
-                Size::Small => unit * rng.range_f32(0.075, 0.09),
-                Size::Large => unit * rng.range_f32(0.14, 0.16),
+                Size::Small => unit * rng.range_f32(0.09, 0.105),
+                Size::Large => unit * rng.range_f32(0.155, 0.175),
             };
             let (color, shape) = loop {
                 let c = *rng.pick(&Color::ALL);
