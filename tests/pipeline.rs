@@ -117,3 +117,22 @@ fn train_on_a_folder_of_images_with_captions() {
         .expect("broken index loads");
     assert!(format!("{e:#}").contains("captions.jsonl:2"), "{e:#}");
 }
+
+#[test]
+fn the_same_seed_and_command_give_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = |name: &str, seed: u64| {
+        let run = dir.path().join(name);
+        let mut o = tiny_options(2);
+        o.seed = seed;
+        train::train(&run, o, false).unwrap();
+        let info = train::read_run(&run).unwrap();
+        let model = train::load_model(&run, &info, &train::device()).unwrap();
+        glimpse_exporter::model::weights::collect(&model)
+    };
+    let a = weights("a", 11);
+    let b = weights("b", 11);
+    let c = weights("c", 12);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}

@@ -85,7 +85,7 @@ struct TrainArgs {
     /// Warm-up steps.
     #[arg(long, default_value_t = TrainOptions::default().warmup)]
     warmup: usize,
-    /// Seed of the synthetic data (the model's initial weights are not seeded).
+    /// Seed of the synthetic data and of the initial weights.
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     seed: u64,
     #[arg(long, default_value_t = TrainOptions::default().d_model)]

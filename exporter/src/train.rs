@@ -264,6 +264,8 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
             options: options.clone(),
         };
         write_json(&out.join(RUN_FILE), &run)?;
+        // Same seed, same initial weights: a run is reproduced by repeating its command.
+        train_device.seed(options.seed);
         let model = Fuyu::new(&model_cfg, &options.canvas, &train_device);
         (run, tok, model, optimizer(), Progress::default())
     };

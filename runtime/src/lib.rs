@@ -11,6 +11,7 @@
 //! # Ok::<(), glimpse_runtime::Error>(())
 //! ```
 
+pub mod bench;
 pub mod error;
 pub mod frame;
 pub mod generate;

@@ -44,6 +44,14 @@ enum Command {
     Ask { image: PathBuf, question: String },
     /// Show what the model package holds.
     Info,
+    /// Measure load, preprocessing, time to first token, decode speed and memory.
+    Bench {
+        /// Frame to use [default: a 640x480 synthetic scene]
+        image: Option<PathBuf>,
+        /// Repetitions per figure.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Glimpse, String> {
@@ -127,6 +135,23 @@ fn run(cli: &Cli) -> Result<bool, String> {
             }
             if !m.metrics.is_null() {
                 println!("metrics   {}", m.metrics);
+            }
+            Ok(true)
+        }
+        Command::Bench { image, runs } => {
+            let dir = cli.model.clone().unwrap_or_else(default_package_dir);
+            let frame = match image {
+                Some(p) => load_image(p).map_err(|e| e.to_string())?,
+                None => {
+                    let s = glimpse_runtime::scene::sample(7, glimpse_runtime::scene::Split::Test, 0);
+                    image::imageops::resize(&s.image, 640, 480, image::imageops::FilterType::Triangle)
+                }
+            };
+            let r = glimpse_runtime::bench::run(&dir, &frame, *runs).map_err(|e| e.to_string())?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", r.table());
             }
             Ok(true)
         }

@@ -19,7 +19,7 @@ impl SyntheticData {
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
-            per_scene: 4,
+            per_scene: 2,
             caption_share: 0.4,
         }
     }

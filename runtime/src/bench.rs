@@ -1,0 +1,161 @@
+//! `glimpse bench`: where the time goes, measured on this machine.
+//!
+//! Every figure is the median (and 95th percentile) of repeated runs in one process:
+//! package load, preprocessing of a frame, time to first token (vision + prefill),
+//! per-token decode with the KV cache and without it (recomputing the whole sequence),
+//! end-to-end caption latency, and the process's peak resident memory.
+
+use std::time::Instant;
+
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::generate::argmax;
+use crate::pipeline::Glimpse;
+use crate::text::{Prompt, TokenStream};
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stat {
+    pub median_ms: f64,
+    pub p95_ms: f64,
+    pub runs: usize,
+}
+
+impl Stat {
+    pub fn of(mut ms: Vec<f64>) -> Stat {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        Stat {
+            median_ms: at(0.5),
+            p95_ms: at(0.95),
+            runs: ms.len(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub frame: (u32, u32),
+    pub load: Stat,
+    pub preprocess: Stat,
+    pub first_token: Stat,
+    pub decode_token_cached: Stat,
+    pub decode_token_uncached: Stat,
+    pub caption: Stat,
+    pub caption_tokens: usize,
+    pub peak_rss_mb: Option<f64>,
+}
+
+fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((v, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// Peak resident set size of this process (Linux), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<BenchReport> {
+    let runs = runs.max(3);
+    let mut load = Vec::new();
+    let mut g = None;
+    for _ in 0..3 {
+        let (loaded, ms) = time(|| Glimpse::load(dir))?;
+        load.push(ms);
+        g = Some(loaded);
+    }
+    let g = g.expect("loaded at least once");
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+    let text = g.embed(&stream.text_ids)?;
+    let (mut pre, mut first, mut cached, mut uncached, mut caption) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut caption_tokens = 0;
+    for _ in 0..runs {
+        let (_, ms) = time(|| Ok(g.patches(frame)))?;
+        pre.push(ms);
+        // time to first token: vision + prefill of image and prompt + the first argmax
+        let t = Instant::now();
+        let image = g.see(frame)?;
+        let mut prefix = image.embeddings.clone();
+        prefix.extend_from_slice(&text);
+        let mut session = g.session()?;
+        let logits = session.forward_last(&prefix)?;
+        let mut next = argmax(&logits);
+        first.push(t.elapsed().as_secs_f64() * 1e3);
+        // decode steps with the cache, and the same steps recomputing everything
+        let mut seq = prefix;
+        for _ in 0..8 {
+            if session.len() + 1 > g.max_positions() {
+                break;
+            }
+            let e = g.embed(&[next])?;
+            let (logits, ms) = time(|| session.forward_last(&e))?;
+            cached.push(ms);
+            seq.extend_from_slice(&e);
+            let (_, ms) = time(|| g.session()?.forward_last(&seq))?;
+            uncached.push(ms);
+            next = argmax(&logits);
+        }
+        let (a, ms) = time(|| g.caption(frame))?;
+        caption.push(ms);
+        caption_tokens = a.tokens.len();
+    }
+    Ok(BenchReport {
+        frame: frame.dimensions(),
+        load: Stat::of(load),
+        preprocess: Stat::of(pre),
+        first_token: Stat::of(first),
+        decode_token_cached: Stat::of(cached),
+        decode_token_uncached: Stat::of(uncached),
+        caption: Stat::of(caption),
+        caption_tokens,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+impl BenchReport {
+    pub fn table(&self) -> String {
+        let row = |name: &str, s: &Stat| {
+            format!(
+                "{name:<34}{:>10.3}{:>10.3}{:>6}\n",
+                s.median_ms, s.p95_ms, s.runs
+            )
+        };
+        let mut out = format!(
+            "frame {}x{}\n{:<34}{:>10}{:>10}{:>6}\n",
+            self.frame.0, self.frame.1, "", "median ms", "p95 ms", "runs"
+        );
+        out += &row("load package", &self.load);
+        out += &row("preprocess (frame -> patches)", &self.preprocess);
+        out += &row("time to first token", &self.first_token);
+        out += &row("decode / token, KV cache", &self.decode_token_cached);
+        out += &row("decode / token, no cache", &self.decode_token_uncached);
+        out += &row(
+            &format!("caption ({} tokens)", self.caption_tokens),
+            &self.caption,
+        );
+        if let Some(mb) = self.peak_rss_mb {
+            out += &format!("{:<34}{mb:>10.1} MB\n", "peak resident memory");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_takes_median_and_p95() {
+        let s = Stat::of((1..=100).rev().map(|x| x as f64).collect());
+        assert_eq!(s.median_ms, 51.0); // index round(99 * 0.5) = 50 of 1..=100
+        assert_eq!(s.p95_ms, 95.0);
+        assert_eq!(s.runs, 100);
+    }
+}
