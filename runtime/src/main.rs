@@ -143,8 +143,14 @@ fn run(cli: &Cli) -> Result<bool, String> {
             let frame = match image {
                 Some(p) => load_image(p).map_err(|e| e.to_string())?,
                 None => {
-                    let s = glimpse_runtime::scene::sample(7, glimpse_runtime::scene::Split::Test, 0);
-                    image::imageops::resize(&s.image, 640, 480, image::imageops::FilterType::Triangle)
+                    let s =
+                        glimpse_runtime::scene::sample(7, glimpse_runtime::scene::Split::Test, 0);
+                    image::imageops::resize(
+                        &s.image,
+                        640,
+                        480,
+                        image::imageops::FilterType::Triangle,
+                    )
                 }
             };
             let r = glimpse_runtime::bench::run(&dir, &frame, *runs).map_err(|e| e.to_string())?;
