@@ -9,6 +9,14 @@ use glimpse_runtime::Glimpse;
 use glimpse_runtime::package::MANIFEST_FILE;
 use glimpse_runtime::scene::Split;
 
+/// burn seeds its backend globally: tests that train in this process take turns, so a
+/// seeded initialisation is never interleaved with another test's random draws.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny_options(steps: usize) -> TrainOptions {
     TrainOptions {
         steps,
@@ -29,6 +37,7 @@ fn tiny_options(steps: usize) -> TrainOptions {
 
 #[test]
 fn train_resume_export_run_and_evaluate() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let p = train::train(&run, tiny_options(6), false).unwrap();
@@ -92,6 +101,7 @@ fn train_resume_export_run_and_evaluate() {
 
 #[test]
 fn train_on_a_folder_of_images_with_captions() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     data::write_scenes(&images, 3, Split::Train, 0, 12).unwrap();
@@ -120,6 +130,7 @@ fn train_on_a_folder_of_images_with_captions() {
 
 #[test]
 fn the_same_seed_and_command_give_the_same_model() {
+    let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let weights = |name: &str, seed: u64| {
         let run = dir.path().join(name);

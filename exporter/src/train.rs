@@ -232,7 +232,11 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
             run.options.steps
         );
         let mut run = run;
-        run.options.steps = options.steps.max(progress.step);
+        if options.steps > run.options.steps {
+            // a longer run: the learning-rate schedule stretches to the new end
+            run.options.steps = options.steps;
+            write_json(&out.join(RUN_FILE), &run)?;
+        }
         (run, tok, model, optim, progress)
     } else {
         options.canvas.validate().map_err(anyhow::Error::msg)?;

@@ -3,6 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Floors for the bundled model on the bundled examples, set below what it measures there.
+const CAPTION_WORD_RECALL_FLOOR: f64 = 0.7;
+const QA_FLOOR: f64 = 0.5;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -52,28 +56,65 @@ fn examples() -> Vec<(String, String, Vec<Qa>)> {
         .collect()
 }
 
+/// Share of the reference's words found, in order-free multiset terms (unigram recall).
+fn word_recall(got: &str, want: &str) -> f64 {
+    let mut pool: Vec<&str> = got.split_whitespace().collect();
+    let want: Vec<&str> = want.split_whitespace().collect();
+    let mut hit = 0;
+    for w in &want {
+        if let Some(i) = pool.iter().position(|g| g == w) {
+            pool.swap_remove(i);
+            hit += 1;
+        }
+    }
+    hit as f64 / want.len().max(1) as f64
+}
+
 #[test]
-fn captions_of_the_examples_match_their_scenes() {
+fn the_cli_prints_what_the_library_computes() {
+    let g = glimpse_runtime::Glimpse::load(root().join("models/glimpse-default")).unwrap();
+    for (image, _, qa) in examples().into_iter().take(3) {
+        let frame = glimpse_runtime::frame::load_image(&root().join(&image)).unwrap();
+        let o = glimpse(&["caption", &image]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            stdout(&o).trim(),
+            g.caption(&frame).unwrap().text,
+            "{image}"
+        );
+        let (q, _) = &qa[0];
+        let o = glimpse(&["ask", &image, q]);
+        assert_eq!(
+            stdout(&o).trim(),
+            g.ask(&frame, q).unwrap().text,
+            "{image}: {q}"
+        );
+    }
+}
+
+#[test]
+fn captions_of_the_examples_describe_their_scenes() {
     let ex = examples();
     assert!(ex.len() >= 4);
-    let mut right = 0;
+    let mut recall = 0.0;
     for (image, caption, _) in &ex {
         let o = glimpse(&["caption", image]);
         assert!(o.status.success(), "{}", stderr(&o));
         let got = stdout(&o).trim().to_string();
-        assert!(!got.is_empty());
-        right += (got == *caption) as usize;
+        assert!(got.starts_with("a "), "{image}: {got:?}");
+        recall += word_recall(&got, caption);
     }
-    // the bundled model's exact-match rate on the test split is about 0.8 or better
+    // Floor under the bundled model's measured quality (see the README): a model that
+    // ignored the image, or a broken pipeline, scores far below it.
+    let recall = recall / ex.len() as f64;
     assert!(
-        right * 4 >= ex.len() * 3,
-        "{right} of {} captions right",
-        ex.len()
+        recall >= CAPTION_WORD_RECALL_FLOOR,
+        "caption word recall {recall:.3}"
     );
 }
 
 #[test]
-fn answers_match_the_scene_graphs() {
+fn answers_match_the_scene_graphs_well_above_chance() {
     let mut right = 0;
     let mut asked = 0;
     for (image, _, qa) in examples() {
@@ -84,8 +125,10 @@ fn answers_match_the_scene_graphs() {
             asked += 1;
         }
     }
-    assert!(asked >= 10);
-    assert!(right * 10 >= asked * 8, "{right} of {asked} answers right");
+    assert!(asked >= 20);
+    // guessing the commonest answer of each kind scores about 0.35
+    let accuracy = right as f64 / asked as f64;
+    assert!(accuracy >= QA_FLOOR, "{right} of {asked} answers right");
 }
 
 #[test]
