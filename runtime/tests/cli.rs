@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Floors for the bundled model on the bundled examples, set below what it measures there.
-const CAPTION_WORD_RECALL_FLOOR: f64 = 0.7;
-const QA_FLOOR: f64 = 0.5;
+/// Floors for the bundled model on the bundled examples, set below what it measures there
+/// (caption word recall 0.93, 24 of 34 answers right).
+const CAPTION_WORD_RECALL_FLOOR: f64 = 0.85;
+const QA_FLOOR: f64 = 0.6;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
