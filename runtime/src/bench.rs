@@ -1,9 +1,10 @@
 //! `glimpse bench`: where the time goes, measured on this machine.
 //!
 //! Every figure is the median (and 95th percentile) of repeated runs in one process:
-//! package load, preprocessing of a frame, time to first token (vision + prefill),
-//! per-token decode with the KV cache and without it (recomputing the whole sequence),
-//! end-to-end caption latency, and the process's peak resident memory.
+//! package load, preprocessing of a frame, time to first token (preprocessing + vision +
+//! prefill), time to first token of a follow-up question that reuses the frame's cached
+//! image tokens, per-token decode with the KV cache and without it (recomputing the whole
+//! sequence), end-to-end caption latency, and the process's peak resident memory.
 
 use std::time::Instant;
 
@@ -40,6 +41,7 @@ pub struct BenchReport {
     pub load: Stat,
     pub preprocess: Stat,
     pub first_token: Stat,
+    pub follow_up_first_token: Stat,
     pub decode_token_cached: Stat,
     pub decode_token_uncached: Stat,
     pub caption: Stat,
@@ -73,13 +75,18 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
     let g = g.expect("loaded at least once");
     let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
     let text = g.embed(&stream.text_ids)?;
+    let question = TokenStream::new(
+        &g.tokenizer,
+        &Prompt::Question("how many objects are there?".into()),
+    )?;
     let (mut pre, mut first, mut cached, mut uncached, mut caption) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut follow_up = vec![];
     let mut caption_tokens = 0;
     for _ in 0..runs {
         let (_, ms) = time(|| Ok(g.patches(frame)))?;
         pre.push(ms);
-        // time to first token: vision + prefill of image and prompt + the first argmax
+        // time to first token: preprocessing, vision, prefill of image and prompt, first argmax
         let t = Instant::now();
         let image = g.see(frame)?;
         let mut prefix = image.embeddings.clone();
@@ -88,6 +95,13 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
         let logits = session.forward_last(&prefix)?;
         let mut next = argmax(&logits);
         first.push(t.elapsed().as_secs_f64() * 1e3);
+        // a follow-up question about the same frame: only its own tokens are prefilled
+        let seen = g.image_session(&image)?;
+        let t = Instant::now();
+        let q = g.embed(&question.text_ids)?;
+        let logits = seen.clone().forward_last(&q)?;
+        let _ = argmax(&logits);
+        follow_up.push(t.elapsed().as_secs_f64() * 1e3);
         // decode steps with the cache, and the same steps recomputing everything
         let mut seq = prefix;
         for _ in 0..8 {
@@ -111,6 +125,7 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
         load: Stat::of(load),
         preprocess: Stat::of(pre),
         first_token: Stat::of(first),
+        follow_up_first_token: Stat::of(follow_up),
         decode_token_cached: Stat::of(cached),
         decode_token_uncached: Stat::of(uncached),
         caption: Stat::of(caption),
@@ -134,6 +149,10 @@ impl BenchReport {
         out += &row("load package", &self.load);
         out += &row("preprocess (frame -> patches)", &self.preprocess);
         out += &row("time to first token", &self.first_token);
+        out += &row(
+            "  follow-up question (image cached)",
+            &self.follow_up_first_token,
+        );
         out += &row("decode / token, KV cache", &self.decode_token_cached);
         out += &row("decode / token, no cache", &self.decode_token_uncached);
         out += &row(
