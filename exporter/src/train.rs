@@ -165,19 +165,20 @@ pub struct Tensors {
     pub weights: Tensor<2>,
 }
 
-pub fn to_tensors(b: &Batch, canvas: &Canvas, device: &Device) -> Tensors {
+/// The batch as tensors on `device`; the batch's buffers move into them.
+pub fn to_tensors(b: Batch, canvas: &Canvas, device: &Device) -> Tensors {
     let (n, t) = (b.size, b.text_len);
     Tensors {
         patches: Tensor::from_data(
             TensorData::new(
-                b.patches.clone(),
+                b.patches,
                 [n, canvas.rows(), canvas.cols(), canvas.patch_dim()],
             ),
             device,
         ),
-        ids: Tensor::from_data(TensorData::new(b.ids.clone(), [n, t]), device),
-        targets: Tensor::from_data(TensorData::new(b.targets.clone(), [n, t]), device),
-        weights: Tensor::from_data(TensorData::new(b.weights.clone(), [n, t]), device),
+        ids: Tensor::from_data(TensorData::new(b.ids, [n, t]), device),
+        targets: Tensor::from_data(TensorData::new(b.targets, [n, t]), device),
+        weights: Tensor::from_data(TensorData::new(b.weights, [n, t]), device),
     }
 }
 
@@ -324,7 +325,7 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
     for step in first..o.steps {
         let batch = rx.recv().context("the batch producer stopped")??;
         tokens += batch.size * (canvas.image_tokens() + batch.text_len);
-        let t = to_tensors(&batch, &canvas, &train_device);
+        let t = to_tensors(batch, &canvas, &train_device);
         let loss = batch_loss(&model, &rotary, &cfg, &canvas, t);
         let value = loss.clone().into_scalar::<f32>();
         if !value.is_finite() {
@@ -413,7 +414,7 @@ fn validation_loss(
     let mut total = 0.0;
     let mut count = 0.0;
     for b in batches {
-        let t = to_tensors(b, canvas, device);
+        let t = to_tensors(b.clone(), canvas, device);
         let loss = batch_loss(model, rotary, cfg, canvas, t).detach();
         total += loss.into_scalar::<f32>() * b.answer_tokens as f32;
         count += b.answer_tokens as f32;

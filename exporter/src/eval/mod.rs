@@ -183,6 +183,7 @@ pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Ref
     for &t in &steps {
         step_logits.push(session.forward(&g.embed(&[t])?)?);
     }
+    let greedy_caption_tokens = g.run_with_image(&ctx, &stream, &mut |_| {})?.tokens;
     Ok(Reference {
         image: name.to_string(),
         patches_shape: [1, patches.rows, patches.cols, patches.dim],
@@ -192,12 +193,6 @@ pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Ref
         prefill_len: prefix.len() / g.package.manifest.model.d_model,
         steps,
         step_logits,
-        greedy_caption_tokens: g
-            .run_with_image(
-                &ctx,
-                &TokenStream::new(&g.tokenizer, &Prompt::Caption)?,
-                &mut |_| {},
-            )?
-            .tokens,
+        greedy_caption_tokens,
     })
 }
