@@ -127,12 +127,17 @@ impl Glimpse {
     ) -> Result<Answer> {
         // Tokenize first: a prompt that cannot fit fails before any model runs.
         let stream = TokenStream::new(&self.tokenizer, prompt)?;
+        self.check_prompt(&stream)?;
+        let image = self.see(frame)?;
+        self.prefill_and_generate(&image, &stream, on_text)
+    }
+
+    /// Fails when image and prompt leave no room for an answer token.
+    fn check_prompt(&self, stream: &TokenStream) -> Result<()> {
         check_room(
             self.canvas().image_tokens() + stream.text_ids.len(),
             self.max_positions(),
-        )?;
-        let image = self.see(frame)?;
-        self.run_with_image(&image, &stream, on_text)
+        )
     }
 
     /// Generation from an already-seen image: image and prompt are prefilled in one call.
@@ -142,10 +147,17 @@ impl Glimpse {
         stream: &TokenStream,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        check_room(
-            self.canvas().image_tokens() + stream.text_ids.len(),
-            self.max_positions(),
-        )?;
+        self.check_prompt(stream)?;
+        self.prefill_and_generate(image, stream, on_text)
+    }
+
+    /// Image and prompt in one prefill call, then greedy decoding; the prompt is checked.
+    fn prefill_and_generate(
+        &self,
+        image: &ImageContext,
+        stream: &TokenStream,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Answer> {
         let mut prefix = image.embeddings.clone();
         prefix.extend(self.embedding.run(&stream.text_ids)?);
         let session = self.decoder.session()?;
