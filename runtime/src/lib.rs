@@ -12,6 +12,7 @@
 //! ```
 
 pub mod bench;
+pub mod console;
 pub mod error;
 pub mod frame;
 pub mod generate;
@@ -19,7 +20,9 @@ pub mod model;
 pub mod package;
 pub mod pipeline;
 pub mod scene;
+pub mod source;
 pub mod text;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use model::ModelConfig;

@@ -1,0 +1,342 @@
+//! The captioning loop: a capture thread keeps the newest frame, the calling thread
+//! captions it, and every step is timed.
+//!
+//! ```text
+//!  source ──(capture thread)──▶ Latest (one frame) ──▶ caption ──▶ Event::Caption
+//!     └─ bad frame / disconnect ─▶ notices ────────────────────▶ Event::Notice
+//! ```
+
+mod clock;
+mod latest;
+mod stats;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use clock::utc_timestamp;
+pub use latest::{CaptureCounts, Latest, Notice, Taken};
+pub use stats::{median, quantile};
+
+use crate::Glimpse;
+use crate::source::{Frame, FrameSource, SourceError};
+
+/// Waits between attempts to reopen a source that went away: `initial`, doubling up to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Least time from one caption's start to the next's (`--every`).
+    pub every: Duration,
+    /// Stop after this many captions.
+    pub max_captions: Option<u64>,
+    pub backoff: Backoff,
+}
+
+/// One captioned frame and where its time went (seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Captioned {
+    pub seq: u64,
+    pub label: String,
+    pub captured_at: SystemTime,
+    pub text: String,
+    /// Reading and converting the frame.
+    pub capture_s: f64,
+    /// From capture until inference took the frame.
+    pub wait_s: f64,
+    pub preprocess_s: f64,
+    /// Vision graph and decoder prefill.
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+impl Captioned {
+    /// From the start of capture to the last token.
+    pub fn latency_s(&self) -> f64 {
+        self.capture_s + self.wait_s + self.preprocess_s + self.prefill_s + self.decode_s
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Caption(Captioned),
+    Notice(Notice),
+    /// Inference failed on a frame; the loop goes on.
+    Error {
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// What a run of the loop did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub capture: CaptureCounts,
+    pub captioned: u64,
+    pub errors: u64,
+    /// Seconds per captioned frame, in order.
+    pub latencies_s: Vec<f64>,
+    /// Sequence numbers of the captioned frames, in order.
+    pub captioned_seqs: Vec<u64>,
+}
+
+impl Summary {
+    pub fn median_latency_s(&self) -> Option<f64> {
+        median(&self.latencies_s)
+    }
+
+    pub fn p95_latency_s(&self) -> Option<f64> {
+        quantile(&self.latencies_s, 0.95)
+    }
+
+    /// "frames seen 40, dropped 3, skipped 1, captioned 36, ..." for people.
+    pub fn describe(&self) -> String {
+        let c = &self.capture;
+        let ms = |x: Option<f64>| {
+            x.map(|s| format!("{:.1} ms", s * 1e3))
+                .unwrap_or("-".into())
+        };
+        format!(
+            "frames seen {}, dropped {}, skipped {}, captioned {}, errors {}, disconnects {}; latency median {}, p95 {}",
+            c.seen,
+            c.dropped,
+            c.skipped,
+            self.captioned,
+            self.errors,
+            c.disconnects,
+            ms(self.median_latency_s()),
+            ms(self.p95_latency_s())
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.capture;
+        serde_json::json!({
+            "event": "summary",
+            "seen": c.seen,
+            "dropped": c.dropped,
+            "skipped": c.skipped,
+            "captioned": self.captioned,
+            "errors": self.errors,
+            "disconnects": c.disconnects,
+            "reconnects": c.reconnects,
+            "latency_ms": {
+                "median": self.median_latency_s().map(|s| s * 1e3),
+                "p95": self.p95_latency_s().map(|s| s * 1e3),
+            }
+        })
+    }
+}
+
+/// Sleeps `d` in short slices; returns early (false) once `stop` is set.
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+    }
+    false
+}
+
+/// The capture thread: pulls frames until the source ends or `stop` is set, reopening
+/// it with backoff when it disconnects.
+pub fn capture(source: &mut dyn FrameSource, latest: &Latest, backoff: Backoff, stop: &AtomicBool) {
+    let live = source.is_live();
+    let stopped = || stop.load(Ordering::Relaxed);
+    while !stopped() {
+        match source.next_frame() {
+            Ok(frame) if live => latest.put_newest(frame),
+            Ok(frame) => {
+                if !latest.put_waiting(frame, &stopped) {
+                    break;
+                }
+            }
+            Err(SourceError::BadFrame(reason)) => latest.notice(Notice::Skipped { reason }),
+            Err(SourceError::Disconnected(reason)) => {
+                let mut wait = backoff.initial;
+                latest.notice(Notice::Disconnected {
+                    reason,
+                    retry_in: wait,
+                });
+                loop {
+                    if !sleep_unless_stopped(wait, stop) {
+                        latest.end();
+                        return;
+                    }
+                    match source.reconnect() {
+                        Ok(()) => {
+                            latest.notice(Notice::Reconnected);
+                            break;
+                        }
+                        Err(_) => wait = (wait * 2).min(backoff.max),
+                    }
+                }
+            }
+            Err(SourceError::End) => break,
+            Err(SourceError::Unavailable(reason)) => {
+                latest.notice(Notice::Failed { reason });
+                break;
+            }
+        }
+    }
+    latest.end();
+}
+
+/// Captions what `source` sees until it ends, `stop` is set, or `max_captions` is
+/// reached; `on_event` hears every caption and notice as it happens.
+pub fn watch(
+    glimpse: &Glimpse,
+    mut source: impl FrameSource,
+    opts: &WatchOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(&Event),
+) -> Summary {
+    let latest = Latest::default();
+    let done = AtomicBool::new(false);
+    let mut summary = Summary::default();
+    std::thread::scope(|s| {
+        let capture_stop = &done;
+        let latest = &latest;
+        s.spawn(move || capture(&mut source, latest, opts.backoff, capture_stop));
+        let mut next_due = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if opts.max_captions.is_some_and(|n| summary.captioned >= n) {
+                break;
+            }
+            let now = Instant::now();
+            if next_due > now && !sleep_unless_stopped(next_due - now, stop) {
+                break;
+            }
+            match latest.take(Duration::from_millis(50)) {
+                Taken::Frame(frame) => {
+                    next_due = Instant::now() + opts.every;
+                    match caption_frame(glimpse, &frame) {
+                        Ok(c) => {
+                            summary.captioned += 1;
+                            summary.latencies_s.push(c.latency_s());
+                            summary.captioned_seqs.push(c.seq);
+                            on_event(&Event::Caption(c));
+                        }
+                        Err(reason) => {
+                            summary.errors += 1;
+                            on_event(&Event::Error {
+                                seq: frame.seq,
+                                reason,
+                            });
+                        }
+                    }
+                }
+                Taken::Notice(n) => on_event(&Event::Notice(n)),
+                Taken::End => break,
+                Taken::Nothing => {}
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    summary.capture = latest.counts();
+    summary
+}
+
+fn caption_frame(glimpse: &Glimpse, frame: &Frame) -> Result<Captioned, String> {
+    let wait_s = SystemTime::now()
+        .duration_since(frame.captured_at)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let a = glimpse.caption(&frame.image).map_err(|e| e.to_string())?;
+    let t = a.timings;
+    Ok(Captioned {
+        seq: frame.seq,
+        label: frame.label.clone(),
+        captured_at: frame.captured_at,
+        text: a.text,
+        capture_s: frame.capture_s,
+        wait_s,
+        preprocess_s: t.preprocess_s,
+        prefill_s: t.vision_s + t.prefill_s,
+        decode_s: t.decode_s,
+    })
+}
+
+impl Captioned {
+    /// `2026-11-27T06:50:01.123Z #12 scene-3.png: a large ... [capture 1.2 | wait 0.1 | ...]`.
+    pub fn line(&self) -> String {
+        format!(
+            "{} #{} {}: {}  [capture {:.1} | wait {:.1} | preprocess {:.1} | prefill {:.1} | decode {:.1} ms]",
+            utc_timestamp(self.captured_at),
+            self.seq,
+            self.label,
+            self.text,
+            self.capture_s * 1e3,
+            self.wait_s * 1e3,
+            self.preprocess_s * 1e3,
+            self.prefill_s * 1e3,
+            self.decode_s * 1e3
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "caption",
+            "time": utc_timestamp(self.captured_at),
+            "seq": self.seq,
+            "frame": self.label,
+            "caption": self.text,
+            "ms": {
+                "capture": self.capture_s * 1e3,
+                "wait": self.wait_s * 1e3,
+                "preprocess": self.preprocess_s * 1e3,
+                "prefill": self.prefill_s * 1e3,
+                "decode": self.decode_s * 1e3,
+                "total": self.latency_s() * 1e3,
+            }
+        })
+    }
+}
+
+impl Notice {
+    pub fn line(&self) -> String {
+        match self {
+            Notice::Skipped { reason } => format!("skipped a frame: {reason}"),
+            Notice::Disconnected { reason, retry_in } => {
+                format!("source lost ({reason}); retrying in {retry_in:?}, with backoff")
+            }
+            Notice::Reconnected => "source is back; resuming".into(),
+            Notice::Failed { reason } => format!("source failed: {reason}"),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let time = utc_timestamp(SystemTime::now());
+        match self {
+            Notice::Skipped { reason } => {
+                serde_json::json!({"event": "skipped", "time": time, "reason": reason})
+            }
+            Notice::Disconnected { reason, retry_in } => serde_json::json!({
+                "event": "disconnected", "time": time, "reason": reason,
+                "retry_in_ms": retry_in.as_secs_f64() * 1e3
+            }),
+            Notice::Reconnected => serde_json::json!({"event": "reconnected", "time": time}),
+            Notice::Failed { reason } => {
+                serde_json::json!({"event": "failed", "time": time, "reason": reason})
+            }
+        }
+    }
+}

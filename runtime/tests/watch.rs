@@ -1,0 +1,277 @@
+//! The captioning loop on the bundled model, fed by folders, the scene generator and a
+//! camera stand-in that breaks on command.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use glimpse_runtime::Glimpse;
+use glimpse_runtime::scene::{Split, sample};
+use glimpse_runtime::source::pixel::{YuvRange, decode_mjpeg, yuyv_to_rgb};
+use glimpse_runtime::source::{Folder, Frame, FrameSource, SourceError, Synthetic};
+use glimpse_runtime::watch::{Backoff, Event, Notice, WatchOptions, watch};
+use image::RgbImage;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bundled() -> Glimpse {
+    Glimpse::load(root().join("models/glimpse-default")).unwrap()
+}
+
+fn fast_retry() -> WatchOptions {
+    WatchOptions {
+        backoff: Backoff {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+        },
+        ..WatchOptions::default()
+    }
+}
+
+fn run(
+    g: &Glimpse,
+    source: impl FrameSource,
+    opts: &WatchOptions,
+) -> (glimpse_runtime::watch::Summary, Vec<Event>) {
+    let mut events = Vec::new();
+    let stop = AtomicBool::new(false);
+    let summary = watch(g, source, opts, &stop, &mut |e| events.push(e.clone()));
+    (summary, events)
+}
+
+fn captions(events: &[Event]) -> Vec<(u64, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Caption(c) => Some((c.seq, c.text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_folder_is_captioned_in_order_like_the_library_does() {
+    let g = bundled();
+    let dir = root().join("examples");
+    let (summary, events) = run(
+        &g,
+        Folder::open(&dir, None).unwrap(),
+        &WatchOptions::default(),
+    );
+    let got = captions(&events);
+    assert_eq!(summary.captioned, 6);
+    assert_eq!(summary.capture.seen, 6);
+    assert_eq!((summary.capture.dropped, summary.capture.skipped), (0, 0));
+    for (i, (seq, text)) in got.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        let frame =
+            glimpse_runtime::frame::load_image(&dir.join(format!("scene-{i}.png"))).unwrap();
+        assert_eq!(text, &g.caption(&frame).unwrap().text, "scene-{i}");
+    }
+    assert_eq!(summary.latencies_s.len(), 6);
+    assert!(summary.median_latency_s().unwrap() <= summary.p95_latency_s().unwrap());
+}
+
+#[test]
+fn a_live_source_faster_than_inference_drops_stale_frames_and_keeps_the_newest() {
+    struct Live(Synthetic);
+    impl FrameSource for Live {
+        fn describe(&self) -> String {
+            "live".into()
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn next_frame(&mut self) -> Result<Frame, SourceError> {
+            self.0.next_frame()
+        }
+    }
+    let g = bundled();
+    let source = Live(Synthetic::new(3, Split::Test, Some(200), None));
+    let (summary, _) = run(&g, source, &WatchOptions::default());
+    let c = summary.capture;
+    assert_eq!(c.seen, 200);
+    assert!(c.dropped > 0, "{c:?}");
+    // every frame was either captioned or replaced by a newer one
+    assert_eq!(c.seen, summary.captioned + c.dropped, "{c:?}");
+    // the newest frame is never the one dropped
+    assert_eq!(summary.captioned_seqs.last(), Some(&199));
+    assert!(summary.captioned_seqs.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn every_and_max_captions_bound_the_loop() {
+    let g = bundled();
+    let opts = WatchOptions {
+        every: Duration::from_millis(5),
+        max_captions: Some(3),
+        ..WatchOptions::default()
+    };
+    let (summary, events) = run(&g, Synthetic::new(1, Split::Test, None, None), &opts);
+    assert_eq!(summary.captioned, 3);
+    assert_eq!(captions(&events).len(), 3);
+}
+
+/// What the stand-in camera does on each read.
+enum Step {
+    /// Scene `i` as a YUYV buffer.
+    Yuyv(u64),
+    /// Scene `i` as an MJPEG buffer.
+    Mjpeg(u64),
+    /// An MJPEG buffer of garbage.
+    CorruptMjpeg,
+    /// A YUYV buffer of the wrong size.
+    ShortYuyv,
+    /// Unplugged: reconnecting fails this many times before it works.
+    Unplug(u32),
+}
+
+/// A camera stand-in: frames go through the same pixel conversions a V4L2 camera's do.
+struct FaultyCamera {
+    steps: VecDeque<Step>,
+    unplugged_for: Option<u32>,
+    reconnect_attempts: u32,
+    next_seq: u64,
+}
+
+const W: u32 = 320;
+const H: u32 = 240;
+
+/// BT.601 limited-range YUYV of an RGB frame (what a camera would send).
+fn to_yuyv(img: &RgbImage) -> Vec<u8> {
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(|v| v as f32);
+        let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+        let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
+        let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
+        (y.round() as u8, u.round() as u8, v.round() as u8)
+    };
+    let mut out = Vec::with_capacity((img.width() * img.height() * 2) as usize);
+    for y in 0..img.height() {
+        for x in (0..img.width()).step_by(2) {
+            let (y0, u, v) = yuv(img.get_pixel(x, y));
+            let (y1, _, _) = yuv(img.get_pixel(x + 1, y));
+            out.extend_from_slice(&[y0, u, y1, v]);
+        }
+    }
+    out
+}
+
+impl FaultyCamera {
+    fn new(steps: Vec<Step>) -> Self {
+        FaultyCamera {
+            steps: steps.into(),
+            unplugged_for: None,
+            reconnect_attempts: 0,
+            next_seq: 0,
+        }
+    }
+}
+
+impl FrameSource for FaultyCamera {
+    fn describe(&self) -> String {
+        "faulty camera".into()
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        assert!(self.unplugged_for.is_none(), "read while unplugged");
+        let step = self.steps.pop_front().ok_or(SourceError::End)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let image = match step {
+            Step::Yuyv(i) => {
+                let mut rgb = RgbImage::new(1, 1);
+                yuyv_to_rgb(
+                    &to_yuyv(&sample(9, Split::Test, i).image),
+                    W,
+                    H,
+                    YuvRange::Limited,
+                    &mut rgb,
+                )?;
+                rgb
+            }
+            Step::Mjpeg(i) => {
+                let mut jpeg = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+                    .encode_image(&sample(9, Split::Test, i).image)
+                    .unwrap();
+                decode_mjpeg(&jpeg, W, H)?
+            }
+            Step::CorruptMjpeg => decode_mjpeg(&[0xff, 0xd8, 0xff, 0x00, 1, 2, 3], W, H)?,
+            Step::ShortYuyv => {
+                let mut rgb = RgbImage::new(1, 1);
+                yuyv_to_rgb(&[16; 1000], W, H, YuvRange::Limited, &mut rgb)?;
+                rgb
+            }
+            Step::Unplug(fails) => {
+                self.unplugged_for = Some(fails);
+                return Err(SourceError::Disconnected("unplugged".into()));
+            }
+        };
+        Ok(Frame {
+            image,
+            seq,
+            label: format!("faulty #{seq}"),
+            captured_at: SystemTime::now(),
+            capture_s: 0.0,
+        })
+    }
+    fn reconnect(&mut self) -> Result<(), SourceError> {
+        self.reconnect_attempts += 1;
+        match self.unplugged_for {
+            Some(0) | None => {
+                self.unplugged_for = None;
+                Ok(())
+            }
+            Some(n) => {
+                self.unplugged_for = Some(n - 1);
+                Err(SourceError::Disconnected("still unplugged".into()))
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_frames_are_skipped_and_no_frame_is_lost_after_an_unplug() {
+    use Step::*;
+    let g = bundled();
+    let steps = vec![
+        Yuyv(0),
+        CorruptMjpeg,
+        Mjpeg(1),
+        ShortYuyv,
+        Unplug(3),
+        Yuyv(2),
+        Mjpeg(3),
+        Yuyv(4),
+    ];
+    let (summary, events) = run(&g, FaultyCamera::new(steps), &fast_retry());
+    let c = summary.capture;
+    assert_eq!((c.skipped, c.disconnects, c.reconnects), (2, 1, 1), "{c:?}");
+    assert_eq!(c.seen, 5);
+    // stream positions 0, 2 and, after the unplug, 5, 6, 7 are all captioned, in order
+    assert_eq!(summary.captioned_seqs, [0, 2, 5, 6, 7]);
+    let notices: Vec<&Notice> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Notice(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(notices[0], Notice::Skipped { reason } if reason.contains("corrupt MJPEG")));
+    assert!(
+        matches!(notices[1], Notice::Skipped { reason } if reason.contains("YUYV frame of 1000 bytes"))
+    );
+    assert!(matches!(notices[2], Notice::Disconnected { .. }));
+    assert_eq!(notices[3], &Notice::Reconnected);
+    // the YUYV path gives the same frame the model sees from the PNG, near enough that
+    // the caption does not change
+    let after = captions(&events);
+    let direct = g.caption(&sample(9, Split::Test, 2).image).unwrap().text;
+    assert_eq!(after[2].1, direct);
+}
