@@ -1,10 +1,15 @@
 //! `glimpse`: caption frames and answer questions about them, on the board.
 
+mod cli;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+
+use cli::sources::{PacingArgs, SourceArgs};
 
 use glimpse_runtime::frame::load_image;
 use glimpse_runtime::package::default_package_dir;
@@ -16,7 +21,7 @@ use glimpse_runtime::{Answer, Glimpse};
     name = "glimpse",
     version,
     about = "Caption camera frames and answer questions about them, offline, with a small vision-language model",
-    after_help = "Examples:\n  glimpse caption examples/scene-1.png\n  glimpse ask examples/scene-1.png \"what color is the circle?\"\n  glimpse --model models/mine --json caption a.jpg b.jpg"
+    after_help = "Examples:\n  glimpse caption examples/scene-1.png\n  glimpse ask examples/scene-1.png \"what color is the circle?\"\n  glimpse --model models/mine --json caption a.jpg b.jpg\n  glimpse watch --camera /dev/video0 --every 2s\n  glimpse serve --serial /dev/ttyGS0 --camera /dev/video0"
 )]
 struct Cli {
     /// Model package directory [default: the bundled model, or $GLIMPSE_MODEL]
@@ -42,6 +47,38 @@ enum Command {
     },
     /// Answer a question about an image.
     Ask { image: PathBuf, question: String },
+    /// Caption frames continuously from a camera, a folder or the scene generator.
+    ///
+    /// One line per caption with its timestamp and latency split; Ctrl-C prints a
+    /// summary (frames seen, dropped, skipped, captioned; median and p95 latency).
+    Watch {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        pacing: PacingArgs,
+        /// Least time between captions, e.g. 2s or 500ms (0: as fast as possible).
+        #[arg(long, default_value = "0", value_parser = cli::duration::parse_duration)]
+        every: std::time::Duration,
+        /// Stop after this many captions.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Answer questions typed on a serial console about what the camera sees.
+    ///
+    /// Connect with picocom, minicom or screen at the same baud rate, 8N1. Type `help`
+    /// for the commands. Follow-up questions about one frame reuse its image prefix.
+    Serve {
+        /// Serial device (e.g. /dev/ttyGS0, /dev/ttyAMA0), or - for stdin/stdout.
+        #[arg(long, value_name = "PORT")]
+        serial: PathBuf,
+        /// Baud rate.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        pacing: PacingArgs,
+    },
     /// Show what the model package holds.
     Info,
     /// Measure load, preprocessing, time to first token, decode speed and memory.
@@ -114,8 +151,35 @@ fn answer(
     Ok(())
 }
 
+/// Set by Ctrl-C (or SIGTERM): loops finish their current frame and summarise.
+static STOP: AtomicBool = AtomicBool::new(false);
+
 fn run(cli: &Cli) -> Result<bool, String> {
     match &cli.command {
+        Command::Watch {
+            source,
+            pacing,
+            every,
+            count,
+        } => {
+            let g = load(cli)?;
+            let source = cli::sources::open(source, pacing, g.canvas())?;
+            let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+            let summary = cli::watch::run(&g, source, *every, *count, cli.json, &STOP);
+            Ok(summary.errors == 0)
+        }
+        Command::Serve {
+            serial,
+            baud,
+            source,
+            pacing,
+        } => {
+            let g = load(cli)?;
+            let source = cli::sources::open(source, pacing, g.canvas())?;
+            let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+            cli::serve::run(&g, source, serial, *baud, cli.json, &STOP)?;
+            Ok(true)
+        }
         Command::Info => {
             let g = load(cli)?;
             let m = &g.package.manifest;

@@ -1,0 +1,365 @@
+//! The serial console: a person (or a program, with `--json`) asks about what the camera
+//! sees, over a UART or stdin/stdout.
+//!
+//! Bytes come in through a [`Wire`], become lines in a bounded [`LineEditor`], lines
+//! become [`Command`]s, and the [`Console`] answers them about the current frame,
+//! streaming each answer as it is decoded. A capture thread keeps the frame current.
+
+mod command;
+mod line;
+mod session;
+mod wire;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use command::{Command, HELP, parse};
+pub use line::{Input, LineEditor};
+pub use session::{Answered, Console, ConsoleStats};
+pub use wire::{IO_TIMEOUT, SerialWire, StdioWire, Wire};
+
+use crate::Glimpse;
+use crate::source::FrameSource;
+use crate::text::Prompt;
+use crate::watch::{Backoff, Latest, Taken, capture};
+
+/// Longest line accepted, in bytes.
+pub const LINE_MAX: usize = 256;
+
+const PROMPT: &str = "glimpse> ";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServeOptions {
+    /// One JSON request per line in, one JSON response per line out; no echo, no prompt.
+    pub json: bool,
+}
+
+/// Writes to the wire; output nobody drains is dropped, never waited on forever.
+struct Out<'w> {
+    wire: &'w mut dyn Wire,
+    dropped: u64,
+}
+
+impl Out<'_> {
+    fn send(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() && self.wire.write(bytes).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// Text with LF turned into CRLF, as terminals want.
+    fn text(&mut self, s: &str) {
+        self.send(s.replace('\n', "\r\n").as_bytes());
+    }
+}
+
+/// Serves the console until `stop` is set or, for a pipe, input ends.
+pub fn serve(
+    glimpse: &Glimpse,
+    mut source: Box<dyn FrameSource>,
+    wire: &mut dyn Wire,
+    opts: ServeOptions,
+    stop: &AtomicBool,
+) -> Result<ConsoleStats, String> {
+    let live = source.is_live();
+    let described = source.describe();
+    let latest = Latest::default();
+    let capture_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (latest, capture_done) = (&latest, &capture_done);
+        s.spawn(move || capture(&mut source, latest, Backoff::default(), capture_done));
+        let r = serve_loop(glimpse, latest, live, &described, wire, opts, stop);
+        capture_done.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+/// Waits for the next frame from the capture thread, reporting notices on stderr.
+fn next_frame(latest: &Latest, wait: Duration) -> Option<crate::source::Frame> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        match latest.take(Duration::from_millis(50)) {
+            Taken::Frame(f) => return Some(f),
+            Taken::Notice(n) => eprintln!("glimpse: {}", n.line()),
+            Taken::End => return None,
+            Taken::Nothing => {}
+        }
+    }
+    None
+}
+
+fn serve_loop(
+    glimpse: &Glimpse,
+    latest: &Latest,
+    live: bool,
+    described: &str,
+    wire: &mut dyn Wire,
+    opts: ServeOptions,
+    stop: &AtomicBool,
+) -> Result<ConsoleStats, String> {
+    let mut console = Console::new(glimpse);
+    let first = next_frame(latest, Duration::from_secs(10))
+        .ok_or_else(|| format!("{described} gave no frame"))?;
+    console.offer_frame(first);
+    eprintln!(
+        "glimpse: serving {} on {}{}",
+        described,
+        wire.describe(),
+        if opts.json { " (json)" } else { "" }
+    );
+    let mut editor = LineEditor::<LINE_MAX>::default();
+    editor.echo = !opts.json && wire.wants_echo();
+    let mut out = Out { wire, dropped: 0 };
+    if opts.json {
+        let hello = serde_json::json!({"event": "ready", "frame": console.frame_label()});
+        out.send(format!("{hello}\n").as_bytes());
+    } else {
+        out.text(&format!(
+            "glimpse: looking at {}. Type a question, or help.\n{PROMPT}",
+            console.frame_label().unwrap_or("?")
+        ));
+    }
+    let mut buf = [0u8; 256];
+    let mut echo = Vec::with_capacity(64);
+    let mut lost = Backoff::default().initial;
+    while !stop.load(Ordering::Relaxed) {
+        if live
+            && !console.is_frozen()
+            && let Some(f) = latest.take_frame()
+        {
+            console.offer_frame(f);
+        }
+        let n = match out.wire.read(&mut buf) {
+            Ok(0) if out.wire.ends_at_eof() => break,
+            Ok(0) => {
+                std::thread::sleep(IO_TIMEOUT);
+                continue;
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                eprintln!(
+                    "glimpse: {} failed ({e}); reopening in {lost:?}",
+                    out.wire.describe()
+                );
+                std::thread::sleep(lost);
+                match out.wire.reopen() {
+                    Ok(()) => lost = Backoff::default().initial,
+                    Err(_) => lost = (lost * 2).min(Backoff::default().max),
+                }
+                continue;
+            }
+        };
+        lost = Backoff::default().initial;
+        for &b in &buf[..n] {
+            let input = editor.feed(b, &mut echo);
+            out.send(&echo);
+            echo.clear();
+            let Some(input) = input else { continue };
+            if opts.json {
+                handle_json(&mut console, latest, live, input, &mut out);
+            } else {
+                handle_text(&mut console, latest, live, input, &mut out);
+                out.send(PROMPT.as_bytes());
+            }
+        }
+    }
+    Ok(console.stats)
+}
+
+/// Moves to the next frame (`next`), or to the newest one of a live source.
+fn advance(console: &mut Console<'_>, latest: &Latest, live: bool) -> Result<String, String> {
+    if console.is_frozen() {
+        return Err("the frame is frozen; type live first".into());
+    }
+    let wait = if live {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(5)
+    };
+    match next_frame(latest, wait) {
+        Some(f) => {
+            console.offer_frame(f);
+            Ok(format!(
+                "now looking at {}",
+                console.frame_label().unwrap_or("?")
+            ))
+        }
+        None => Err(format!(
+            "no newer frame; still looking at {}",
+            console.frame_label().unwrap_or("?")
+        )),
+    }
+}
+
+fn rejection(input: &Input<LINE_MAX>) -> Option<String> {
+    match input {
+        Input::Overlong => Some(format!(
+            "line too long (over {LINE_MAX} bytes); it was thrown away"
+        )),
+        Input::Garbled => Some("line was not UTF-8 text; it was thrown away".into()),
+        _ => None,
+    }
+}
+
+fn handle_text(
+    console: &mut Console<'_>,
+    latest: &Latest,
+    live: bool,
+    input: Input<LINE_MAX>,
+    out: &mut Out<'_>,
+) {
+    if let Some(msg) = rejection(&input) {
+        console.stats.rejected_lines += 1;
+        out.text(&format!("error: {msg}\n"));
+        return;
+    }
+    let Input::Line(line) = input else { return };
+    let command = match parse(&line) {
+        Ok(c) => c,
+        Err(e) => {
+            console.stats.rejected_lines += 1;
+            out.text(&format!("error: {e}\n"));
+            return;
+        }
+    };
+    let prompt = match command {
+        Command::Nothing => return,
+        Command::Help => return out.text(&format!("{HELP}\n")),
+        Command::Stats => return out.text(&format!("{}\n", console.describe_stats())),
+        Command::Snap => {
+            console.snap();
+            let label = console.frame_label().unwrap_or("?").to_string();
+            return out.text(&format!("frozen on {label}\n"));
+        }
+        Command::Live => {
+            console.live();
+            return out.text("following the source\n");
+        }
+        Command::Next => {
+            return match advance(console, latest, live) {
+                Ok(m) => out.text(&format!("{m}\n")),
+                Err(e) => out.text(&format!("error: {e}\n")),
+            };
+        }
+        Command::Caption => Prompt::Caption,
+        Command::Ask(q) => Prompt::Question(q),
+    };
+    let mut first = true;
+    let r = console.answer(&prompt, &mut |piece| {
+        let piece = if first { piece.trim_start() } else { piece };
+        first = false;
+        out.send(piece.as_bytes());
+    });
+    match r {
+        Ok(_) => out.send(b"\r\n"),
+        Err(e) => out.text(&format!("error: {e}\n")),
+    }
+}
+
+fn handle_json(
+    console: &mut Console<'_>,
+    latest: &Latest,
+    live: bool,
+    input: Input<LINE_MAX>,
+    out: &mut Out<'_>,
+) {
+    let reply = json_reply(console, latest, live, input);
+    if let Some(reply) = reply {
+        out.send(format!("{reply}\n").as_bytes());
+    }
+}
+
+fn json_error(id: &serde_json::Value, msg: impl Into<String>) -> serde_json::Value {
+    let mut v = serde_json::json!({"ok": false, "error": msg.into()});
+    if !id.is_null() {
+        v["id"] = id.clone();
+    }
+    v
+}
+
+fn json_reply(
+    console: &mut Console<'_>,
+    latest: &Latest,
+    live: bool,
+    input: Input<LINE_MAX>,
+) -> Option<serde_json::Value> {
+    let null = serde_json::Value::Null;
+    if let Some(msg) = rejection(&input) {
+        console.stats.rejected_lines += 1;
+        return Some(json_error(&null, msg));
+    }
+    let Input::Line(line) = input else {
+        return None;
+    };
+    if line.trim().is_empty() {
+        return None;
+    }
+    let req: serde_json::Value = match serde_json::from_str(&line) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            console.stats.rejected_lines += 1;
+            return Some(json_error(&null, "request must be a JSON object"));
+        }
+        Err(e) => {
+            console.stats.rejected_lines += 1;
+            return Some(json_error(&null, format!("not JSON: {e}")));
+        }
+    };
+    let id = req.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    let cmd = req.get("cmd").and_then(|c| c.as_str()).unwrap_or("");
+    let mut reply = match cmd {
+        "caption" | "ask" => {
+            let prompt = if cmd == "caption" {
+                Prompt::Caption
+            } else {
+                match req.get("question").and_then(|q| q.as_str()) {
+                    Some(q) if !q.trim().is_empty() => Prompt::Question(q.trim().to_string()),
+                    _ => return Some(json_error(&id, "ask needs a \"question\" string")),
+                }
+            };
+            match console.answer(&prompt, &mut |_| {}) {
+                Ok(a) => serde_json::json!({
+                    "ok": true, "cmd": cmd, "answer": a.text, "frame": a.frame,
+                    "ttft_ms": a.ttft_s * 1e3, "follow_up": a.follow_up,
+                }),
+                Err(e) => return Some(json_error(&id, e)),
+            }
+        }
+        "snap" => {
+            console.snap();
+            serde_json::json!({"ok": true, "cmd": cmd, "frame": console.frame_label()})
+        }
+        "live" => {
+            console.live();
+            serde_json::json!({"ok": true, "cmd": cmd})
+        }
+        "next" => match advance(console, latest, live) {
+            Ok(_) => serde_json::json!({"ok": true, "cmd": cmd, "frame": console.frame_label()}),
+            Err(e) => return Some(json_error(&id, e)),
+        },
+        "stats" => serde_json::json!({"ok": true, "cmd": cmd, "stats": console.stats_json()}),
+        "help" => serde_json::json!({"ok": true, "cmd": cmd, "help": HELP}),
+        other => {
+            console.stats.rejected_lines += 1;
+            return Some(json_error(
+                &id,
+                format!("unknown cmd {other:?}; use caption, ask, snap, live, next, stats or help"),
+            ));
+        }
+    };
+    if !id.is_null() {
+        reply["id"] = id;
+    }
+    Some(reply)
+}
