@@ -4,7 +4,8 @@
 //! package load, preprocessing of a frame, time to first token (preprocessing + vision +
 //! prefill), time to first token of a follow-up question that reuses the frame's cached
 //! image tokens, per-token decode with the KV cache and without it (recomputing the whole
-//! sequence), end-to-end caption latency, and the process's peak resident memory.
+//! sequence), end-to-end caption latency, the process's peak resident memory, and the
+//! camera pixel paths for the same frame: YUYV to RGB and MJPEG decoding.
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::generate::argmax;
 use crate::pipeline::Glimpse;
+use crate::source::pixel::{YuvRange, decode_mjpeg, yuyv_to_rgb};
 use crate::text::{Prompt, TokenStream};
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -40,6 +42,8 @@ pub struct BenchReport {
     pub frame: (u32, u32),
     pub load: Stat,
     pub preprocess: Stat,
+    pub yuyv_to_rgb: Stat,
+    pub mjpeg_decode: Stat,
     pub first_token: Stat,
     pub follow_up_first_token: Stat,
     pub decode_token_cached: Stat,
@@ -53,6 +57,28 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     let t = Instant::now();
     let v = f()?;
     Ok((v, t.elapsed().as_secs_f64() * 1e3))
+}
+
+/// The frame as a camera would send it in YUYV (BT.601, limited range).
+fn to_yuyv(frame: &RgbImage) -> Vec<u8> {
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(|v| v as f32);
+        (
+            (16.0 + 0.257 * r + 0.504 * g + 0.098 * b) as u8,
+            (128.0 - 0.148 * r - 0.291 * g + 0.439 * b) as u8,
+            (128.0 + 0.439 * r - 0.368 * g - 0.071 * b) as u8,
+        )
+    };
+    let (w, h) = frame.dimensions();
+    let mut out = Vec::with_capacity((w * h * 2) as usize);
+    for y in 0..h {
+        for x in (0..w.saturating_sub(1)).step_by(2) {
+            let (y0, u, v) = yuv(frame.get_pixel(x, y));
+            let (y1, _, _) = yuv(frame.get_pixel(x + 1, y));
+            out.extend_from_slice(&[y0, u, y1, v]);
+        }
+    }
+    out
 }
 
 /// Peak resident set size of this process (Linux), in MB.
@@ -83,6 +109,25 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
         (vec![], vec![], vec![], vec![], vec![]);
     let mut follow_up = vec![];
     let mut caption_tokens = 0;
+    // camera pixel paths, on an even-width copy of the frame
+    let (w, h) = frame.dimensions();
+    let even = image::imageops::crop_imm(frame, 0, 0, w & !1, h).to_image();
+    let yuyv = to_yuyv(&even);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&even)
+        .map_err(|e| crate::Error::Inference(format!("cannot encode the bench JPEG: {e}")))?;
+    let (mut yuyv_ms, mut mjpeg_ms) = (vec![], vec![]);
+    let mut rgb = RgbImage::new(1, 1);
+    let bad = |e: crate::source::SourceError| crate::Error::Inference(e.to_string());
+    for _ in 0..runs {
+        let t = Instant::now();
+        yuyv_to_rgb(&yuyv, even.width(), h, YuvRange::Limited, &mut rgb).map_err(bad)?;
+        yuyv_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        decode_mjpeg(&jpeg, even.width(), h).map_err(bad)?;
+        mjpeg_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
     for _ in 0..runs {
         let (_, ms) = time(|| Ok(g.patches(frame)))?;
         pre.push(ms);
@@ -124,6 +169,8 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
         frame: frame.dimensions(),
         load: Stat::of(load),
         preprocess: Stat::of(pre),
+        yuyv_to_rgb: Stat::of(yuyv_ms),
+        mjpeg_decode: Stat::of(mjpeg_ms),
         first_token: Stat::of(first),
         follow_up_first_token: Stat::of(follow_up),
         decode_token_cached: Stat::of(cached),
@@ -148,10 +195,17 @@ impl BenchReport {
         );
         out += &row("load package", &self.load);
         out += &row("preprocess (frame -> patches)", &self.preprocess);
+        out += &row("camera YUYV -> RGB", &self.yuyv_to_rgb);
+        out += &row("camera MJPEG decode", &self.mjpeg_decode);
         out += &row("time to first token", &self.first_token);
         out += &row(
             "  follow-up question (image cached)",
             &self.follow_up_first_token,
+        );
+        out += &format!(
+            "{:<34}{:>10.1}x\n",
+            "  follow-up speed-up (median)",
+            self.first_token.median_ms / self.follow_up_first_token.median_ms
         );
         out += &row("decode / token, KV cache", &self.decode_token_cached);
         out += &row("decode / token, no cache", &self.decode_token_uncached);

@@ -275,3 +275,40 @@ fn corrupt_frames_are_skipped_and_no_frame_is_lost_after_an_unplug() {
     let direct = g.caption(&sample(9, Split::Test, 2).image).unwrap().text;
     assert_eq!(after[2].1, direct);
 }
+
+#[test]
+fn resident_memory_stays_flat_over_a_thousand_frames() {
+    // its own process, so other tests' allocations do not count
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glimpse"))
+        .args([
+            "--json",
+            "--max-tokens",
+            "2",
+            "watch",
+            "--synthetic",
+            "--count",
+            "1000",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["captioned"], 1000);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("\"caption\"")).count(),
+        1000
+    );
+    let warm = summary["rss_kib"]["after_warm_up"].as_u64().unwrap();
+    let end = summary["rss_kib"]["end"].as_u64().unwrap();
+    assert!(
+        end < warm + 1024,
+        "resident memory grew from {warm} KiB to {end} KiB"
+    );
+}

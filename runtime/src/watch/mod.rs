@@ -86,19 +86,36 @@ pub struct Summary {
     pub capture: CaptureCounts,
     pub captioned: u64,
     pub errors: u64,
-    /// Seconds per captioned frame, in order.
-    pub latencies_s: Vec<f64>,
-    /// Sequence numbers of the captioned frames, in order.
-    pub captioned_seqs: Vec<u64>,
+    /// Seconds per captioned frame, for the last [`LATENCIES_KEPT`] captions.
+    pub latencies_s: heapless::HistoryBuffer<f64, LATENCIES_KEPT>,
+    /// Sequence numbers of the first [`SEQS_KEPT`] captioned frames, in order.
+    pub captioned_seqs: heapless::Vec<u64, SEQS_KEPT>,
+    /// Resident memory after [`WARM_UP`] captions and at the end (Linux), KiB.
+    pub rss_warm_kib: Option<u64>,
+    pub rss_end_kib: Option<u64>,
+}
+
+/// The summary's memory is fixed: a loop may run for months.
+pub const LATENCIES_KEPT: usize = 1024;
+pub const SEQS_KEPT: usize = 1024;
+
+/// Captions after which memory should stop growing.
+pub const WARM_UP: u64 = 100;
+
+/// Resident set size of this process (Linux), KiB.
+pub fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Summary {
     pub fn median_latency_s(&self) -> Option<f64> {
-        median(&self.latencies_s)
+        median(self.latencies_s.as_slice())
     }
 
     pub fn p95_latency_s(&self) -> Option<f64> {
-        quantile(&self.latencies_s, 0.95)
+        quantile(self.latencies_s.as_slice(), 0.95)
     }
 
     /// "frames seen 40, dropped 3, skipped 1, captioned 36, ..." for people.
@@ -108,8 +125,17 @@ impl Summary {
             x.map(|s| format!("{:.1} ms", s * 1e3))
                 .unwrap_or("-".into())
         };
+        let memory = match (self.rss_warm_kib, self.rss_end_kib) {
+            (Some(w), Some(e)) => format!(
+                "; resident memory {:.1} MB after {WARM_UP} captions, {:.1} MB at the end",
+                w as f64 / 1024.0,
+                e as f64 / 1024.0
+            ),
+            (None, Some(e)) => format!("; resident memory {:.1} MB", e as f64 / 1024.0),
+            _ => String::new(),
+        };
         format!(
-            "frames seen {}, dropped {}, skipped {}, captioned {}, errors {}, disconnects {}; latency median {}, p95 {}",
+            "frames seen {}, dropped {}, skipped {}, captioned {}, errors {}, disconnects {}; latency median {}, p95 {}{memory}",
             c.seen,
             c.dropped,
             c.skipped,
@@ -135,6 +161,10 @@ impl Summary {
             "latency_ms": {
                 "median": self.median_latency_s().map(|s| s * 1e3),
                 "p95": self.p95_latency_s().map(|s| s * 1e3),
+            },
+            "rss_kib": {
+                "after_warm_up": self.rss_warm_kib,
+                "end": self.rss_end_kib,
             }
         })
     }
@@ -231,8 +261,11 @@ pub fn watch(
                     match caption_frame(glimpse, &frame) {
                         Ok(c) => {
                             summary.captioned += 1;
-                            summary.latencies_s.push(c.latency_s());
-                            summary.captioned_seqs.push(c.seq);
+                            let _ = summary.captioned_seqs.push(c.seq);
+                            summary.latencies_s.write(c.latency_s());
+                            if summary.captioned == WARM_UP {
+                                summary.rss_warm_kib = resident_kib();
+                            }
                             on_event(&Event::Caption(c));
                         }
                         Err(reason) => {
@@ -252,6 +285,7 @@ pub fn watch(
         done.store(true, Ordering::Relaxed);
     });
     summary.capture = latest.counts();
+    summary.rss_end_kib = resident_kib();
     summary
 }
 
