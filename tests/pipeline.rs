@@ -66,7 +66,13 @@ fn train_resume_export_run_and_evaluate() {
     assert_eq!(p.val_loss[2].0, 9);
 
     let pkg = dir.path().join("pkg");
-    package::export(&run, &pkg, "tiny").unwrap();
+    package::export(
+        &run,
+        &pkg,
+        "tiny",
+        &[glimpse_runtime::package::Precision::F32],
+    )
+    .unwrap();
     let g = Glimpse::load(&pkg).unwrap();
     let m = &g.package.manifest;
     assert_eq!(m.name, "tiny");

@@ -3,6 +3,7 @@
 
 pub use burn;
 
+pub mod compare;
 pub mod data;
 pub mod eval;
 pub mod model;

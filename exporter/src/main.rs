@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use glimpse_exporter::train::{self, TrainOptions};
 use glimpse_runtime::frame::Canvas;
+use glimpse_runtime::package::Precision;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,9 @@ enum Command {
     Export(ExportArgs),
     /// Evaluate a package with the runtime on the synthetic test splits.
     Eval(EvalArgs),
+    /// Compare the precisions a package carries: accuracy, token agreement with f32,
+    /// size, load time, time to first token, decode speed and tract kernels.
+    Compare(CompareArgs),
     /// Write synthetic scenes as PNG files, with their captions and questions in captions.jsonl.
     Scenes(ScenesArgs),
     /// Record tract's inputs and logits on some images as JSON, for checking a package
@@ -126,6 +130,32 @@ struct ExportArgs {
     /// Package name recorded in the manifest.
     #[arg(long, default_value = "glimpse")]
     name: String,
+    /// Precisions to write graphs for, comma-separated: f32, int8, q4. The runtime picks
+    /// the one that suits its CPU (or the one given with --precision).
+    #[arg(long, default_value = "f32", value_delimiter = ',', value_parser = parse_precision)]
+    precision: Vec<Precision>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, int8 or q4"))
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Model package carrying f32 and other precisions.
+    package: PathBuf,
+    /// Test scenes for accuracy and agreement.
+    #[arg(long, default_value_t = 100)]
+    scenes: u64,
+    /// Data seed (the package's training seed by default).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Repetitions per timing.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -188,8 +218,16 @@ fn run(cli: Cli) -> Result<()> {
                 a.out.display()
             );
         }
+        Command::Compare(a) => {
+            let rows = glimpse_exporter::compare::compare(&a.package, a.scenes, a.seed, a.runs)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", glimpse_exporter::compare::table(&rows));
+            }
+        }
         Command::Export(a) => {
-            let files = glimpse_exporter::package::export(&a.run, &a.out, &a.name)?;
+            let files = glimpse_exporter::package::export(&a.run, &a.out, &a.name, &a.precision)?;
             eprintln!("wrote {} ({} files)", a.out.display(), files);
         }
         Command::Scenes(a) => {

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use glimpse_runtime::package::{
-    DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest,
+    DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest, Precision,
     TOKENIZER_FILE, VISION_FILE, sha256_file,
 };
 
@@ -17,8 +17,9 @@ use crate::{onnx, tokenizer};
 /// Default limit on generated tokens: the longest caption has 23 words.
 pub const MAX_NEW_TOKENS: usize = 32;
 
-/// Writes the package of the run in `run_dir` to `out`. Returns the number of files.
-pub fn export(run_dir: &Path, out: &Path, name: &str) -> Result<usize> {
+/// Writes the package of the run in `run_dir` to `out`, with graphs at each of
+/// `precisions`. Returns the number of files.
+pub fn export(run_dir: &Path, out: &Path, name: &str, precisions: &[Precision]) -> Result<usize> {
     let run = train::read_run(run_dir)
         .with_context(|| format!("{} is not a training run", run_dir.display()))?;
     let device = train::device();
@@ -32,6 +33,7 @@ pub fn export(run_dir: &Path, out: &Path, name: &str) -> Result<usize> {
         out,
         name,
         training,
+        precisions,
     )
 }
 
@@ -50,7 +52,8 @@ fn read_training_summary(run_dir: &Path) -> serde_json::Value {
     v
 }
 
-/// Writes graphs, tokenizer and manifest for the given weights.
+/// Writes graphs (the three graphs once per precision), tokenizer and manifest for the
+/// given weights.
 pub fn write_package(
     w: &Weights,
     run: &RunInfo,
@@ -58,14 +61,22 @@ pub fn write_package(
     out: &Path,
     name: &str,
     training: serde_json::Value,
+    precisions: &[Precision],
 ) -> Result<usize> {
+    if precisions.is_empty() {
+        bail!("choose at least one precision");
+    }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let cfg = &run.model;
-    let graphs = [
-        (VISION_FILE, onnx::vision::build(w, cfg, &run.canvas)?),
-        (EMBEDDING_FILE, onnx::embedding::build(w, cfg)?),
-        (DECODER_FILE, onnx::decoder::build(w, cfg)?),
-    ];
+    let mut graphs = vec![];
+    for &p in precisions {
+        graphs.push((p.file(EMBEDDING_FILE), onnx::embedding::build(w, cfg, p)?));
+        graphs.push((
+            p.file(VISION_FILE),
+            onnx::vision::build(w, cfg, &run.canvas, p)?,
+        ));
+        graphs.push((p.file(DECODER_FILE), onnx::decoder::build(w, cfg, p)?));
+    }
     for (file, bytes) in &graphs {
         std::fs::write(out.join(file), bytes)
             .with_context(|| format!("cannot write {}", out.join(file).display()))?;
@@ -73,10 +84,12 @@ pub fn write_package(
     std::fs::copy(tokenizer_path, out.join(TOKENIZER_FILE))
         .with_context(|| format!("cannot copy {}", tokenizer_path.display()))?;
     let mut files = BTreeMap::new();
-    for file in [TOKENIZER_FILE, VISION_FILE, EMBEDDING_FILE, DECODER_FILE] {
-        let path = out.join(file);
+    let names =
+        std::iter::once(TOKENIZER_FILE.to_string()).chain(graphs.iter().map(|g| g.0.clone()));
+    for file in names {
+        let path = out.join(&file);
         files.insert(
-            file.to_string(),
+            file,
             FileEntry {
                 sha256: sha256_file(&path)?,
                 bytes: std::fs::metadata(&path)?.len(),
@@ -90,6 +103,7 @@ pub fn write_package(
         canvas: run.canvas,
         special_tokens: tokenizer::SPECIAL,
         precision: "f32".into(),
+        precisions: precisions.to_vec(),
         max_new_tokens: MAX_NEW_TOKENS,
         files,
         data: serde_json::json!({

@@ -90,11 +90,21 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<BenchReport> {
+    run_with(dir, None, frame, runs)
+}
+
+/// [`run`] at a given precision (the one chosen for this CPU when `None`).
+pub fn run_with(
+    dir: &std::path::Path,
+    precision: Option<crate::package::Precision>,
+    frame: &RgbImage,
+    runs: usize,
+) -> Result<BenchReport> {
     let runs = runs.max(3);
     let mut load = Vec::new();
     let mut g = None;
     for _ in 0..3 {
-        let (loaded, ms) = time(|| Glimpse::load(dir))?;
+        let (loaded, ms) = time(|| Glimpse::load_with(dir, precision))?;
         load.push(ms);
         g = Some(loaded);
     }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use cli::sources::{PacingArgs, SourceArgs};
 
 use glimpse_runtime::frame::load_image;
-use glimpse_runtime::package::default_package_dir;
+use glimpse_runtime::package::{CpuFeatures, Precision, default_package_dir};
 use glimpse_runtime::text::Prompt;
 use glimpse_runtime::{Answer, Glimpse};
 
@@ -33,6 +33,10 @@ struct Cli {
     /// Most tokens to generate per answer [default: from the package]
     #[arg(long, global = true)]
     max_tokens: Option<usize>,
+    /// Precision to run: f32, int8 or q4, if the package carries it [default: the best for
+    /// this CPU among those it carries]
+    #[arg(long, global = true, value_parser = parse_precision)]
+    precision: Option<Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,9 +95,13 @@ enum Command {
     },
 }
 
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, int8 or q4"))
+}
+
 fn load(cli: &Cli) -> Result<Glimpse, String> {
     let dir = cli.model.clone().unwrap_or_else(default_package_dir);
-    let mut g = Glimpse::load(&dir).map_err(|e| e.to_string())?;
+    let mut g = Glimpse::load_with(&dir, cli.precision).map_err(|e| e.to_string())?;
     if let Some(n) = cli.max_tokens {
         g.max_new_tokens = n;
     }
@@ -193,7 +201,19 @@ fn run(cli: &Cli) -> Result<bool, String> {
                 m.canvas.patch,
                 m.canvas.image_tokens()
             );
-            println!("precision {}", m.precision);
+            println!(
+                "precision {} (carries {}; this CPU: {})",
+                g.precision,
+                m.precisions
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                CpuFeatures::detect().describe()
+            );
+            for k in g.decoder_kernels() {
+                println!("kernel    {k}");
+            }
             for (f, e) in &m.files {
                 println!("file      {f} ({} bytes, sha256 {})", e.bytes, e.sha256);
             }

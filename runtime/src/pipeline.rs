@@ -5,11 +5,14 @@ use std::time::Instant;
 
 use image::RgbImage;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::{Canvas, Patches};
 use crate::generate::{Generated, check_room, greedy};
 use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, VisionGraph};
-use crate::package::{DECODER_FILE, EMBEDDING_FILE, Package, TOKENIZER_FILE, VISION_FILE};
+use crate::package::{
+    CpuFeatures, DECODER_FILE, EMBEDDING_FILE, Package, Precision, TOKENIZER_FILE, VISION_FILE,
+    choose,
+};
 use crate::text::{Prompt, TextTokenizer, TokenStream};
 
 /// A loaded model package, ready to run.
@@ -21,6 +24,8 @@ pub struct Glimpse {
     decoder: DecoderGraph,
     /// Limit on generated tokens (the manifest's default unless changed).
     pub max_new_tokens: usize,
+    /// The precision of the graphs that were loaded.
+    pub precision: Precision,
 }
 
 /// An answer or caption, with where the time went (seconds).
@@ -47,19 +52,47 @@ pub struct ImageContext {
 }
 
 impl Glimpse {
-    /// Loads and verifies the package in `dir`.
+    /// Loads and verifies the package in `dir`, at the precision that suits this CPU best
+    /// among those the package carries (see [`choose`]).
     pub fn load(dir: impl AsRef<Path>) -> Result<Glimpse> {
+        Self::load_with(dir, None)
+    }
+
+    /// Loads the package at `precision`, or at the one chosen for this CPU when `None`.
+    pub fn load_with(dir: impl AsRef<Path>, precision: Option<Precision>) -> Result<Glimpse> {
         let package = Package::open(dir)?;
         let m = &package.manifest;
+        let available = &m.precisions;
+        let precision = match precision {
+            Some(p) if available.contains(&p) => p,
+            chosen => {
+                let wanted = chosen.or_else(|| choose(available, CpuFeatures::detect()));
+                return match wanted {
+                    Some(p) if available.contains(&p) => Self::load_with(&package.dir, Some(p)),
+                    _ => Err(Error::Manifest {
+                        path: package.dir.join(crate::package::MANIFEST_FILE),
+                        reason: format!(
+                            "the package carries no {} graphs (it has: {})",
+                            wanted.map(|p| p.name()).unwrap_or("usable"),
+                            available
+                                .iter()
+                                .map(|p| p.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    }),
+                };
+            }
+        };
         let tokenizer = TextTokenizer::load(
             &package.file(TOKENIZER_FILE),
             m.model.vocab_size,
             m.special_tokens,
         )?;
-        let vision = VisionGraph::load(&package.file(VISION_FILE))?;
-        let embedding = EmbeddingGraph::load(&package.file(EMBEDDING_FILE))?;
+        let vision = VisionGraph::load(&package.file(&precision.file(VISION_FILE)))?;
+        let embedding = EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)))?;
         let decoder = DecoderGraph::load(
-            &package.file(DECODER_FILE),
+            &package.file(&precision.file(DECODER_FILE)),
             m.model.d_model,
             m.model.vocab_size,
         )?;
@@ -71,7 +104,13 @@ impl Glimpse {
             embedding,
             decoder,
             max_new_tokens,
+            precision,
         })
+    }
+
+    /// The matrix-product kernels tract runs the decoder with.
+    pub fn decoder_kernels(&self) -> Vec<String> {
+        self.decoder.matmul_kernels()
     }
 
     pub fn canvas(&self) -> Canvas {

@@ -51,6 +51,7 @@ pub fn random_package(dir: &Path) -> (Fuyu, RunInfo) {
         &dir.join("pkg"),
         "random",
         serde_json::json!({}),
+        &glimpse_runtime::package::Precision::ALL,
     )
     .unwrap();
     (model, run)

@@ -50,6 +50,10 @@ pub fn attr_int(name: &str, v: i64) -> Attr {
     })
 }
 
+pub fn attr_to(name: &str, dtype: DataType) -> Attr {
+    attr_int(name, dtype as i64)
+}
+
 pub fn attr_ints(name: &str, v: &[i64]) -> Attr {
     Attr(AttributeProto {
         name: name.into(),
@@ -94,7 +98,12 @@ fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
 
 pub struct GraphBuilder {
     graph: GraphProto,
+    /// Whether a `com.microsoft` operator (MatMulNBits) was used.
+    microsoft: bool,
 }
+
+/// The onnxruntime contrib-ops domain.
+pub const MS_DOMAIN: &str = "com.microsoft";
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
@@ -103,7 +112,35 @@ impl GraphBuilder {
                 name: name.into(),
                 ..Default::default()
             },
+            microsoft: false,
         }
+    }
+
+    /// An initializer of any element type from little-endian bytes.
+    pub fn raw(&mut self, name: &str, dims: &[usize], dtype: DataType, raw: Vec<u8>) -> String {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: dtype as i32,
+            raw_data: raw,
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// A node of the `com.microsoft` domain with a single output named `name`.
+    pub fn ms_node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
+        self.microsoft = true;
+        self.graph.node.push(NodeProto {
+            name: name.into(),
+            op_type: op.into(),
+            domain: MS_DOMAIN.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![name.to_string()],
+            attribute: attrs.into_iter().map(|a| a.0).collect(),
+            ..Default::default()
+        });
+        name.to_string()
     }
 
     pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
@@ -173,12 +210,19 @@ impl GraphBuilder {
     }
 
     pub fn finish(self, doc: &str) -> ModelProto {
+        let mut opset_import = vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }];
+        if self.microsoft {
+            opset_import.push(OperatorSetIdProto {
+                domain: MS_DOMAIN.into(),
+                version: 1,
+            });
+        }
         ModelProto {
             ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import,
             producer_name: "glimpse-export".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             doc_string: doc.into(),

@@ -11,31 +11,22 @@ use anyhow::Result;
 use glimpse_runtime::ModelConfig;
 
 use super::builder::{Elem, GraphBuilder, attr_float, attr_int, attr_ints, fixed, sym};
-use super::get;
+use super::{get, precision};
 use crate::model::weights::Weights;
+use glimpse_runtime::package::Precision;
 
 struct Ctx<'a> {
     g: GraphBuilder,
     w: &'a Weights,
     cfg: &'a ModelConfig,
+    precision: Precision,
 }
 
 impl Ctx<'_> {
     fn linear(&mut self, name: &str, x: &str) -> Result<String> {
         let wt = get(self.w, &format!("{name}.weight"))?;
-        let wt = self.g.weight(&format!("{name}.weight"), &wt.dims, &wt.data);
-        let y = self
-            .g
-            .node("MatMul", &format!("{name}/matmul"), &[x, &wt], vec![]);
-        match self.w.get(&format!("{name}.bias")) {
-            Some(b) => {
-                let b = self.g.weight(&format!("{name}.bias"), &b.dims, &b.data);
-                Ok(self
-                    .g
-                    .node("Add", &format!("{name}/add"), &[&y, &b], vec![]))
-            }
-            None => Ok(y),
-        }
+        let bias = self.w.get(&format!("{name}.bias"));
+        precision::linear(&mut self.g, name, x, wt, bias, self.precision)
     }
 
     fn layer_norm(&mut self, name: &str, x: &str) -> Result<String> {
@@ -105,12 +96,14 @@ impl Ctx<'_> {
     }
 }
 
-pub fn build(w: &Weights, cfg: &ModelConfig) -> Result<Vec<u8>> {
+/// The decoder with its linear layers (attention, MLP, LM head) at `precision`.
+pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec<u8>> {
     let (d, h, hd, v) = (cfg.d_model, cfg.n_heads, cfg.head_dim(), cfg.vocab_size);
     let mut c = Ctx {
         g: GraphBuilder::new("glimpse-decoder"),
         w,
         cfg,
+        precision,
     };
     let embeds =
         c.g.input("inputs_embeds", Elem::F32, &[sym("B"), sym("S"), fixed(d)]);
@@ -260,9 +253,8 @@ pub fn build(w: &Weights, cfg: &ModelConfig) -> Result<Vec<u8>> {
             c.g.node("Add", &format!("{p}/residual_mlp"), &[&x, &m], vec![]);
     }
     let x = c.layer_norm("final_layernorm", &x)?;
-    let lm = get(w, "lm_head.weight")?;
-    let lm = c.g.weight("lm_head.weight", &lm.dims, &lm.data);
-    c.g.node("MatMul", "logits", &[&x, &lm], vec![]);
+    let lm = c.linear("lm_head", &x)?;
+    c.g.node("Identity", "logits", &[&lm], vec![]);
     c.g.output("logits", Elem::F32, &[sym("B"), sym("S"), fixed(v)]);
     for i in 0..cfg.n_layers {
         for kv in ["key", "value"] {

@@ -5,6 +5,7 @@
 pub mod builder;
 pub mod decoder;
 pub mod embedding;
+pub mod precision;
 pub mod vision;
 
 use anyhow::{Result, anyhow};

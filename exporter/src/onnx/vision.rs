@@ -10,8 +10,15 @@ use glimpse_runtime::frame::Canvas;
 use super::builder::{Dim, Elem, GraphBuilder, attr_int, fixed, sym};
 use super::get;
 use crate::model::weights::Weights;
+use glimpse_runtime::package::Precision;
 
-pub fn build(w: &Weights, cfg: &ModelConfig, canvas: &Canvas) -> Result<Vec<u8>> {
+/// The vision graph with the patch projection at `precision`.
+pub fn build(
+    w: &Weights,
+    cfg: &ModelConfig,
+    canvas: &Canvas,
+    precision: Precision,
+) -> Result<Vec<u8>> {
     let d = cfg.d_model;
     let (rows, cols, pd) = (canvas.rows(), canvas.cols(), canvas.patch_dim());
     let mut g = GraphBuilder::new("glimpse-vision");
@@ -23,11 +30,9 @@ pub fn build(w: &Weights, cfg: &ModelConfig, canvas: &Canvas) -> Result<Vec<u8>>
     let wt = get(w, "vision_embed.weight")?;
     let bias = get(w, "vision_embed.bias")?;
     let nl = get(w, "image_newline")?;
-    let wt = g.weight("vision_embed.weight", &wt.dims, &wt.data);
-    let bias = g.weight("vision_embed.bias", &bias.dims, &bias.data);
     let nl = g.weight("image_newline", &[1, 1, 1, d], &nl.data);
-    let proj = g.node("MatMul", "vision_embed/matmul", &[&patches, &wt], vec![]);
-    let proj = g.node("Add", "vision_embed/add", &[&proj, &bias], vec![]);
+    let proj =
+        super::precision::linear(&mut g, "vision_embed", &patches, wt, Some(bias), precision)?;
     let pos = get(w, "patch_position")?;
     let pos = g.weight("patch_position", &pos.dims, &pos.data);
     let proj = g.node("Add", "patch_position/add", &[&proj, &pos], vec![]);

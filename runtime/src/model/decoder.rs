@@ -64,6 +64,12 @@ impl DecoderGraph {
         })
     }
 
+    /// The matrix-product kernels tract chose for this graph, e.g.
+    /// `fma_mmm_f32_32x1 on PackedQ4_0[32]Z16 (x17)`: what actually runs the products.
+    pub fn matmul_kernels(&self) -> Vec<String> {
+        super::matmul_kernels(self.plan.model())
+    }
+
     /// A new sequence with an empty cache.
     pub fn session(&self) -> Result<DecoderSession<'_>> {
         Ok(DecoderSession {

@@ -54,3 +54,40 @@ pub(crate) fn f32_values(t: &TValue) -> Result<Vec<f32>> {
     let view = t.to_plain_array_view::<f32>().map_err(Error::inference)?;
     Ok(view.iter().copied().collect())
 }
+
+/// The kernels of an optimized model's matrix products, with the packing of their
+/// constant operand (`avx512vnni_mmm_i32_16x16 on PackedI8K4 { r: 16, align: 16 } (x17)`).
+pub(crate) fn matmul_kernels(model: &TypedModel) -> Vec<String> {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for node in model.nodes() {
+        let name = node.op.name();
+        let lower = name.to_lowercase();
+        if !(lower.contains("mat") || lower.contains("mmm") || lower.contains("einsum")) {
+            continue;
+        }
+        if name != "OptMatMul" {
+            continue;
+        }
+        let info = node.op.info().unwrap_or_default().join("; ");
+        // "... with [fma_mmm_f32_32x1]; Ops: matmul(k=128, PackedQ4_0[32]Z16•PackedF32..."
+        let kernels = info
+            .split_once(" with [")
+            .and_then(|(_, r)| r.split_once(']'))
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_else(|| info.clone());
+        let packing = info
+            .split_once("matmul(k=")
+            .and_then(|(_, r)| r.split_once(", "))
+            .and_then(|(_, r)| r.split_once('•'))
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default();
+        let line = format!("{kernels} on {packing}");
+        match seen.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((line, 1)),
+        }
+    }
+    seen.into_iter()
+        .map(|(l, n)| format!("{l} (x{n})"))
+        .collect()
+}

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Precision;
 use crate::frame::Canvas;
 use crate::model::ModelConfig;
 
@@ -59,6 +60,10 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+fn f32_only() -> Vec<Precision> {
+    vec![Precision::F32]
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
@@ -66,8 +71,12 @@ pub struct Manifest {
     pub model: ModelConfig,
     pub canvas: Canvas,
     pub special_tokens: SpecialTokens,
-    /// Numeric precision of the graphs' weights (`f32`).
+    /// Numeric precision of the plain-named graphs' weights (`f32`).
     pub precision: String,
+    /// Every precision the package carries graphs for (see [`Precision::file`]); packages
+    /// written before there was a choice carry f32 only.
+    #[serde(default = "f32_only")]
+    pub precisions: Vec<Precision>,
     /// Default limit on generated tokens.
     pub max_new_tokens: usize,
     /// Every file of the package (relative path → checksum).

@@ -4,6 +4,7 @@
 //! listed file exists with the recorded sha256, that the canvas and config are sane.
 
 mod manifest;
+mod precision;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use manifest::*;
+pub use precision::{CpuFeatures, Precision, choose};
 
 use crate::error::{Error, Result};
 
@@ -93,8 +95,15 @@ impl Package {
                 )));
             }
         }
-        for required in [TOKENIZER_FILE, VISION_FILE, EMBEDDING_FILE, DECODER_FILE] {
-            if !manifest.files.contains_key(required) {
+        if manifest.precisions.is_empty() {
+            return Err(bad("it lists no precisions".into()));
+        }
+        let graphs = manifest
+            .precisions
+            .iter()
+            .flat_map(|p| [VISION_FILE, EMBEDDING_FILE, DECODER_FILE].map(|g| p.file(g)));
+        for required in std::iter::once(TOKENIZER_FILE.to_string()).chain(graphs) {
+            if !manifest.files.contains_key(&required) {
                 return Err(bad(format!("it does not list {required}")));
             }
         }
