@@ -36,7 +36,11 @@ fn every_precision_loads_and_tracks_f32() {
     common::random_package(dir.path());
     let pkg = dir.path().join("pkg");
     let (vision32, logits32) = logits(&pkg, Precision::F32);
-    for (p, floor) in [(Precision::Int8, 0.999), (Precision::Q4, 0.99)] {
+    for (p, floor) in [
+        (Precision::F16, 0.9999),
+        (Precision::Int8, 0.999),
+        (Precision::Q4, 0.99),
+    ] {
         let (vision, logits) = logits(&pkg, p);
         let (cv, cl) = (cosine(&vision32, &vision), cosine(&logits32, &logits));
         assert!(

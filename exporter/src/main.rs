@@ -130,14 +130,14 @@ struct ExportArgs {
     /// Package name recorded in the manifest.
     #[arg(long, default_value = "glimpse")]
     name: String,
-    /// Precisions to write graphs for, comma-separated: f32, int8, q4. The runtime picks
+    /// Precisions to write graphs for, comma-separated: f32, f16, int8, q4. The runtime picks
     /// the one that suits its CPU (or the one given with --precision).
     #[arg(long, default_value = "f32", value_delimiter = ',', value_parser = parse_precision)]
     precision: Vec<Precision>,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
-    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, int8 or q4"))
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, f16, int8 or q4"))
 }
 
 #[derive(clap::Args)]

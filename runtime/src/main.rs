@@ -33,7 +33,7 @@ struct Cli {
     /// Most tokens to generate per answer [default: from the package]
     #[arg(long, global = true)]
     max_tokens: Option<usize>,
-    /// Precision to run: f32, int8 or q4, if the package carries it [default: the best for
+    /// Precision to run: f32, f16, int8 or q4, if the package carries it [default: the best for
     /// this CPU among those it carries]
     #[arg(long, global = true, value_parser = parse_precision)]
     precision: Option<Precision>,
@@ -96,7 +96,7 @@ enum Command {
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
-    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, int8 or q4"))
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, f16, int8 or q4"))
 }
 
 fn load(cli: &Cli) -> Result<Glimpse, String> {

@@ -27,6 +27,7 @@ pub fn fixed(n: usize) -> Dim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Elem {
     F32,
+    F16,
     I64,
 }
 
@@ -34,6 +35,7 @@ impl Elem {
     fn code(self) -> i32 {
         match self {
             Elem::F32 => DataType::Float as i32,
+            Elem::F16 => DataType::Float16 as i32,
             Elem::I64 => DataType::Int64 as i32,
         }
     }
@@ -98,6 +100,9 @@ fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
 
 pub struct GraphBuilder {
     graph: GraphProto,
+    /// Element type of float initializers written by [`GraphBuilder::weight`]: the graph's
+    /// compute type (f32, or f16 for f16 graphs).
+    pub float: Elem,
     /// Whether a `com.microsoft` operator (MatMulNBits) was used.
     microsoft: bool,
 }
@@ -113,7 +118,18 @@ impl GraphBuilder {
                 ..Default::default()
             },
             microsoft: false,
+            float: Elem::F32,
         }
+    }
+
+    /// `x` cast to the element type `to`.
+    pub fn cast(&mut self, name: &str, x: &str, to: Elem) -> String {
+        let dt = match to {
+            Elem::F32 => DataType::Float,
+            Elem::F16 => DataType::Float16,
+            Elem::I64 => DataType::Int64,
+        };
+        self.node("Cast", name, &[x], vec![attr_to("to", dt)])
     }
 
     /// An initializer of any element type from little-endian bytes.
@@ -152,7 +168,7 @@ impl GraphBuilder {
         self.graph.output.push(value_info(name, elem, dims));
     }
 
-    /// An `f32` initializer.
+    /// A float initializer, stored in the graph's float type ([`GraphBuilder::float`]).
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
         assert_eq!(
             dims.iter().product::<usize>(),
@@ -160,11 +176,22 @@ impl GraphBuilder {
             "initializer {name} has {} values for shape {dims:?}",
             data.len()
         );
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (raw, dtype) = match self.float {
+            Elem::F16 => (
+                data.iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                DataType::Float16,
+            ),
+            _ => (
+                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                DataType::Float,
+            ),
+        };
         self.graph.initializer.push(TensorProto {
             name: name.into(),
             dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Float as i32,
+            data_type: dtype as i32,
             raw_data: raw,
             ..Default::default()
         });

@@ -1,7 +1,7 @@
 //! `embedding.onnx`: `input_ids [B, S]` → `inputs_embeds [B, S, d]`.
 //!
 //! Quantized packages store the table as int8 with one scale per token (a row gather, then
-//! `Cast` and a multiply), so the table shrinks with the rest of the weights.
+//! `Cast` and a multiply), f16 packages as f16; the output is f32 at every precision.
 
 use anyhow::Result;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -42,6 +42,16 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
             &[&table, &ids],
             vec![attr_int("axis", 0)],
         );
+    } else if precision == Precision::F16 {
+        g.float = Elem::F16;
+        let table = g.weight("embed_tokens.weight", &table.dims, &table.data);
+        let rows = g.node(
+            "Gather",
+            "embed/rows",
+            &[&table, &ids],
+            vec![attr_int("axis", 0)],
+        );
+        g.cast("inputs_embeds", &rows, Elem::F32);
     } else {
         let (q, scales) = quantize_rows(table);
         let qt = g.raw(

@@ -1,6 +1,9 @@
 //! Linear layers at each precision a package can carry.
 //!
 //! - `f32`: `MatMul(x, W) + b`.
+//! - `f16`: weights f16, the activations cast to f16 for the product and the result back
+//!   to f32; norms, softmax and the residual stream stay f32 (measured: 99.86 % token
+//!   agreement with f32 this way, 99.71 % with the whole graph in f16).
 //! - `int8`: weights int8, symmetric per output channel; activations quantized per call with
 //!   `DynamicQuantizeLinear`, then `MatMulInteger` on integer kernels, rescaled by
 //!   `x_scale · w_scale[n]`.
@@ -12,7 +15,7 @@ use tract_onnx::pb::tensor_proto::DataType;
 
 use glimpse_runtime::package::Precision;
 
-use super::builder::{GraphBuilder, attr_int, attr_to};
+use super::builder::{Elem, GraphBuilder, attr_int, attr_to};
 use crate::model::weights::Array;
 
 /// Q4 block length along K.
@@ -83,6 +86,14 @@ pub fn linear(
         Precision::F32 => {
             let wt = g.weight(&format!("{name}.weight"), &w.dims, &w.data);
             g.node("MatMul", &format!("{name}/matmul"), &[x, &wt], vec![])
+        }
+        Precision::F16 => {
+            let float = std::mem::replace(&mut g.float, Elem::F16);
+            let wt = g.weight(&format!("{name}.weight"), &w.dims, &w.data);
+            g.float = float;
+            let xh = g.cast(&format!("{name}/x_f16"), x, Elem::F16);
+            let y = g.node("MatMul", &format!("{name}/matmul_f16"), &[&xh, &wt], vec![]);
+            g.cast(&format!("{name}/matmul"), &y, Elem::F32)
         }
         Precision::Int8 => {
             let (q, scales) = quantize_int8(w);

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     F32,
+    /// f16 weights and arithmetic, f32 at the graph boundary.
+    F16,
     /// int8 weights (per output channel), activations quantized per call, integer matmuls.
     Int8,
     /// 4-bit weights in blocks of 32 (Q4_0), f32 activations.
@@ -14,11 +16,17 @@ pub enum Precision {
 }
 
 impl Precision {
-    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Int8, Precision::Q4];
+    pub const ALL: [Precision; 4] = [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Q4,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
+            Precision::F16 => "f16",
             Precision::Int8 => "int8",
             Precision::Q4 => "q4",
         }
@@ -94,18 +102,23 @@ impl CpuFeatures {
 }
 
 /// The precision to run from those a package carries: int8 on Arm cores with the int8 dot
-/// product, f32 elsewhere (tract's int8 path measured slower than f32 on x86, see the
-/// README), and whatever there is when the package carries one precision only.
+/// product (the fewest weight bytes per token), else f16 on Arm cores with fp16
+/// arithmetic, f32 elsewhere (on x86 tract's int8 path measured slower than f32 and f16
+/// has no native arithmetic, see the README), and whatever there is when the package
+/// carries one precision only.
 pub fn choose(available: &[Precision], cpu: CpuFeatures) -> Option<Precision> {
     let has = |p| available.contains(&p);
     if cpu.dotprod && has(Precision::Int8) {
         return Some(Precision::Int8);
     }
+    if cpu.fp16 && has(Precision::F16) {
+        return Some(Precision::F16);
+    }
     if has(Precision::F32) {
         return Some(Precision::F32);
     }
     // a quantized-only package: the smaller weights first
-    [Precision::Q4, Precision::Int8]
+    [Precision::Q4, Precision::Int8, Precision::F16]
         .into_iter()
         .find(|p| has(*p))
 }
@@ -133,7 +146,8 @@ mod tests {
     #[test]
     fn names_and_files() {
         assert_eq!(Precision::parse("INT8"), Some(Precision::Int8));
-        assert_eq!(Precision::parse("f16"), None);
+        assert_eq!(Precision::parse("f16"), Some(Precision::F16));
+        assert_eq!(Precision::parse("bf16"), None);
         assert_eq!(Precision::F32.file("decoder.onnx"), "decoder.onnx");
         assert_eq!(Precision::Q4.file("vision.onnx"), "vision.q4.onnx");
     }
@@ -141,8 +155,11 @@ mod tests {
     #[test]
     fn int8_only_with_dot_product_f32_otherwise() {
         use Precision::*;
-        let all = [F32, Int8, Q4];
+        let all = [F32, F16, Int8, Q4];
         assert_eq!(choose(&all, A76), Some(Int8));
+        assert_eq!(choose(&[F32, F16], A76), Some(F16));
+        assert_eq!(choose(&[F32, F16], A72), Some(F32));
+        assert_eq!(choose(&[F32, F16], X86), Some(F32));
         assert_eq!(choose(&all, A72), Some(F32));
         assert_eq!(choose(&all, X86), Some(F32));
         assert_eq!(choose(&[F32], A76), Some(F32));
