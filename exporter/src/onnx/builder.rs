@@ -32,12 +32,16 @@ pub enum Elem {
 }
 
 impl Elem {
-    fn code(self) -> i32 {
+    fn data_type(self) -> DataType {
         match self {
-            Elem::F32 => DataType::Float as i32,
-            Elem::F16 => DataType::Float16 as i32,
-            Elem::I64 => DataType::Int64 as i32,
+            Elem::F32 => DataType::Float,
+            Elem::F16 => DataType::Float16,
+            Elem::I64 => DataType::Int64,
         }
+    }
+
+    fn code(self) -> i32 {
+        self.data_type() as i32
     }
 }
 
@@ -100,9 +104,6 @@ fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
 
 pub struct GraphBuilder {
     graph: GraphProto,
-    /// Element type of float initializers written by [`GraphBuilder::weight`]: the graph's
-    /// compute type (f32, or f16 for f16 graphs).
-    pub float: Elem,
     /// Whether a `com.microsoft` operator (MatMulNBits) was used.
     microsoft: bool,
 }
@@ -118,18 +119,12 @@ impl GraphBuilder {
                 ..Default::default()
             },
             microsoft: false,
-            float: Elem::F32,
         }
     }
 
     /// `x` cast to the element type `to`.
     pub fn cast(&mut self, name: &str, x: &str, to: Elem) -> String {
-        let dt = match to {
-            Elem::F32 => DataType::Float,
-            Elem::F16 => DataType::Float16,
-            Elem::I64 => DataType::Int64,
-        };
-        self.node("Cast", name, &[x], vec![attr_to("to", dt)])
+        self.node("Cast", name, &[x], vec![attr_to("to", to.data_type())])
     }
 
     /// An initializer of any element type from little-endian bytes.
@@ -147,15 +142,7 @@ impl GraphBuilder {
     /// A node of the `com.microsoft` domain with a single output named `name`.
     pub fn ms_node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<Attr>) -> String {
         self.microsoft = true;
-        self.graph.node.push(NodeProto {
-            name: name.into(),
-            op_type: op.into(),
-            domain: MS_DOMAIN.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![name.to_string()],
-            attribute: attrs.into_iter().map(|a| a.0).collect(),
-            ..Default::default()
-        });
+        self.push_node(op, MS_DOMAIN, name, inputs, &[name], attrs);
         name.to_string()
     }
 
@@ -168,47 +155,34 @@ impl GraphBuilder {
         self.graph.output.push(value_info(name, elem, dims));
     }
 
-    /// A float initializer, stored in the graph's float type ([`GraphBuilder::float`]).
+    /// An `f32` initializer.
     pub fn weight(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        self.weight_as(name, dims, data, Elem::F32)
+    }
+
+    /// A float initializer stored as `elem` (`F32` or `F16`).
+    pub fn weight_as(&mut self, name: &str, dims: &[usize], data: &[f32], elem: Elem) -> String {
         assert_eq!(
             dims.iter().product::<usize>(),
             data.len(),
             "initializer {name} has {} values for shape {dims:?}",
             data.len()
         );
-        let (raw, dtype) = match self.float {
-            Elem::F16 => (
-                data.iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                    .collect(),
-                DataType::Float16,
-            ),
-            _ => (
-                data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                DataType::Float,
-            ),
+        let raw = match elem {
+            Elem::F16 => data
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            Elem::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Elem::I64 => panic!("initializer {name}: weights are float"),
         };
-        self.graph.initializer.push(TensorProto {
-            name: name.into(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: dtype as i32,
-            raw_data: raw,
-            ..Default::default()
-        });
-        name.to_string()
+        self.raw(name, dims, elem.data_type(), raw)
     }
 
     /// An `i64` initializer (shapes, axes, indices).
     pub fn ints(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.graph.initializer.push(TensorProto {
-            name: name.into(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: DataType::Int64 as i32,
-            raw_data: raw,
-            ..Default::default()
-        });
-        name.to_string()
+        self.raw(name, dims, DataType::Int64, raw)
     }
 
     /// Adds a node whose single output is named `name` (also the node's name).
@@ -225,15 +199,28 @@ impl GraphBuilder {
         outputs: &[&str],
         attrs: Vec<Attr>,
     ) -> Vec<String> {
+        self.push_node(op, "", name, inputs, outputs, attrs);
+        outputs.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn push_node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        name: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<Attr>,
+    ) {
         self.graph.node.push(NodeProto {
             name: name.into(),
             op_type: op.into(),
+            domain: domain.into(),
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),
             attribute: attrs.into_iter().map(|a| a.0).collect(),
             ..Default::default()
         });
-        outputs.iter().map(|s| s.to_string()).collect()
     }
 
     pub fn finish(self, doc: &str) -> ModelProto {

@@ -43,8 +43,7 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
             vec![attr_int("axis", 0)],
         );
     } else if precision == Precision::F16 {
-        g.float = Elem::F16;
-        let table = g.weight("embed_tokens.weight", &table.dims, &table.data);
+        let table = g.weight_as("embed_tokens.weight", &table.dims, &table.data, Elem::F16);
         let rows = g.node(
             "Gather",
             "embed/rows",

@@ -88,9 +88,7 @@ pub fn linear(
             g.node("MatMul", &format!("{name}/matmul"), &[x, &wt], vec![])
         }
         Precision::F16 => {
-            let float = std::mem::replace(&mut g.float, Elem::F16);
-            let wt = g.weight(&format!("{name}.weight"), &w.dims, &w.data);
-            g.float = float;
+            let wt = g.weight_as(&format!("{name}.weight"), &w.dims, &w.data, Elem::F16);
             let xh = g.cast(&format!("{name}/x_f16"), x, Elem::F16);
             let y = g.node("MatMul", &format!("{name}/matmul_f16"), &[&xh, &wt], vec![]);
             g.cast(&format!("{name}/matmul"), &y, Elem::F32)
