@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::generate::argmax;
 use crate::pipeline::Glimpse;
-use crate::source::pixel::{YuvRange, decode_mjpeg, yuyv_to_rgb};
+use crate::source::pixel::{YuvRange, decode_mjpeg, rgb_to_yuyv, yuyv_to_rgb};
 use crate::text::{Prompt, TokenStream};
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -59,28 +59,6 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
     Ok((v, t.elapsed().as_secs_f64() * 1e3))
 }
 
-/// The frame as a camera would send it in YUYV (BT.601, limited range).
-fn to_yuyv(frame: &RgbImage) -> Vec<u8> {
-    let yuv = |p: &image::Rgb<u8>| {
-        let [r, g, b] = p.0.map(|v| v as f32);
-        (
-            (16.0 + 0.257 * r + 0.504 * g + 0.098 * b) as u8,
-            (128.0 - 0.148 * r - 0.291 * g + 0.439 * b) as u8,
-            (128.0 + 0.439 * r - 0.368 * g - 0.071 * b) as u8,
-        )
-    };
-    let (w, h) = frame.dimensions();
-    let mut out = Vec::with_capacity((w * h * 2) as usize);
-    for y in 0..h {
-        for x in (0..w.saturating_sub(1)).step_by(2) {
-            let (y0, u, v) = yuv(frame.get_pixel(x, y));
-            let (y1, _, _) = yuv(frame.get_pixel(x + 1, y));
-            out.extend_from_slice(&[y0, u, y1, v]);
-        }
-    }
-    out
-}
-
 /// Peak resident set size of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -122,7 +100,7 @@ pub fn run_with(
     // camera pixel paths, on an even-width copy of the frame
     let (w, h) = frame.dimensions();
     let even = image::imageops::crop_imm(frame, 0, 0, w & !1, h).to_image();
-    let yuyv = to_yuyv(&even);
+    let yuyv = rgb_to_yuyv(&even);
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
         .encode_image(&even)

@@ -159,8 +159,20 @@ fn answer(
     Ok(())
 }
 
-/// Set by Ctrl-C (or SIGTERM): loops finish their current frame and summarise.
+/// Set by Ctrl-C (SIGINT): loops finish their current frame and summarise.
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The model and frame source of a long-running command, with Ctrl-C setting [`STOP`].
+fn start_loop(
+    cli: &Cli,
+    source: &SourceArgs,
+    pacing: &PacingArgs,
+) -> Result<(Glimpse, Box<dyn glimpse_runtime::source::FrameSource>), String> {
+    let g = load(cli)?;
+    let source = cli::sources::open(source, pacing, g.canvas())?;
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+    Ok((g, source))
+}
 
 fn run(cli: &Cli) -> Result<bool, String> {
     match &cli.command {
@@ -170,9 +182,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
             every,
             count,
         } => {
-            let g = load(cli)?;
-            let source = cli::sources::open(source, pacing, g.canvas())?;
-            let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+            let (g, source) = start_loop(cli, source, pacing)?;
             let summary = cli::watch::run(&g, source, *every, *count, cli.json, &STOP);
             Ok(summary.errors == 0)
         }
@@ -182,9 +192,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
             source,
             pacing,
         } => {
-            let g = load(cli)?;
-            let source = cli::sources::open(source, pacing, g.canvas())?;
-            let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+            let (g, source) = start_loop(cli, source, pacing)?;
             cli::serve::run(&g, source, serial, *baud, cli.json, &STOP)?;
             Ok(true)
         }

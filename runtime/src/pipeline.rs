@@ -63,25 +63,22 @@ impl Glimpse {
         let package = Package::open(dir)?;
         let m = &package.manifest;
         let available = &m.precisions;
-        let precision = match precision {
+        let wanted = precision.or_else(|| choose(available, CpuFeatures::detect()));
+        let precision = match wanted {
             Some(p) if available.contains(&p) => p,
-            chosen => {
-                let wanted = chosen.or_else(|| choose(available, CpuFeatures::detect()));
-                return match wanted {
-                    Some(p) if available.contains(&p) => Self::load_with(&package.dir, Some(p)),
-                    _ => Err(Error::Manifest {
-                        path: package.dir.join(crate::package::MANIFEST_FILE),
-                        reason: format!(
-                            "the package carries no {} graphs (it has: {})",
-                            wanted.map(|p| p.name()).unwrap_or("usable"),
-                            available
-                                .iter()
-                                .map(|p| p.name())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    }),
-                };
+            _ => {
+                return Err(Error::Manifest {
+                    path: package.dir.join(crate::package::MANIFEST_FILE),
+                    reason: format!(
+                        "the package carries no {} graphs (it has: {})",
+                        wanted.map(|p| p.name()).unwrap_or("usable"),
+                        available
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
             }
         };
         let tokenizer = TextTokenizer::load(

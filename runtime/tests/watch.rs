@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use glimpse_runtime::Glimpse;
 use glimpse_runtime::scene::{Split, sample};
-use glimpse_runtime::source::pixel::{YuvRange, decode_mjpeg, yuyv_to_rgb};
+use glimpse_runtime::source::pixel::{YuvRange, decode_mjpeg, rgb_to_yuyv, yuyv_to_rgb};
 use glimpse_runtime::source::{Folder, Frame, FrameSource, SourceError, Synthetic};
 use glimpse_runtime::watch::{Backoff, Event, Notice, WatchOptions, watch};
 use image::RgbImage;
@@ -140,26 +140,6 @@ struct FaultyCamera {
 const W: u32 = 320;
 const H: u32 = 240;
 
-/// BT.601 limited-range YUYV of an RGB frame (what a camera would send).
-fn to_yuyv(img: &RgbImage) -> Vec<u8> {
-    let yuv = |p: &image::Rgb<u8>| {
-        let [r, g, b] = p.0.map(|v| v as f32);
-        let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
-        let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
-        let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
-        (y.round() as u8, u.round() as u8, v.round() as u8)
-    };
-    let mut out = Vec::with_capacity((img.width() * img.height() * 2) as usize);
-    for y in 0..img.height() {
-        for x in (0..img.width()).step_by(2) {
-            let (y0, u, v) = yuv(img.get_pixel(x, y));
-            let (y1, _, _) = yuv(img.get_pixel(x + 1, y));
-            out.extend_from_slice(&[y0, u, y1, v]);
-        }
-    }
-    out
-}
-
 impl FaultyCamera {
     fn new(steps: Vec<Step>) -> Self {
         FaultyCamera {
@@ -187,7 +167,7 @@ impl FrameSource for FaultyCamera {
             Step::Yuyv(i) => {
                 let mut rgb = RgbImage::new(1, 1);
                 yuyv_to_rgb(
-                    &to_yuyv(&sample(9, Split::Test, i).image),
+                    &rgb_to_yuyv(&sample(9, Split::Test, i).image),
                     W,
                     H,
                     YuvRange::Limited,
@@ -273,7 +253,7 @@ fn corrupt_frames_are_skipped_and_no_frame_is_lost_after_an_unplug() {
     // the frames went through YUYV (4:2:2 chroma, 8-bit codes) and back close to the PNG
     let png = sample(9, Split::Test, 2).image;
     let mut rgb = RgbImage::new(1, 1);
-    yuyv_to_rgb(&to_yuyv(&png), W, H, YuvRange::Limited, &mut rgb).unwrap();
+    yuyv_to_rgb(&rgb_to_yuyv(&png), W, H, YuvRange::Limited, &mut rgb).unwrap();
     let diff: u64 = png
         .as_raw()
         .iter()

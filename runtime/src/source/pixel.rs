@@ -76,6 +76,29 @@ pub fn yuyv_to_rgb(
     Ok(())
 }
 
+/// The YUYV (BT.601, limited range) a camera would send for `frame`, whose width must be
+/// even: the inverse of [`yuyv_to_rgb`], for tests and benchmarks.
+pub fn rgb_to_yuyv(frame: &RgbImage) -> Vec<u8> {
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(|v| v as f32);
+        let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+        let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
+        let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
+        (y.round() as u8, u.round() as u8, v.round() as u8)
+    };
+    let (w, h) = frame.dimensions();
+    assert!(w.is_multiple_of(2), "YUYV needs an even width, got {w}");
+    let mut out = Vec::with_capacity((w * h * 2) as usize);
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let (y0, u, v) = yuv(frame.get_pixel(x, y));
+            let (y1, _, _) = yuv(frame.get_pixel(x + 1, y));
+            out.extend_from_slice(&[y0, u, y1, v]);
+        }
+    }
+    out
+}
+
 /// Decodes one MJPEG frame; a corrupt JPEG or one not `width`×`height` is a bad frame.
 pub fn decode_mjpeg(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
     let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
