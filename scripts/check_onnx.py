@@ -6,6 +6,8 @@
    past passed explicitly) on the inputs recorded by `glimpse-export reference`, and the
    logits are compared with tract's: max abs diff <= 1e-3.
 3. Greedy captioning in onnxruntime gives the same tokens as tract.
+4. With matching heads: heads.onnx passes the checker, and onnxruntime's image and text
+   embeddings (decoder state -> heads) equal tract's within 1e-4.
 
 usage: check_onnx.py PACKAGE REFERENCE.json
 """
@@ -24,12 +26,16 @@ def main(pkg, ref_path):
     cfg = manifest["model"]
     eos = manifest["special_tokens"]["eos"]
     graphs = {}
-    for name in ["vision.onnx", "embedding.onnx", "decoder.onnx"]:
+    names = ["vision.onnx", "embedding.onnx", "decoder.onnx"]
+    if manifest.get("matching"):
+        names.append(manifest["matching"]["file"])
+    for name in names:
         model = onnx.load(f"{pkg}/{name}")
         onnx.checker.check_model(model, full_check=True)
         print(f"{name}: onnx.checker full check passed (opset {model.opset_import[0].version})")
         graphs[name] = ort.InferenceSession(f"{pkg}/{name}", providers=["CPUExecutionProvider"])
     vision, embedding, decoder = (graphs[n] for n in ["vision.onnx", "embedding.onnx", "decoder.onnx"])
+    decoder_outputs = [o.name for o in decoder.get_outputs()]
     layers, heads = cfg["n_layers"], cfg["n_heads"]
     hd = cfg["d_model"] // heads
 
@@ -44,8 +50,10 @@ def main(pkg, ref_path):
         for i in range(layers):
             feed[f"past_key_values.{i}.key"] = past[2 * i]
             feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        out = decoder.run(None, feed)
-        return out[0], out[1:]
+        out = dict(zip(decoder_outputs, decoder.run(None, feed)))
+        presents = [out[f"present.{i}.{kv}"] for i in range(layers) for kv in ["key", "value"]]
+        run_decoder.last_state = out.get("last_hidden_state")
+        return out["logits"], presents
 
     worst = 0.0
     refs = json.load(open(ref_path))
@@ -79,6 +87,19 @@ def main(pkg, ref_path):
         if tokens != r["greedy_caption_tokens"]:
             sys.exit(f"{r['image']}: onnxruntime greedy tokens {tokens} != tract {r['greedy_caption_tokens']}")
         print(f"{r['image']}: logits agree, same greedy caption ({len(tokens)} tokens)")
+        if r.get("image_embedding") is not None:
+            heads_graph = graphs[manifest["matching"]["file"]]
+            run_decoder(image, 0, empty)
+            state = run_decoder.last_state[:, -1, :]
+            img = heads_graph.run(["image_embeds"], {"hidden_state": state})[0][0]
+            ids = r["match_ids"]
+            run_decoder(embed(ids), 0, empty)
+            txt = heads_graph.run(["text_embeds"], {"hidden_state": run_decoder.last_state[:, -1, :]})[0][0]
+            d = max(np.abs(img - np.array(r["image_embedding"])).max(),
+                    np.abs(txt - np.array(r["text_embedding"])).max())
+            if d > 1e-4:
+                sys.exit(f"{r['image']}: embeddings differ from tract's by {d}")
+            print(f"{r['image']}: image and text embeddings agree ({d:.1e})")
     print(f"max abs logit difference tract vs onnxruntime: {worst:.2e}")
     if worst > TOL:
         sys.exit(f"difference {worst} exceeds {TOL}")

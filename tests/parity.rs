@@ -119,3 +119,65 @@ fn questions_continuing_a_shared_image_cache_match_fresh_runs() {
     // the shared session itself was never advanced
     assert_eq!(seen.len(), g.canvas().image_tokens());
 }
+
+#[test]
+fn burn_and_tract_image_and_text_embeddings_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, run) = random_package(dir.path());
+    let g = Glimpse::load(dir.path().join("pkg")).unwrap();
+    assert!(g.can_match());
+    let cfg = &run.model;
+    let device = Device::default();
+    let rotary = Rotary::new(cfg, &device);
+    let to_vec = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+
+    // image: the decoder state after the image tokens, through the image head
+    let frame = sample(3, Split::Test, 2).image;
+    let patches = g.patches(&frame);
+    let p = Tensor::<4>::from_data(
+        TensorData::new(
+            patches.data.clone(),
+            [1, patches.rows, patches.cols, patches.dim],
+        ),
+        &device,
+    );
+    let bos = Tensor::<2, Int>::from_data(
+        TensorData::new(vec![g.tokenizer.special().bos as i64], [1, 1]),
+        &device,
+    );
+    let hidden = model.forward_hidden(p, bos, &rotary, cfg.n_heads);
+    let last_image = g.canvas().image_tokens() - 1;
+    let state = hidden.narrow(1, last_image, 1).reshape([1, cfg.d_model]);
+    let burn_image = to_vec(model.image_embedding(state));
+    let tract_image = g.image_embedding(&frame).unwrap();
+    let d = max_abs_diff(&burn_image, &tract_image);
+    assert!(d <= 1e-4, "image embeddings differ by {d}");
+    let norm: f32 = tract_image.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 1e-5,
+        "image embedding has length {norm}"
+    );
+
+    // text: `<s> text </s>` alone, the state at `</s>`, through the text head
+    let text = "a small blue square left of a large red circle";
+    let ids = glimpse_runtime::text::match_ids(&g.tokenizer, text).unwrap();
+    let n = ids.len();
+    let ids_t = Tensor::<2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, n]),
+        &device,
+    );
+    let last = Tensor::<1, Int>::from_data(TensorData::new(vec![n as i64 - 1], [1]), &device);
+    let burn_text =
+        to_vec(model.text_embedding(model.text_state(ids_t, last, &rotary, cfg.n_heads)));
+    let tract_text = g.text_embedding(text).unwrap();
+    let d = max_abs_diff(&burn_text, &tract_text);
+    assert!(d <= 1e-4, "text embeddings differ by {d}");
+
+    // and the scores are their cosine, ranked the same way
+    let scores = g
+        .match_texts(&frame, &[text, "a large red circle"])
+        .unwrap();
+    let cos: f32 = burn_image.iter().zip(&burn_text).map(|(a, b)| a * b).sum();
+    assert!((scores[0].cosine - cos).abs() < 1e-4);
+    assert!((scores[0].probability + scores[1].probability - 1.0).abs() < 1e-5);
+}

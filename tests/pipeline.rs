@@ -40,7 +40,7 @@ fn train_resume_export_run_and_evaluate() {
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let p = train::train(&run, tiny_options(6), false).unwrap();
+    let p = train::train(&run, tiny_options(6), false, None).unwrap();
     assert_eq!(p.step, 6);
     assert_eq!(p.val_loss.len(), 2);
     assert!(p.train_loss.iter().all(|(_, l)| l.is_finite() && *l > 0.0));
@@ -57,10 +57,10 @@ fn train_resume_export_run_and_evaluate() {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     // an existing run is never overwritten by accident
-    let e = train::train(&run, tiny_options(9), false).unwrap_err();
+    let e = train::train(&run, tiny_options(9), false, None).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
     // resuming continues from the checkpoint and keeps the history
-    let p = train::train(&run, tiny_options(9), true).unwrap();
+    let p = train::train(&run, tiny_options(9), true, None).unwrap();
     assert_eq!(p.step, 9);
     assert_eq!(p.val_loss.len(), 3);
     assert_eq!(p.val_loss[2].0, 9);
@@ -115,7 +115,7 @@ fn train_on_a_folder_of_images_with_captions() {
     let mut options = tiny_options(3);
     options.data = Some(images.clone());
     let run = dir.path().join("run");
-    let p = train::train(&run, options, false).unwrap();
+    let p = train::train(&run, options, false, None).unwrap();
     assert_eq!(p.step, 3);
     let info = train::read_run(&run).unwrap();
     assert_eq!(info.data["source"], "folder");
@@ -142,7 +142,7 @@ fn the_same_seed_and_command_give_the_same_model() {
         let run = dir.path().join(name);
         let mut o = tiny_options(2);
         o.seed = seed;
-        train::train(&run, o, false).unwrap();
+        train::train(&run, o, false, None).unwrap();
         let info = train::read_run(&run).unwrap();
         let model = train::load_model(&run, &info, &train::device()).unwrap();
         glimpse_exporter::model::weights::collect(&model)

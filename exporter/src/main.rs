@@ -118,6 +118,13 @@ struct TrainArgs {
     /// Write a checkpoint every N steps.
     #[arg(long, default_value_t = TrainOptions::default().checkpoint_every)]
     checkpoint_every: usize,
+    /// Weight of the CLIP-style image–text loss beside the captioning loss (0: no matching
+    /// heads) [default for a new run: 0.5; a resumed run keeps its own unless given].
+    #[arg(long)]
+    contrastive: Option<f32>,
+    /// Width of the shared image–text space.
+    #[arg(long, default_value_t = TrainOptions::default().match_dim)]
+    match_dim: usize,
 }
 
 #[derive(clap::Args)]
@@ -207,9 +214,17 @@ fn run(cli: Cli) -> Result<()> {
                 data: a.data,
                 val_every: a.val_every.max(1),
                 checkpoint_every: a.checkpoint_every.max(1),
+                contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
+                match_dim: a.match_dim,
                 ..TrainOptions::default()
             };
-            let p = train::train(&a.out, options, a.resume)?;
+            if let Some(w) = a.contrastive {
+                anyhow::ensure!(
+                    w.is_finite() && w >= 0.0,
+                    "--contrastive must be 0 or more, not {w}"
+                );
+            }
+            let p = train::train(&a.out, options, a.resume, a.contrastive)?;
             eprintln!(
                 "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
                 p.step,

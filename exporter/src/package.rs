@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use glimpse_runtime::package::{
-    DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, MANIFEST_FILE, Manifest, Precision,
-    TOKENIZER_FILE, VISION_FILE, sha256_file,
+    DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, HEADS_FILE, MANIFEST_FILE, Manifest,
+    Matching, Precision, TOKENIZER_FILE, VISION_FILE, sha256_file,
 };
 
 use crate::model::weights::{self, Weights};
@@ -77,6 +77,20 @@ pub fn write_package(
         ));
         graphs.push((p.file(DECODER_FILE), onnx::decoder::build(w, cfg, p)?));
     }
+    // The matching heads, when the run trained them.
+    let matching = if run.options.contrastive > 0.0 {
+        graphs.push((HEADS_FILE.to_string(), onnx::heads::build(w, cfg)?));
+        let scale = crate::onnx::get(w, "logit_scale")?.data[0]
+            .min(crate::model::contrastive::MAX_LOGIT_SCALE)
+            .exp();
+        Some(Matching {
+            file: HEADS_FILE.into(),
+            dim: run.options.match_dim,
+            logit_scale: scale,
+        })
+    } else {
+        None
+    };
     for (file, bytes) in &graphs {
         std::fs::write(out.join(file), bytes)
             .with_context(|| format!("cannot write {}", out.join(file).display()))?;
@@ -111,6 +125,7 @@ pub fn write_package(
             "options": run.options,
         }),
         metrics: serde_json::json!({ "training": training }),
+        matching,
     };
     train::write_json(&out.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest.files.len() + 1)

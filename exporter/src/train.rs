@@ -24,6 +24,7 @@ use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::text::TextTokenizer;
 
 use crate::data::{Batch, BatchBuilder, ExampleSource, SyntheticData, load_folder};
+use crate::model::contrastive::contrastive_loss;
 use crate::model::fuyu::masked_cross_entropy;
 use crate::model::{Fuyu, Rotary};
 use crate::tokenizer;
@@ -53,6 +54,17 @@ pub struct TrainOptions {
     pub val_every: usize,
     pub checkpoint_every: usize,
     pub val_examples: usize,
+    /// Weight of the contrastive image–text loss beside the captioning loss; 0 trains no
+    /// matching heads.
+    #[serde(default)]
+    pub contrastive: f32,
+    /// Width of the shared image–text space.
+    #[serde(default = "default_match_dim")]
+    pub match_dim: usize,
+}
+
+fn default_match_dim() -> usize {
+    64
 }
 
 impl Default for TrainOptions {
@@ -77,6 +89,8 @@ impl Default for TrainOptions {
             val_every: 250,
             checkpoint_every: 250,
             val_examples: 128,
+            contrastive: 0.5,
+            match_dim: default_match_dim(),
         }
     }
 }
@@ -98,6 +112,9 @@ pub struct Progress {
     pub train_loss: Vec<(usize, f32)>,
     /// (step, validation loss)
     pub val_loss: Vec<(usize, f32)>,
+    /// (step, mean contrastive loss since the previous record), when trained with it
+    #[serde(default)]
+    pub match_loss: Vec<(usize, f32)>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
@@ -123,20 +140,31 @@ pub fn device() -> Device {
     Device::default()
 }
 
+/// Parameters a checkpoint may lack: the matching heads, new in runs that add the
+/// contrastive loss to a model trained without it (they start from scratch).
+fn is_matching_head(name: &str) -> bool {
+    name.starts_with("image_head") || name.starts_with("text_head") || name == "logit_scale"
+}
+
 /// Loads the trained model of a run directory for inference.
 pub fn load_model(dir: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
-    let mut model = Fuyu::new(&run.model, &run.canvas, device);
+    let mut model = Fuyu::new(&run.model, &run.canvas, run.options.match_dim, device);
     let path = dir.join(CHECKPOINT_FILE);
     anyhow::ensure!(path.is_file(), "{} has no checkpoint yet", dir.display());
-    let mut store = SafetensorsStore::from_file(path.clone());
+    let mut store = SafetensorsStore::from_file(path.clone()).allow_partial(true);
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
+    let missing: Vec<_> = result
+        .missing
+        .iter()
+        .filter(|m| !is_matching_head(&m.0))
+        .collect();
     anyhow::ensure!(
-        result.missing.is_empty(),
+        missing.is_empty(),
         "{}: missing tensors {:?}",
         path.display(),
-        result.missing
+        missing
     );
     Ok(model)
 }
@@ -163,6 +191,14 @@ pub struct Tensors {
     pub ids: Tensor<2, Int>,
     pub targets: Tensor<2, Int>,
     pub weights: Tensor<2>,
+    pub matching: Option<MatchTensors>,
+}
+
+pub struct MatchTensors {
+    pub rows: Tensor<1, Int>,
+    pub ids: Tensor<2, Int>,
+    pub last: Tensor<1, Int>,
+    pub positives: Tensor<2>,
 }
 
 /// The batch as tensors on `device`; the batch's buffers move into them.
@@ -179,24 +215,58 @@ pub fn to_tensors(b: Batch, canvas: &Canvas, device: &Device) -> Tensors {
         ids: Tensor::from_data(TensorData::new(b.ids, [n, t]), device),
         targets: Tensor::from_data(TensorData::new(b.targets, [n, t]), device),
         weights: Tensor::from_data(TensorData::new(b.weights, [n, t]), device),
+        matching: b.matching.map(|m| {
+            let k = m.rows.len();
+            MatchTensors {
+                rows: Tensor::from_data(TensorData::new(m.rows, [k]), device),
+                ids: Tensor::from_data(TensorData::new(m.ids, [k, m.len]), device),
+                last: Tensor::from_data(TensorData::new(m.last, [k]), device),
+                positives: Tensor::from_data(TensorData::new(m.positives, [k, k]), device),
+            }
+        }),
     }
 }
 
-/// Loss of the model on a batch (answer tokens only).
+/// Losses of the model on a batch: captioning and answering (answer tokens only), and
+/// the contrastive loss when `matching` and the batch has matching texts.
+pub struct Losses {
+    pub text: Tensor<1>,
+    pub matching: Option<Tensor<1>>,
+}
+
 pub fn batch_loss(
     model: &Fuyu,
     rotary: &Rotary,
     cfg: &ModelConfig,
     canvas: &Canvas,
     t: Tensors,
-) -> Tensor<1> {
+    matching: bool,
+) -> Losses {
     let text_len = t.ids.dims()[1];
-    let logits = model.forward(t.patches, t.ids, rotary, cfg.n_heads).narrow(
-        1,
-        canvas.image_tokens(),
-        text_len,
-    );
-    masked_cross_entropy(logits, t.targets, t.weights)
+    let hidden = model.forward_hidden(t.patches, t.ids, rotary, cfg.n_heads);
+    let [b, _, d] = hidden.dims();
+    let image_state = hidden
+        .clone()
+        .narrow(1, canvas.image_tokens() - 1, 1)
+        .reshape([b, d]);
+    let logits = model
+        .lm_head
+        .forward(hidden.narrow(1, canvas.image_tokens(), text_len));
+    let text = masked_cross_entropy(logits, t.targets, t.weights);
+    let matching = match t.matching {
+        Some(m) if matching => {
+            let images = model.image_embedding(image_state.select(0, m.rows));
+            let texts = model.text_embedding(model.text_state(m.ids, m.last, rotary, cfg.n_heads));
+            Some(contrastive_loss(
+                images,
+                texts,
+                model.logit_scale.val(),
+                m.positives,
+            ))
+        }
+        _ => None,
+    };
+    Losses { text, matching }
 }
 
 fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
@@ -207,7 +277,14 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
 }
 
 /// Trains into `out`, resuming there if `resume` and a run exists.
-pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress> {
+/// `contrastive`, when given, changes the contrastive weight of a resumed run (a new run
+/// takes it from `options`).
+pub fn train(
+    out: &Path,
+    options: TrainOptions,
+    resume: bool,
+    contrastive: Option<f32>,
+) -> Result<Progress> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let device = device();
     let train_device = device.clone().autodiff();
@@ -236,8 +313,17 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
         if options.steps > run.options.steps {
             // a longer run: the learning-rate schedule stretches to the new end
             run.options.steps = options.steps;
-            write_json(&out.join(RUN_FILE), &run)?;
         }
+        if let Some(w) = contrastive
+            && w != run.options.contrastive
+        {
+            eprintln!(
+                "contrastive loss weight {} from step {} on (was {})",
+                w, progress.step, run.options.contrastive
+            );
+            run.options.contrastive = w;
+        }
+        write_json(&out.join(RUN_FILE), &run)?;
         (run, tok, model, optim, progress)
     } else {
         options.canvas.validate().map_err(anyhow::Error::msg)?;
@@ -271,7 +357,12 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
         write_json(&out.join(RUN_FILE), &run)?;
         // Same seed, same initial weights: a run is reproduced by repeating its command.
         train_device.seed(options.seed);
-        let model = Fuyu::new(&model_cfg, &options.canvas, &train_device);
+        let model = Fuyu::new(
+            &model_cfg,
+            &options.canvas,
+            options.match_dim,
+            &train_device,
+        );
         (run, tok, model, optimizer(), Progress::default())
     };
     let o = run.options.clone();
@@ -321,14 +412,21 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
     let started = Instant::now();
     let elapsed_before = progress.elapsed_s;
     let mut window = Vec::new();
+    let mut match_window = Vec::new();
     let mut tokens = 0usize;
+    let matching = o.contrastive > 0.0;
     for step in first..o.steps {
         let batch = rx.recv().context("the batch producer stopped")??;
         tokens += batch.size * (canvas.image_tokens() + batch.text_len);
         let t = to_tensors(batch, &canvas, &train_device);
-        let loss = batch_loss(&model, &rotary, &cfg, &canvas, t);
-        let value = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
+        let losses = batch_loss(&model, &rotary, &cfg, &canvas, t, matching);
+        let value = losses.text.clone().into_scalar::<f32>();
+        let mut loss = losses.text;
+        if let Some(m) = losses.matching {
+            match_window.push(m.clone().into_scalar::<f32>());
+            loss = loss + m * o.contrastive;
+        }
+        if !value.is_finite() || match_window.last().is_some_and(|m| !m.is_finite()) {
             bail!("training diverged at step {step}: loss is {value}");
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -337,8 +435,16 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
         let done = step + 1;
         let secs = started.elapsed().as_secs_f64();
         bar.set_position(done as u64);
+        let match_note = if match_window.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " match {:.4}",
+                match_window.iter().sum::<f32>() / match_window.len() as f32
+            )
+        };
         bar.set_message(format!(
-            "loss {:.4} {:.0} tok/s",
+            "loss {:.4}{match_note} {:.0} tok/s",
             window.iter().sum::<f32>() / window.len() as f32,
             tokens as f64 / secs.max(1e-9)
         ));
@@ -347,10 +453,15 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
             let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
             progress.train_loss.push((done, mean));
             window.clear();
+            if !match_window.is_empty() {
+                let m = match_window.iter().sum::<f32>() / match_window.len() as f32;
+                progress.match_loss.push((done, m));
+                match_window.clear();
+            }
             let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &train_device);
             progress.val_loss.push((done, val));
             let line = format!(
-                "step {done:>6}/{}  train loss {mean:.4}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
+                "step {done:>6}/{}  train loss {mean:.4}{match_note}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
                 o.steps,
                 tokens as f64 / secs.max(1e-9),
                 elapsed_before + secs
@@ -390,6 +501,8 @@ pub fn train(out: &Path, options: TrainOptions, resume: bool) -> Result<Progress
         "train_seconds": progress.elapsed_s,
         "final_train_loss": progress.train_loss.last().map(|x| x.1),
         "final_val_loss": progress.val_loss.last().map(|x| x.1),
+        "contrastive_weight": o.contrastive,
+        "final_match_loss": progress.match_loss.last().map(|x| x.1),
         "tokens_per_second_last_session": tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
     });
     write_json(&out.join(METRICS_FILE), &metrics)?;
@@ -415,7 +528,9 @@ fn validation_loss(
     let mut count = 0.0;
     for b in batches {
         let t = to_tensors(b.clone(), canvas, device);
-        let loss = batch_loss(model, rotary, cfg, canvas, t).detach();
+        let loss = batch_loss(model, rotary, cfg, canvas, t, false)
+            .text
+            .detach();
         total += loss.into_scalar::<f32>() * b.answer_tokens as f32;
         count += b.answer_tokens as f32;
     }

@@ -49,6 +49,16 @@ pub enum Error {
     PromptTooLong { tokens: usize, limit: usize },
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error(
+        "{}: this model was trained without image–text matching (no matching heads); \
+         export a run trained with --contrastive",
+        path.display()
+    )]
+    NoMatching { path: PathBuf },
+    #[error("text too long to match: {tokens} tokens, the model's context is {limit}")]
+    TextTooLong { tokens: usize, limit: usize },
+    #[error("nothing to match against: give at least one text")]
+    NoTexts,
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod console;
 pub mod error;
 pub mod frame;
 pub mod generate;
+pub mod matching;
 pub mod model;
 pub mod package;
 pub mod pipeline;
@@ -25,5 +26,6 @@ pub mod text;
 pub mod watch;
 
 pub use error::{Error, Result};
+pub use matching::MatchScore;
 pub use model::ModelConfig;
 pub use pipeline::{Answer, Glimpse, ImageContext, Timings};

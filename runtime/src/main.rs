@@ -66,6 +66,18 @@ enum Command {
         /// Stop after this many captions.
         #[arg(long)]
         count: Option<u64>,
+        #[command(flatten)]
+        trigger: cli::watch::TriggerArgs,
+    },
+    /// Score how well each text matches an image (image–text matching, no generation).
+    ///
+    /// Prints each text's cosine similarity to the image and the softmax probability
+    /// over the texts given, best first.
+    Match {
+        image: PathBuf,
+        /// Candidate descriptions, e.g. "a large red circle" "a small blue square".
+        #[arg(required = true)]
+        texts: Vec<String>,
     },
     /// Answer questions typed on a serial console about what the camera sees.
     ///
@@ -181,9 +193,11 @@ fn run(cli: &Cli) -> Result<bool, String> {
             pacing,
             every,
             count,
+            trigger,
         } => {
             let (g, source) = start_loop(cli, source, pacing)?;
-            let summary = cli::watch::run(&g, source, *every, *count, cli.json, &STOP);
+            let trigger = trigger.open(&g)?;
+            let summary = cli::watch::run(&g, source, *every, *count, trigger, cli.json, &STOP);
             Ok(summary.errors == 0)
         }
         Command::Serve {
@@ -263,6 +277,28 @@ fn run(cli: &Cli) -> Result<bool, String> {
                 }
             }
             Ok(ok)
+        }
+        Command::Match { image, texts } => {
+            let g = load(cli)?;
+            let frame = load_image(image).map_err(|e| e.to_string())?;
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let mut scores = g.match_texts(&frame, &texts).map_err(|e| e.to_string())?;
+            scores.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
+            if cli.json {
+                let v = serde_json::json!({
+                    "image": image.display().to_string(),
+                    "matches": scores.iter().map(|s| serde_json::json!({
+                        "text": s.text, "cosine": s.cosine, "probability": s.probability
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+            } else {
+                println!("{:>8}  {:>11}  text", "cosine", "probability");
+                for s in &scores {
+                    println!("{:>8.3}  {:>11.3}  {}", s.cosine, s.probability, s.text);
+                }
+            }
+            Ok(true)
         }
         Command::Ask { image, question } => {
             let g = load(cli)?;

@@ -8,7 +8,7 @@ use image::RgbImage;
 use crate::error::{Error, Result};
 use crate::frame::{Canvas, Patches};
 use crate::generate::{Generated, check_room, greedy};
-use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, VisionGraph};
+use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, HeadsGraph, VisionGraph};
 use crate::package::{
     CpuFeatures, DECODER_FILE, EMBEDDING_FILE, Package, Precision, TOKENIZER_FILE, VISION_FILE,
     choose,
@@ -22,6 +22,8 @@ pub struct Glimpse {
     vision: VisionGraph,
     embedding: EmbeddingGraph,
     decoder: DecoderGraph,
+    /// The matching heads, when the package has them.
+    pub(crate) heads: Option<HeadsGraph>,
     /// Limit on generated tokens (the manifest's default unless changed).
     pub max_new_tokens: usize,
     /// The precision of the graphs that were loaded.
@@ -93,6 +95,10 @@ impl Glimpse {
             m.model.d_model,
             m.model.vocab_size,
         )?;
+        let heads = match &m.matching {
+            Some(h) => Some(HeadsGraph::load(&package.file(&h.file), m.model.d_model)?),
+            None => None,
+        };
         let max_new_tokens = m.max_new_tokens;
         Ok(Glimpse {
             package,
@@ -100,6 +106,7 @@ impl Glimpse {
             vision,
             embedding,
             decoder,
+            heads,
             max_new_tokens,
             precision,
         })

@@ -37,7 +37,7 @@ pub fn random_package(dir: &Path) -> (Fuyu, RunInfo) {
     };
     let canvas = tiny_canvas();
     let device = Device::default();
-    let model = Fuyu::new(&cfg, &canvas, &device);
+    let model = Fuyu::new(&cfg, &canvas, 16, &device);
     let run = RunInfo {
         model: cfg,
         canvas,

@@ -6,9 +6,11 @@
 
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::package::SpecialTokens;
-use glimpse_runtime::text::{Prompt, TextTokenizer, TokenStream};
+use std::sync::Arc;
 
-use super::Example;
+use glimpse_runtime::text::{Prompt, TextTokenizer, TokenStream, match_ids};
+
+use super::{Example, MatchText};
 
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -25,6 +27,23 @@ pub struct Batch {
     pub weights: Vec<f32>,
     /// Tokens that count in the loss.
     pub answer_tokens: usize,
+    /// The contrastive part: one text per distinct image, when at least two images of
+    /// the batch have matching texts.
+    pub matching: Option<MatchBatch>,
+}
+
+/// Texts paired with the batch's distinct images, for the contrastive loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchBatch {
+    /// `[n]`: the batch row whose image is image `i`.
+    pub rows: Vec<i64>,
+    /// `[n, len]`: `<s> text </s>`, padded at the end.
+    pub ids: Vec<i64>,
+    pub len: usize,
+    /// `[n]`: index of each text's `</s>`.
+    pub last: Vec<i64>,
+    /// `[n, n]`: 1 where text `j` is true of image `i`.
+    pub positives: Vec<f32>,
 }
 
 pub struct BatchBuilder<'a> {
@@ -84,6 +103,7 @@ impl BatchBuilder<'_> {
                 }
             }
         }
+        let matching = self.matching(&images)?;
         let mut patches = Vec::with_capacity(
             size * self.canvas.rows() * self.canvas.cols() * self.canvas.patch_dim(),
         );
@@ -98,6 +118,59 @@ impl BatchBuilder<'_> {
             targets,
             weights,
             answer_tokens,
+            matching,
         })
+    }
+
+    /// One matching text per distinct image of `examples` (the batch's rows).
+    fn matching(&self, examples: &[&Example]) -> anyhow::Result<Option<MatchBatch>> {
+        let mut rows = Vec::new();
+        let mut texts: Vec<&MatchText> = Vec::new();
+        for (row, ex) in examples.iter().enumerate() {
+            let Some(m) = &ex.matching else { continue };
+            if examples[..row]
+                .iter()
+                .any(|e| Arc::ptr_eq(&e.image, &ex.image))
+            {
+                continue;
+            }
+            rows.push(row as i64);
+            texts.push(m);
+        }
+        if texts.len() < 2 {
+            return Ok(None);
+        }
+        let n = texts.len();
+        let mut id_rows = Vec::with_capacity(n);
+        for t in &texts {
+            let mut ids = match_ids(self.tokenizer, &t.text)?;
+            ids.truncate(self.max_positions);
+            id_rows.push(ids);
+        }
+        let len = id_rows.iter().map(Vec::len).max().unwrap_or(1);
+        let pad = self.tokenizer.special().pad as i64;
+        let mut ids = vec![pad; n * len];
+        let mut last = Vec::with_capacity(n);
+        for (i, r) in id_rows.iter().enumerate() {
+            for (j, &id) in r.iter().enumerate() {
+                ids[i * len + j] = id as i64;
+            }
+            last.push(r.len() as i64 - 1);
+        }
+        let mut positives = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                if i == j || texts[j].is_true_of(texts[i]) {
+                    positives[i * n + j] = 1.0;
+                }
+            }
+        }
+        Ok(Some(MatchBatch {
+            rows,
+            ids,
+            len,
+            last,
+            positives,
+        }))
     }
 }

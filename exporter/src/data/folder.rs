@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use glimpse_runtime::frame::load_image;
 
-use super::{Example, ExampleSource};
+use super::{Example, ExampleSource, MatchText};
 
 #[derive(Debug, Deserialize)]
 struct Line {
@@ -47,12 +47,21 @@ pub fn load_folder(dir: &Path) -> Result<FolderData> {
             .with_context(|| format!("{}:{}: not a valid record", index.display(), n + 1))?;
         let image = Arc::new(load_image(&dir.join(&l.image))?);
         let mut examples = Vec::new();
+        let matching = l.caption.as_ref().map(|c| {
+            Arc::new(MatchText {
+                text: c.clone(),
+                image_facts: Vec::new(),
+                text_facts: Vec::new(),
+                exhaustive: true,
+            })
+        });
         if let Some(c) = l.caption {
             examples.push(Example {
                 image: image.clone(),
                 prompt: String::new(),
                 answer: c,
                 kind: None,
+                matching: matching.clone(),
             });
         }
         for qa in l.qa {
@@ -61,6 +70,7 @@ pub fn load_folder(dir: &Path) -> Result<FolderData> {
                 prompt: qa.q,
                 answer: qa.a,
                 kind: None,
+                matching: matching.clone(),
             });
         }
         if n % 10 == 9 {

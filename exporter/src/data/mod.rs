@@ -11,7 +11,7 @@ use image::RgbImage;
 
 use glimpse_runtime::scene::QuestionKind;
 
-pub use batch::{Batch, BatchBuilder};
+pub use batch::{Batch, BatchBuilder, MatchBatch};
 pub use folder::{FolderData, load_folder};
 pub use synthetic::{SyntheticData, text_corpus, write_scenes};
 
@@ -23,6 +23,43 @@ pub struct Example {
     pub answer: String,
     /// The question's kind (synthetic QA only), for per-kind evaluation.
     pub kind: Option<QuestionKind>,
+    /// The text paired with this example's image for contrastive matching, if any.
+    pub matching: Option<Arc<MatchText>>,
+}
+
+/// A text paired with an image for contrastive training, and what it takes for a text to
+/// be true of an image (so that in-batch "negatives" that are in fact true are not
+/// pushed away).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchText {
+    pub text: String,
+    /// What is in the image: one phrase per object ("a large red circle"); empty when
+    /// unknown (users' folders), in which case the text is true of its own image only.
+    pub image_facts: Vec<String>,
+    /// What the text states.
+    pub text_facts: Vec<String>,
+    /// The text states everything in its image (a whole caption), not just part of it.
+    pub exhaustive: bool,
+}
+
+impl MatchText {
+    /// Whether this text is true of the image described by `image` (another example's).
+    pub fn is_true_of(&self, image: &MatchText) -> bool {
+        if self.text_facts.is_empty() || image.image_facts.is_empty() {
+            return false;
+        }
+        if self.exhaustive {
+            let mut a = self.text_facts.clone();
+            let mut b = image.image_facts.clone();
+            a.sort();
+            b.sort();
+            a == b
+        } else {
+            self.text_facts
+                .iter()
+                .all(|f| image.image_facts.contains(f))
+        }
+    }
 }
 
 /// Where training examples come from.

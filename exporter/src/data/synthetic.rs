@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use glimpse_runtime::scene::{self, Rng, Split};
 
-use super::{Example, ExampleSource};
+use super::{Example, ExampleSource, MatchText};
 
 /// Examples drawn from `seed`'s scenes. Each scene gives several examples, so a batch of
 /// `n` examples renders about `n / per_scene` frames.
@@ -31,6 +31,9 @@ impl SyntheticData {
             let s = scene::sample(self.seed, split, index);
             let mut rng = Rng::for_item(self.seed ^ 0x6578, index);
             let image = Arc::new(s.image);
+            // its own stream, so adding matching texts left the other examples unchanged
+            let mut match_rng = Rng::for_item(self.seed ^ 0x636c_6970, index);
+            let matching = Some(Arc::new(match_text(&s.scene, &s.caption, &mut match_rng)));
             let mut qa = s.qa.clone();
             rng.shuffle(&mut qa);
             let mut qa = qa.into_iter();
@@ -44,12 +47,14 @@ impl SyntheticData {
                         prompt: q.question,
                         answer: q.answer,
                         kind: Some(q.kind),
+                        matching: matching.clone(),
                     },
                     _ => Example {
                         image: image.clone(),
                         prompt: String::new(),
                         answer: s.caption.clone(),
                         kind: None,
+                        matching: matching.clone(),
                     },
                 };
                 out.push(ex);
@@ -57,6 +62,28 @@ impl SyntheticData {
             index += 1;
         }
         out
+    }
+}
+
+/// The matching text of a scene: its whole caption half the time, else one of its
+/// objects ("a large red circle"), so that a short text finds every scene holding it.
+pub fn match_text(s: &scene::Scene, caption: &str, rng: &mut Rng) -> MatchText {
+    let facts: Vec<String> = s.objects.iter().map(scene::phrase).collect();
+    if s.objects.len() == 1 || rng.chance(0.5) {
+        MatchText {
+            text: caption.to_string(),
+            text_facts: facts.clone(),
+            image_facts: facts,
+            exhaustive: true,
+        }
+    } else {
+        let one = facts[rng.below(facts.len())].clone();
+        MatchText {
+            text: one.clone(),
+            text_facts: vec![one],
+            image_facts: facts,
+            exhaustive: false,
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `glimpse-export eval`: runs a package with the *runtime* (tract) on the synthetic test
-//! and compositional splits: caption exact match and BLEU-4, QA accuracy per kind.
+//! and compositional splits: caption exact match and BLEU-4, QA accuracy per kind, and,
+//! for packages with matching heads, image↔text retrieval recall.
 
 mod bleu;
+mod retrieval;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +16,10 @@ use glimpse_runtime::scene::{self, QuestionKind, Split};
 use glimpse_runtime::text::{Prompt, TokenStream};
 
 pub use bleu::corpus_bleu4;
+pub use retrieval::{Retrieval, recall};
+
+/// Candidates per retrieval query.
+pub const RETRIEVAL_POOL: usize = 100;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SplitReport {
@@ -26,6 +32,8 @@ pub struct SplitReport {
     pub qa_by_kind: BTreeMap<String, (usize, usize)>,
     /// A few wrong captions, for the reader: (expected, got).
     pub caption_misses: Vec<(String, String)>,
+    /// Image↔caption retrieval, when the package can match.
+    pub retrieval: Option<Retrieval>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -40,11 +48,20 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
     let mut pairs = Vec::new();
     let mut exact = 0;
     let (mut correct, mut asked) = (0, 0);
+    let (mut image_embeds, mut text_embeds, mut captions) = (vec![], vec![], vec![]);
     for i in 0..scenes {
         let s = scene::sample(seed, split, i);
         let image = g.see(&s.image)?;
         // the image is prefilled once; every prompt continues a copy of that cache
-        let seen = g.image_session(&image)?;
+        let seen = if g.can_match() {
+            let (seen, e) = g.image_session_and_embedding(&image)?;
+            image_embeds.push(e);
+            text_embeds.push(g.text_embedding(&s.caption)?);
+            captions.push(s.caption.clone());
+            seen
+        } else {
+            g.image_session(&image)?
+        };
         let cap = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
         let got = g
             .run_after_image(seen.clone(), &image, &cap, &mut |_| {})?
@@ -76,6 +93,14 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
     r.bleu4 = corpus_bleu4(&pairs);
     r.qa_accuracy = correct as f64 / asked.max(1) as f64;
     r.qa_questions = asked;
+    if g.can_match() {
+        r.retrieval = Some(recall(
+            &image_embeds,
+            &text_embeds,
+            &captions,
+            RETRIEVAL_POOL,
+        ));
+    }
     Ok(r)
 }
 
@@ -136,6 +161,26 @@ impl Report {
                     .unwrap_or_else(|| "-".into())
             });
         }
+        if self.splits.values().any(|r| r.retrieval.is_some()) {
+            let rec = |f: fn(&Retrieval) -> f64| {
+                move |r: &SplitReport| {
+                    r.retrieval
+                        .as_ref()
+                        .map(|x| format!("{:.3}", f(x)))
+                        .unwrap_or_else(|| "-".into())
+                }
+            };
+            row("retrieval pool", &|r| {
+                r.retrieval
+                    .as_ref()
+                    .map(|x| x.pool.min(x.queries).to_string())
+                    .unwrap_or_else(|| "-".into())
+            });
+            row("image→text R@1", &rec(|x| x.image_to_text_r1));
+            row("image→text R@5", &rec(|x| x.image_to_text_r5));
+            row("text→image R@1", &rec(|x| x.text_to_image_r1));
+            row("text→image R@5", &rec(|x| x.text_to_image_r5));
+        }
         for n in &names {
             for (want, got) in self.splits[*n].caption_misses.iter().take(3) {
                 s.push_str(&format!(
@@ -163,6 +208,11 @@ pub struct Reference {
     pub steps: Vec<u32>,
     pub step_logits: Vec<Vec<f32>>,
     pub greedy_caption_tokens: Vec<u32>,
+    /// With matching heads: the image's embedding, and the embedding of its caption
+    /// as a text of its own (`match_ids`).
+    pub image_embedding: Option<Vec<f32>>,
+    pub match_ids: Vec<u32>,
+    pub text_embedding: Option<Vec<f32>>,
 }
 
 /// Runs `g` on `image` and records what another runtime must reproduce.
@@ -183,7 +233,17 @@ pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Ref
     for &t in &steps {
         step_logits.push(session.forward(&g.embed(&[t])?)?);
     }
-    let greedy_caption_tokens = g.run_with_image(&ctx, &stream, &mut |_| {})?.tokens;
+    let greedy = g.run_with_image(&ctx, &stream, &mut |_| {})?;
+    let greedy_caption_tokens = greedy.tokens;
+    let match_ids = glimpse_runtime::text::match_ids(&g.tokenizer, &greedy.text)?;
+    let (image_embedding, text_embedding) = if g.can_match() {
+        (
+            Some(g.image_session_and_embedding(&ctx)?.1),
+            Some(g.text_embedding(&greedy.text)?),
+        )
+    } else {
+        (None, None)
+    };
     Ok(Reference {
         image: name.to_string(),
         patches_shape: [1, patches.rows, patches.cols, patches.dim],
@@ -194,5 +254,8 @@ pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Ref
         steps,
         step_logits,
         greedy_caption_tokens,
+        image_embedding,
+        match_ids,
+        text_embedding,
     })
 }

@@ -40,6 +40,13 @@ pub struct Fuyu {
     pub layers: Vec<Block>,
     pub final_layernorm: LayerNorm,
     pub lm_head: Linear,
+    /// Projection of the decoder state after the image tokens into the shared image–text
+    /// space (CLIP-style matching; see [`super::contrastive`]).
+    pub image_head: Linear,
+    /// Projection of the decoder state at the end of a text-only sequence into that space.
+    pub text_head: Linear,
+    /// Log of the similarity scale, `1/τ`, learned (CLIP starts it at `ln(1/0.07)`).
+    pub logit_scale: Param<Tensor<1>>,
 }
 
 /// Rotary `cos`/`sin` tables `[max_positions, rotary_dim]`, from [`ModelConfig::rotary_tables`].
@@ -141,7 +148,7 @@ impl Block {
 }
 
 impl Fuyu {
-    pub fn new(cfg: &ModelConfig, canvas: &Canvas, device: &Device) -> Self {
+    pub fn new(cfg: &ModelConfig, canvas: &Canvas, match_dim: usize, device: &Device) -> Self {
         let d = cfg.d_model;
         Fuyu {
             vision_embed: LinearConfig::new(canvas.patch_dim(), d).init(device),
@@ -161,6 +168,12 @@ impl Fuyu {
             lm_head: LinearConfig::new(d, cfg.vocab_size)
                 .with_bias(false)
                 .init(device),
+            image_head: LinearConfig::new(d, match_dim).init(device),
+            text_head: LinearConfig::new(d, match_dim).init(device),
+            logit_scale: Param::from_tensor(Tensor::from_data(
+                TensorData::new(vec![super::contrastive::INITIAL_LOGIT_SCALE], [1]),
+                device,
+            )),
         }
     }
 
@@ -177,13 +190,58 @@ impl Fuyu {
         Tensor::cat(vec![e, newline], 2).reshape([b, rows * (cols + 1), d])
     }
 
-    /// Logits `[batch, seq, vocab]` for a sequence of embeddings (image then text).
-    pub fn decode(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
+    /// Final (normalised) decoder states `[batch, seq, d]` for a sequence of embeddings.
+    pub fn hidden(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
         let mut x = x;
         for layer in &self.layers {
             x = layer.forward(x, rotary, n_heads);
         }
-        self.lm_head.forward(self.final_layernorm.forward(x))
+        self.final_layernorm.forward(x)
+    }
+
+    /// Logits `[batch, seq, vocab]` for a sequence of embeddings (image then text).
+    pub fn decode(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
+        self.lm_head.forward(self.hidden(x, rotary, n_heads))
+    }
+
+    /// Final decoder states for image patches followed by text ids.
+    pub fn forward_hidden(
+        &self,
+        patches: Tensor<4>,
+        text_ids: Tensor<2, Int>,
+        rotary: &Rotary,
+        n_heads: usize,
+    ) -> Tensor<3> {
+        let image = self.embed_image(patches);
+        let text = self.embed_tokens.forward(text_ids);
+        self.hidden(Tensor::cat(vec![image, text], 1), rotary, n_heads)
+    }
+
+    /// Unit-length image embeddings `[n, match_dim]` from the decoder states at the last
+    /// image token (`[n, d]`): by causal masking they have seen the image and nothing else.
+    pub fn image_embedding(&self, state: Tensor<2>) -> Tensor<2> {
+        super::contrastive::normalize(self.image_head.forward(state))
+    }
+
+    /// Unit-length text embeddings `[n, match_dim]` from the decoder states at the last
+    /// token of text-only sequences (`[n, d]`).
+    pub fn text_embedding(&self, state: Tensor<2>) -> Tensor<2> {
+        super::contrastive::normalize(self.text_head.forward(state))
+    }
+
+    /// Decoder states `[n, d]` at the end of text-only sequences `ids` `[n, len]`, the
+    /// last real token of row `i` being at `last[i]`.
+    pub fn text_state(
+        &self,
+        ids: Tensor<2, Int>,
+        last: Tensor<1, Int>,
+        rotary: &Rotary,
+        n_heads: usize,
+    ) -> Tensor<2> {
+        let h = self.hidden(self.embed_tokens.forward(ids), rotary, n_heads);
+        let [n, _, d] = h.dims();
+        let index = last.reshape([n, 1, 1]).expand([n, 1, d]);
+        h.gather(1, index).reshape([n, d])
     }
 
     /// Logits for image patches followed by text ids `[batch, text_len]`.
@@ -244,7 +302,7 @@ mod tests {
     fn later_tokens_never_change_earlier_logits() {
         let (cfg, canvas) = tiny();
         let device = Device::default();
-        let model = Fuyu::new(&cfg, &canvas, &device);
+        let model = Fuyu::new(&cfg, &canvas, 8, &device);
         let rotary = Rotary::new(&cfg, &device);
         let patches = Tensor::<4>::random(
             [1, canvas.rows(), canvas.cols(), canvas.patch_dim()],

@@ -1,6 +1,7 @@
 //! The Fuyu-style model in burn, for training. [`fuyu`] is the forward pass; [`weights`]
 //! names every parameter for export.
 
+pub mod contrastive;
 pub mod fuyu;
 pub mod weights;
 

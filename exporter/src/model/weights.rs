@@ -71,5 +71,8 @@ pub fn collect(model: &Fuyu) -> Weights {
     }
     norm(&mut w, "final_layernorm", &model.final_layernorm);
     linear(&mut w, "lm_head", &model.lm_head);
+    linear(&mut w, "image_head", &model.image_head);
+    linear(&mut w, "text_head", &model.text_head);
+    w.insert("logit_scale".into(), array(&model.logit_scale));
     w
 }

@@ -2,8 +2,9 @@
 //!
 //! Inputs: `inputs_embeds [B, S, d]`, `position_ids [B, S]`,
 //! `past_key_values.{i}.key|value [B, H, P, hd]`.
-//! Outputs: `logits [B, S, V]`, `present.{i}.key|value [B, H, P + S, hd]`, each present
-//! being exactly `Concat(past, new, axis=2)`.
+//! Outputs: `logits [B, S, V]`, `last_hidden_state [B, S, d]` (the normalised state the
+//! LM head reads; the matching heads read it too), `present.{i}.key|value [B, H, P + S, hd]`,
+//! each present being exactly `Concat(past, new, axis=2)`.
 //! Keys may be attended to when their position is at most the query's position id.
 
 use anyhow::Result;
@@ -256,6 +257,12 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
     let lm = c.linear("lm_head", &x)?;
     c.g.node("Identity", "logits", &[&lm], vec![]);
     c.g.output("logits", Elem::F32, &[sym("B"), sym("S"), fixed(v)]);
+    c.g.node("Identity", "last_hidden_state", &[&x], vec![]);
+    c.g.output(
+        "last_hidden_state",
+        Elem::F32,
+        &[sym("B"), sym("S"), fixed(cfg.d_model)],
+    );
     for i in 0..cfg.n_layers {
         for kv in ["key", "value"] {
             c.g.output(&format!("present.{i}.{kv}"), Elem::F32, &kv_dims("P + S"));

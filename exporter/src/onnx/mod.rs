@@ -1,10 +1,12 @@
 //! The package's ONNX graphs, written op by op from the trained weights:
 //! [`vision`] (patches → image embeddings), [`embedding`] (ids → embeddings) and
-//! [`decoder`] (embeddings + KV cache → logits + KV cache).
+//! [`decoder`] (embeddings + KV cache → logits, final states + KV cache), and
+//! [`heads`] (a final state → image or text embedding, for matching).
 
 pub mod builder;
 pub mod decoder;
 pub mod embedding;
+pub mod heads;
 pub mod precision;
 pub mod vision;
 

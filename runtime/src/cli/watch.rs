@@ -6,20 +6,63 @@ use std::time::Duration;
 
 use glimpse_runtime::Glimpse;
 use glimpse_runtime::source::FrameSource;
-use glimpse_runtime::watch::{Event, Summary, WatchOptions, watch};
+use glimpse_runtime::watch::{Event, Summary, Trigger, WatchOptions, watch};
+
+/// `--trigger`: alert when frames match a text.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TriggerArgs {
+    /// Alert when the frame matches this text, e.g. "a large red circle" (needs a model
+    /// trained with image–text matching; `glimpse match` shows the similarities).
+    #[arg(long, value_name = "TEXT")]
+    pub trigger: Option<String>,
+    /// Similarity (cosine) at which the trigger fires.
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD, requires = "trigger")]
+    pub threshold: f32,
+    /// Similarity below which it re-arms [default: threshold - 0.05].
+    #[arg(long, requires = "trigger")]
+    pub release: Option<f32>,
+}
+
+/// Default `--threshold`.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
+impl TriggerArgs {
+    pub fn open(&self, g: &Glimpse) -> Result<Option<Trigger>, String> {
+        let Some(text) = &self.trigger else {
+            return Ok(None);
+        };
+        if !(-1.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "--threshold {} is not a cosine similarity (between -1 and 1)",
+                self.threshold
+            ));
+        }
+        Trigger::new(g, text, self.threshold, self.release)
+            .map(Some)
+            .map_err(|e| format!("--trigger: {e}"))
+    }
+}
 
 pub fn run(
     g: &Glimpse,
     source: Box<dyn FrameSource>,
     every: Duration,
     count: Option<u64>,
+    trigger: Option<Trigger>,
     json: bool,
     stop: &AtomicBool,
 ) -> Summary {
     eprintln!("glimpse: watching {}", source.describe());
+    if let Some(t) = &trigger {
+        eprintln!(
+            "glimpse: alerting when a frame matches \"{}\" (similarity {} or more; re-armed below {})",
+            t.text, t.levels.threshold, t.levels.release
+        );
+    }
     let opts = WatchOptions {
         every,
         max_captions: count,
+        trigger,
         ..WatchOptions::default()
     };
     let summary = watch(g, source, &opts, stop, &mut |event| {
@@ -30,6 +73,12 @@ pub fn run(
             }
             Event::Caption(c) => {
                 let _ = writeln!(out, "{}", c.line());
+            }
+            Event::Alert(a) if json => {
+                let _ = writeln!(out, "{}", a.to_json());
+            }
+            Event::Alert(a) => {
+                let _ = writeln!(out, "{}", a.line());
             }
             Event::Notice(n) if json => {
                 let _ = writeln!(out, "{}", n.to_json());

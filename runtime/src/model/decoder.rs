@@ -18,6 +18,8 @@ pub struct DecoderGraph {
     plan: Plan,
     embeds_input: usize,
     positions_input: usize,
+    /// Output index of `last_hidden_state` (packages written before matching lack it).
+    state_output: Option<usize>,
     d_model: usize,
     vocab_size: usize,
 }
@@ -55,10 +57,12 @@ impl DecoderGraph {
                  every present.* output must be Concat(past_key_values.*, new, axis=2)"
             )));
         }
+        let state_output = super::output_index(&model, "last_hidden_state");
         Ok(Self {
             plan: into_plan(path, model)?,
             embeds_input,
             positions_input,
+            state_output,
             d_model,
             vocab_size,
         })
@@ -102,6 +106,23 @@ impl DecoderSession<'_> {
     /// Appends `embeds` (`n × d` values) to the sequence and returns the logits of every
     /// new position (`n × vocab` values).
     pub fn forward(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
+        Ok(self.run(embeds, false)?.0)
+    }
+
+    /// Like [`forward`](Self::forward), plus the final decoder state of the last new
+    /// position (`d` values), which the matching heads read. Fails for decoders that do
+    /// not output it.
+    pub fn forward_with_state(&mut self, embeds: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (logits, state) = self.run(embeds, true)?;
+        let state = state.ok_or_else(|| {
+            Error::Inference(
+                "this package's decoder has no last_hidden_state output: re-export it".into(),
+            )
+        })?;
+        Ok((logits, state))
+    }
+
+    fn run(&mut self, embeds: &[f32], want_state: bool) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let d = self.graph.d_model;
         if embeds.is_empty() || !embeds.len().is_multiple_of(d) {
             return Err(Error::Inference(format!(
@@ -122,7 +143,23 @@ impl DecoderSession<'_> {
         self.len += n;
         let logits = f32_values(&out[0])?;
         debug_assert_eq!(logits.len(), n * self.graph.vocab_size);
-        Ok(logits)
+        let state = match self.graph.state_output {
+            Some(i) if want_state => {
+                // only the last position: a view, not a copy of every state
+                let view = out[i]
+                    .to_plain_array_view::<f32>()
+                    .map_err(Error::inference)?;
+                let all = view.as_slice();
+                if let Some(all) = all {
+                    Some(all[all.len() - d..].to_vec())
+                } else {
+                    let all: Vec<f32> = view.iter().copied().collect();
+                    Some(all[all.len() - d..].to_vec())
+                }
+            }
+            _ => None,
+        };
+        Ok((logits, state))
     }
 
     /// Logits of the last position only.

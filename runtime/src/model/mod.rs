@@ -1,10 +1,12 @@
 //! The three ONNX graphs of a package, loaded and optimised by tract:
 //! patches → image embeddings ([`VisionGraph`]), token ids → embeddings
-//! ([`EmbeddingGraph`]), embeddings → logits with a KV cache ([`DecoderGraph`]).
+//! ([`EmbeddingGraph`]), embeddings → logits with a KV cache ([`DecoderGraph`]); and,
+//! for image–text matching, a final decoder state → unit embedding ([`HeadsGraph`]).
 
 mod config;
 mod decoder;
 mod embedding;
+mod heads;
 mod vision;
 
 use std::path::Path;
@@ -14,6 +16,7 @@ use tract_onnx::prelude::*;
 pub use config::ModelConfig;
 pub use decoder::{DecoderGraph, DecoderSession};
 pub use embedding::EmbeddingGraph;
+pub use heads::{Head, HeadsGraph};
 pub use vision::VisionGraph;
 
 use crate::error::{Error, Result};
@@ -47,6 +50,15 @@ pub(crate) fn input_index(model: &TypedModel, name: &str) -> Option<usize> {
         .ok()?
         .iter()
         .position(|o| model.node(o.node).name == name)
+}
+
+/// Index of the model output named `name` (by its label, or its node's name).
+pub(crate) fn output_index(model: &TypedModel, name: &str) -> Option<usize> {
+    model
+        .output_outlets()
+        .ok()?
+        .iter()
+        .position(|o| model.outlet_label(*o) == Some(name) || model.node(o.node).name == name)
 }
 
 /// The f32 values of an output tensor.

@@ -15,6 +15,7 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const VISION_FILE: &str = "vision.onnx";
 pub const EMBEDDING_FILE: &str = "embedding.onnx";
 pub const DECODER_FILE: &str = "decoder.onnx";
+pub const HEADS_FILE: &str = "heads.onnx";
 
 /// Ids of the tokens with a role in the token stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,4 +88,19 @@ pub struct Manifest {
     /// Evaluation results of this package (free form, written by `glimpse-export eval`).
     #[serde(default)]
     pub metrics: serde_json::Value,
+    /// Image–text matching, when the model was trained for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<Matching>,
+}
+
+/// The matching heads: `heads.onnx` maps a decoder state (`last_hidden_state` at the last
+/// image token, or at the `</s>` of a text on its own) to a unit-length embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Matching {
+    /// The heads graph (always f32: it is two small products).
+    pub file: String,
+    /// Width of the shared space.
+    pub dim: usize,
+    /// The learned `1/τ` that turns cosines into logits for probabilities.
+    pub logit_scale: f32,
 }

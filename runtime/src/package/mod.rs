@@ -102,7 +102,19 @@ impl Package {
             .precisions
             .iter()
             .flat_map(|p| [VISION_FILE, EMBEDDING_FILE, DECODER_FILE].map(|g| p.file(g)));
-        for required in std::iter::once(TOKENIZER_FILE.to_string()).chain(graphs) {
+        let heads = manifest.matching.as_ref().map(|m| m.file.clone());
+        if let Some(m) = &manifest.matching
+            && !(m.logit_scale.is_finite() && m.logit_scale > 0.0 && m.dim > 0)
+        {
+            return Err(bad(format!(
+                "its matching heads have dim {} and logit scale {}",
+                m.dim, m.logit_scale
+            )));
+        }
+        for required in std::iter::once(TOKENIZER_FILE.to_string())
+            .chain(graphs)
+            .chain(heads)
+        {
             if !manifest.files.contains_key(&required) {
                 return Err(bad(format!("it does not list {required}")));
             }

@@ -13,7 +13,9 @@ use image::RgbImage;
 pub use graph::{Color, MAX_OBJECTS, Object, Pairs, Scene, Shape, Size, is_held_out};
 pub use render::render;
 pub use rng::Rng;
-pub use text::{Qa, QuestionKind, caption, number_word, questions, questions_of_kind, vocabulary};
+pub use text::{
+    Qa, QuestionKind, caption, number_word, phrase, questions, questions_of_kind, vocabulary,
+};
 
 /// Rendered frame size: 4:3 like a camera, larger than the model canvas so that the
 /// runtime's downscaling is part of every sample's path.

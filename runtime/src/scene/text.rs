@@ -49,7 +49,8 @@ pub fn number_word(n: usize) -> &'static str {
     NUMBERS.get(n).copied().unwrap_or("many")
 }
 
-fn phrase(o: &Object) -> String {
+/// "a large red circle": one object, fully described.
+pub fn phrase(o: &Object) -> String {
     format!("a {} {} {}", o.size.word(), o.color.word(), o.shape.word())
 }
 

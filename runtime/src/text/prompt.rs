@@ -28,6 +28,16 @@ pub struct TokenStream {
     pub text_ids: Vec<u32>,
 }
 
+/// Token ids of a text on its own, for image–text matching: `<s> text </s>`, no image.
+/// The decoder state at the closing `</s>` is the text's embedding.
+pub fn match_ids(tok: &TextTokenizer, text: &str) -> Result<Vec<u32>> {
+    let sp = tok.special();
+    let mut ids = vec![sp.bos];
+    ids.extend(tok.encode(text.trim())?);
+    ids.push(sp.eos);
+    Ok(ids)
+}
+
 impl TokenStream {
     pub fn new(tok: &TextTokenizer, prompt: &Prompt) -> Result<TokenStream> {
         let sp = tok.special();

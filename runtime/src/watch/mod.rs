@@ -5,10 +5,15 @@
 //!  source ──(capture thread)──▶ Latest (one frame) ──▶ caption ──▶ Event::Caption
 //!     └─ bad frame / disconnect ─▶ notices ────────────────────▶ Event::Notice
 //! ```
+//!
+//! With a [`Trigger`], each frame's image tokens are prefilled once: the decoder state
+//! after them gives the image embedding compared with the trigger text, and the caption
+//! continues from the same cache. A match raises [`Event::Alert`].
 
 mod clock;
 mod latest;
 mod stats;
+mod trigger;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub use clock::utc_timestamp;
 pub use latest::{CaptureCounts, Latest, Notice, Taken};
 pub use stats::{median, quantile};
+pub use trigger::{DEFAULT_GAP, Edge, Hysteresis, Trigger};
 
 use crate::Glimpse;
 use crate::source::{Frame, FrameSource, SourceError};
@@ -43,6 +49,8 @@ pub struct WatchOptions {
     /// Stop after this many captions.
     pub max_captions: Option<u64>,
     pub backoff: Backoff,
+    /// Alert when frames match this text.
+    pub trigger: Option<Trigger>,
 }
 
 /// One captioned frame and where its time went (seconds).
@@ -60,6 +68,22 @@ pub struct Captioned {
     /// Vision graph and decoder prefill.
     pub prefill_s: f64,
     pub decode_s: f64,
+    /// Cosine similarity to the trigger text, when there is one.
+    pub similarity: Option<f32>,
+}
+
+/// A trigger crossing on one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub seq: u64,
+    pub label: String,
+    pub captured_at: SystemTime,
+    pub trigger: String,
+    pub similarity: f32,
+    /// Rise: the text matches now (the alert); Fall: it stopped matching (re-armed).
+    pub edge: Edge,
+    /// The frame's caption, for the record.
+    pub caption: String,
 }
 
 impl Captioned {
@@ -72,6 +96,7 @@ impl Captioned {
 #[derive(Debug, Clone)]
 pub enum Event {
     Caption(Captioned),
+    Alert(Alert),
     Notice(Notice),
     /// Inference failed on a frame; the loop goes on.
     Error {
@@ -86,6 +111,8 @@ pub struct Summary {
     pub capture: CaptureCounts,
     pub captioned: u64,
     pub errors: u64,
+    /// Trigger alerts raised (rising edges).
+    pub alerts: u64,
     /// Seconds per captioned frame, for the last [`LATENCIES_KEPT`] captions.
     pub latencies_s: heapless::HistoryBuffer<f64, LATENCIES_KEPT>,
     /// Sequence numbers of the first [`SEQS_KEPT`] captioned frames, in order.
@@ -135,11 +162,12 @@ impl Summary {
             _ => String::new(),
         };
         format!(
-            "frames seen {}, dropped {}, skipped {}, captioned {}, errors {}, disconnects {}; latency median {}, p95 {}{memory}",
+            "frames seen {}, dropped {}, skipped {}, captioned {}, alerts {}, errors {}, disconnects {}; latency median {}, p95 {}{memory}",
             c.seen,
             c.dropped,
             c.skipped,
             self.captioned,
+            self.alerts,
             self.errors,
             c.disconnects,
             ms(self.median_latency_s()),
@@ -155,6 +183,7 @@ impl Summary {
             "dropped": c.dropped,
             "skipped": c.skipped,
             "captioned": self.captioned,
+            "alerts": self.alerts,
             "errors": self.errors,
             "disconnects": c.disconnects,
             "reconnects": c.reconnects,
@@ -239,6 +268,7 @@ pub fn watch(
     let latest = Latest::default();
     let done = AtomicBool::new(false);
     let mut summary = Summary::default();
+    let mut trigger = opts.trigger.clone();
     std::thread::scope(|s| {
         let capture_stop = &done;
         let latest = &latest;
@@ -258,15 +288,33 @@ pub fn watch(
             match latest.take(Duration::from_millis(50)) {
                 Taken::Frame(frame) => {
                     next_due = Instant::now() + opts.every;
-                    match caption_frame(glimpse, &frame) {
-                        Ok(c) => {
+                    match caption_frame(glimpse, &frame, trigger.as_mut()) {
+                        Ok((c, edge)) => {
                             summary.captioned += 1;
                             let _ = summary.captioned_seqs.push(c.seq);
                             summary.latencies_s.write(c.latency_s());
                             if summary.captioned == WARM_UP {
                                 summary.rss_warm_kib = resident_kib();
                             }
+                            let alert = match (edge, &trigger, c.similarity) {
+                                (Some(edge), Some(t), Some(similarity)) => Some(Alert {
+                                    seq: c.seq,
+                                    label: c.label.clone(),
+                                    captured_at: c.captured_at,
+                                    trigger: t.text.clone(),
+                                    similarity,
+                                    edge,
+                                    caption: c.text.clone(),
+                                }),
+                                _ => None,
+                            };
                             on_event(&Event::Caption(c));
+                            if let Some(a) = alert {
+                                if a.edge == Edge::Rise {
+                                    summary.alerts += 1;
+                                }
+                                on_event(&Event::Alert(a));
+                            }
                         }
                         Err(reason) => {
                             summary.errors += 1;
@@ -289,31 +337,96 @@ pub fn watch(
     summary
 }
 
-fn caption_frame(glimpse: &Glimpse, frame: &Frame) -> Result<Captioned, String> {
+fn caption_frame(
+    glimpse: &Glimpse,
+    frame: &Frame,
+    trigger: Option<&mut Trigger>,
+) -> Result<(Captioned, Option<Edge>), String> {
     let wait_s = SystemTime::now()
         .duration_since(frame.captured_at)
         .unwrap_or_default()
         .as_secs_f64();
-    let a = glimpse.caption(&frame.image).map_err(|e| e.to_string())?;
+    let (a, similarity, edge) = match trigger {
+        None => (
+            glimpse.caption(&frame.image).map_err(|e| e.to_string())?,
+            None,
+            None,
+        ),
+        Some(t) => {
+            let e = |e: crate::Error| e.to_string();
+            let image = glimpse.see(&frame.image).map_err(e)?;
+            let started = Instant::now();
+            let (session, embedding) = glimpse.image_session_and_embedding(&image).map_err(e)?;
+            let image_prefill_s = started.elapsed().as_secs_f64();
+            let (similarity, edge) = t.observe(&embedding);
+            let stream =
+                crate::text::TokenStream::new(&glimpse.tokenizer, &crate::text::Prompt::Caption)
+                    .map_err(e)?;
+            let mut a = glimpse
+                .run_after_image(session, &image, &stream, &mut |_| {})
+                .map_err(e)?;
+            a.timings.prefill_s += image_prefill_s;
+            (a, Some(similarity), edge)
+        }
+    };
     let t = a.timings;
-    Ok(Captioned {
-        seq: frame.seq,
-        label: frame.label.clone(),
-        captured_at: frame.captured_at,
-        text: a.text,
-        capture_s: frame.capture_s,
-        wait_s,
-        preprocess_s: t.preprocess_s,
-        prefill_s: t.vision_s + t.prefill_s,
-        decode_s: t.decode_s,
-    })
+    Ok((
+        Captioned {
+            seq: frame.seq,
+            label: frame.label.clone(),
+            captured_at: frame.captured_at,
+            text: a.text,
+            capture_s: frame.capture_s,
+            wait_s,
+            preprocess_s: t.preprocess_s,
+            prefill_s: t.vision_s + t.prefill_s,
+            decode_s: t.decode_s,
+            similarity,
+        },
+        edge,
+    ))
+}
+
+impl Alert {
+    /// `2026-11-27T06:50:01.123Z #12 scene-3.png: ALERT "a red circle" (similarity 0.71): ...`
+    pub fn line(&self) -> String {
+        let what = match self.edge {
+            Edge::Rise => "ALERT",
+            Edge::Fall => "clear",
+        };
+        format!(
+            "{} #{} {}: {what} \"{}\" (similarity {:.3}): {}",
+            utc_timestamp(self.captured_at),
+            self.seq,
+            self.label,
+            self.trigger,
+            self.similarity,
+            self.caption
+        )
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": match self.edge { Edge::Rise => "alert", Edge::Fall => "clear" },
+            "time": utc_timestamp(self.captured_at),
+            "seq": self.seq,
+            "frame": self.label,
+            "trigger": self.trigger,
+            "similarity": self.similarity,
+            "caption": self.caption,
+        })
+    }
 }
 
 impl Captioned {
     /// `2026-11-27T06:50:01.123Z #12 scene-3.png: a large ... [capture 1.2 | wait 0.1 | ...]`.
     pub fn line(&self) -> String {
+        let similarity = self
+            .similarity
+            .map(|s| format!("  (trigger similarity {s:.3})"))
+            .unwrap_or_default();
         format!(
-            "{} #{} {}: {}  [capture {:.1} | wait {:.1} | preprocess {:.1} | prefill {:.1} | decode {:.1} ms]",
+            "{} #{} {}: {}{similarity}  [capture {:.1} | wait {:.1} | preprocess {:.1} | prefill {:.1} | decode {:.1} ms]",
             utc_timestamp(self.captured_at),
             self.seq,
             self.label,
@@ -333,6 +446,7 @@ impl Captioned {
             "seq": self.seq,
             "frame": self.label,
             "caption": self.text,
+            "similarity": self.similarity,
             "ms": {
                 "capture": self.capture_s * 1e3,
                 "wait": self.wait_s * 1e3,
