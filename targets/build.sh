@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the board binary for a profile in targets/boards/:  targets/build.sh pi4
-# Uses the cross linker from .cargo/config.toml and the slim `board` cargo profile; the
-# result is target/<triple>/board/glimpse.
+# With the slim `board` cargo profile; the result is target/<triple>/board/glimpse.
+# Linked by zig for glibc $GLIBC (default 2.31: Raspberry Pi OS bullseye, JetPack 5) when
+# cargo-zigbuild is installed (pip install cargo-zigbuild ziglang); otherwise by the cross
+# gcc from .cargo/config.toml, whose binary needs that toolchain's (newer) glibc.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 board="${1:-}"
@@ -15,6 +17,12 @@ fi
 source "$profile"
 cd "$here/.."
 rustup target add "$TARGET" >/dev/null
-cargo build --profile board -p glimpse-runtime --features "$FEATURES" --target "$TARGET"
-bin="target/$TARGET/board/glimpse"
+glibc="${GLIBC:-2.31}"
+if command -v cargo-zigbuild >/dev/null; then
+    cargo-zigbuild zigbuild --profile board -p glimpse-runtime --features "$FEATURES" --target "$TARGET.$glibc"
+else
+    echo "cargo-zigbuild not found: linking with the cross gcc (the binary needs its glibc, not $glibc)" >&2
+    cargo build --profile board -p glimpse-runtime --features "$FEATURES" --target "$TARGET"
+fi
+bin="${CARGO_TARGET_DIR:-target}/$TARGET/board/glimpse"
 echo "built $bin ($(du -h "$bin" | cut -f1)); for $board: --every $WATCH_EVERY, precision $PRECISION, $THREADS thread(s), canvas $CANVAS"

@@ -104,6 +104,9 @@ enum Command {
         /// Repetitions per figure.
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Also write the frame used as PNG (to run the same frame elsewhere).
+        #[arg(long, value_name = "PATH")]
+        save_frame: Option<PathBuf>,
     },
 }
 
@@ -244,7 +247,11 @@ fn run(cli: &Cli) -> Result<bool, String> {
             }
             Ok(true)
         }
-        Command::Bench { image, runs } => {
+        Command::Bench {
+            image,
+            runs,
+            save_frame,
+        } => {
             let dir = cli.model.clone().unwrap_or_else(default_package_dir);
             let frame = match image {
                 Some(p) => load_image(p).map_err(|e| e.to_string())?,
@@ -259,7 +266,13 @@ fn run(cli: &Cli) -> Result<bool, String> {
                     )
                 }
             };
-            let r = glimpse_runtime::bench::run(&dir, &frame, *runs).map_err(|e| e.to_string())?;
+            if let Some(path) = save_frame {
+                frame
+                    .save(path)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            let r = glimpse_runtime::bench::run_with(&dir, cli.precision, &frame, *runs)
+                .map_err(|e| e.to_string())?;
             if cli.json {
                 println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
             } else {

@@ -133,12 +133,19 @@ impl Glimpse {
     pub fn see(&self, frame: &RgbImage) -> Result<ImageContext> {
         let t0 = Instant::now();
         let patches = self.patches(frame);
-        let t1 = Instant::now();
-        let embeddings = self.vision.run(&patches)?;
+        let mut image = self.see_patches(&patches)?;
+        image.preprocess_s = t0.elapsed().as_secs_f64() - image.vision_s;
+        Ok(image)
+    }
+
+    /// Runs the vision graph on patches already cut from a frame.
+    pub fn see_patches(&self, patches: &Patches) -> Result<ImageContext> {
+        let t = Instant::now();
+        let embeddings = self.vision.run(patches)?;
         Ok(ImageContext {
             embeddings,
-            preprocess_s: (t1 - t0).as_secs_f64(),
-            vision_s: t1.elapsed().as_secs_f64(),
+            preprocess_s: 0.0,
+            vision_s: t.elapsed().as_secs_f64(),
         })
     }
 

@@ -300,3 +300,104 @@ fn resident_memory_stays_flat_over_a_thousand_frames() {
         "resident memory grew from {warm} KiB to {end} KiB"
     );
 }
+
+/// Frames in a given order, each a test scene.
+struct Scenes {
+    order: VecDeque<u64>,
+    next_seq: u64,
+}
+
+impl FrameSource for Scenes {
+    fn describe(&self) -> String {
+        "scene sequence".into()
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn next_frame(&mut self) -> Result<Frame, SourceError> {
+        let i = self.order.pop_front().ok_or(SourceError::End)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(Frame {
+            image: sample(TRIGGER_SEED, Split::Test, i).image,
+            seq,
+            label: format!("test scene {i}"),
+            captured_at: SystemTime::now(),
+            capture_s: 0.0,
+        })
+    }
+}
+
+const TRIGGER_SEED: u64 = 7;
+
+#[test]
+fn a_trigger_alerts_once_per_appearance_of_its_text() {
+    use glimpse_runtime::scene::{Color, Shape, Size};
+    use glimpse_runtime::watch::{Edge, Trigger};
+    let g = bundled();
+    assert!(g.can_match(), "the bundled model has matching heads");
+    let has = |i: u64, red_circle: fn(&glimpse_runtime::scene::Object) -> bool| {
+        sample(TRIGGER_SEED, Split::Test, i)
+            .scene
+            .objects
+            .iter()
+            .any(red_circle)
+    };
+    // scenes holding a large red circle, and scenes with no red circle at all
+    let present: Vec<u64> = (0..400)
+        .filter(|&i| {
+            has(i, |o| {
+                o.color == Color::Red && o.shape == Shape::Circle && o.size == Size::Large
+            })
+        })
+        .take(5)
+        .collect();
+    let absent: Vec<u64> = (0..400)
+        .filter(|&i| !has(i, |o| o.color == Color::Red && o.shape == Shape::Circle))
+        .take(6)
+        .collect();
+    assert_eq!((present.len(), absent.len()), (5, 6));
+    // absent ×2, present ×3, absent ×2, present ×2, absent ×2: two appearances
+    let order = vec![
+        absent[0], absent[1], present[0], present[1], present[2], absent[2], absent[3], present[3],
+        present[4], absent[4], absent[5],
+    ];
+    let appearing = [2u64, 7]; // seqs where the circle comes into view
+    let leaving = [5u64, 9];
+    let trigger = Trigger::new(&g, "a large red circle", TRIGGER_THRESHOLD, None).unwrap();
+    let opts = WatchOptions {
+        trigger: Some(trigger),
+        ..WatchOptions::default()
+    };
+    let source = Scenes {
+        order: order.into(),
+        next_seq: 0,
+    };
+    let (summary, events) = run(&g, source, &opts);
+    let sims: Vec<(u64, f32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Caption(c) => Some((c.seq, c.similarity.unwrap())),
+            _ => None,
+        })
+        .collect();
+    let alerts: Vec<(u64, Edge)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert(a) => Some((a.seq, a.edge)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(u64, Edge)> = vec![
+        (appearing[0], Edge::Rise),
+        (leaving[0], Edge::Fall),
+        (appearing[1], Edge::Rise),
+        (leaving[1], Edge::Fall),
+    ];
+    assert_eq!(alerts, want, "similarities {sims:?}");
+    assert_eq!(summary.alerts, 2);
+    assert_eq!(summary.captioned, 11);
+}
+
+/// The `--threshold` default of `glimpse watch`, repeated for the test.
+const TRIGGER_THRESHOLD: f32 = 0.5;
