@@ -239,6 +239,13 @@ fn run(cli: &Cli) -> Result<bool, String> {
             for k in g.decoder_kernels() {
                 println!("kernel    {k}");
             }
+            match &m.matching {
+                Some(h) => println!(
+                    "matching  {} ({}-d image and text embeddings, scale 1/τ = {:.2})",
+                    h.file, h.dim, h.logit_scale
+                ),
+                None => println!("matching  none (trained without the contrastive loss)"),
+            }
             for (f, e) in &m.files {
                 println!("file      {f} ({} bytes, sha256 {})", e.bytes, e.sha256);
             }

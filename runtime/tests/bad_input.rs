@@ -141,3 +141,33 @@ fn a_prompt_longer_than_the_context() {
     // and the model keeps serving afterwards, unchanged
     assert_eq!(g.caption(&frame).unwrap().tokens, before.tokens);
 }
+
+#[test]
+fn matching_without_heads_too_long_texts_and_no_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    // a manifest that promises heads whose file is not listed
+    let pkg = copy_package(dir.path());
+    edit_manifest(&pkg, |m| {
+        m.files.remove("heads.onnx");
+    });
+    let e = load_err(&pkg);
+    assert!(e.to_string().contains("heads.onnx"), "{e}");
+    // a package without matching: a clear error, and captioning still works
+    let pkg2 = copy_package(&dir.path().join("b"));
+    edit_manifest(&pkg2, |m| {
+        m.matching = None;
+        m.files.remove("heads.onnx");
+    });
+    let g = Glimpse::load(&pkg2).unwrap();
+    let frame = image::RgbImage::new(64, 48);
+    let e = g.match_texts(&frame, &["a red circle"]).unwrap_err();
+    assert!(matches!(e, Error::NoMatching { .. }), "{e:?}");
+    assert!(e.to_string().contains("without image–text matching"), "{e}");
+    assert!(!g.caption(&frame).unwrap().text.is_empty());
+    // the bundled model: a text longer than the context, and no text at all
+    let g = Glimpse::load(bundled()).unwrap();
+    let e = g.text_embedding(&"red circle ".repeat(80)).unwrap_err();
+    assert!(matches!(e, Error::TextTooLong { .. }), "{e:?}");
+    assert!(matches!(g.match_texts(&frame, &[]), Err(Error::NoTexts)));
+    assert_eq!(g.match_texts(&frame, &["a red circle"]).unwrap().len(), 1);
+}

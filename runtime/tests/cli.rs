@@ -185,3 +185,55 @@ fn an_overlong_question_is_refused() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("prompt too long"), "{}", stderr(&o));
 }
+
+#[test]
+fn match_ranks_each_examples_own_caption_first_among_the_others() {
+    let ex = examples();
+    let captions: Vec<&str> = ex.iter().map(|e| e.1.as_str()).collect();
+    for (image, caption, _) in &ex {
+        let mut args = vec!["--json", "match", image.as_str()];
+        args.extend(captions.iter().copied());
+        let o = glimpse(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        let m = v["matches"].as_array().unwrap();
+        assert_eq!(m.len(), captions.len());
+        // best first, probabilities a softmax over the texts given
+        assert_eq!(m[0]["text"].as_str().unwrap(), caption, "{image}: {m:?}");
+        let cos: Vec<f64> = m.iter().map(|x| x["cosine"].as_f64().unwrap()).collect();
+        assert!(cos.windows(2).all(|w| w[0] >= w[1]), "{cos:?}");
+        assert!(cos.iter().all(|c| (-1.0..=1.0).contains(c)));
+        let p: f64 = m.iter().map(|x| x["probability"].as_f64().unwrap()).sum();
+        assert!((p - 1.0).abs() < 1e-4, "probabilities sum to {p}");
+    }
+    // text mode: a header and one line per text
+    let o = glimpse(&[
+        "match",
+        "examples/scene-0.png",
+        "a large red circle",
+        "a small blue square",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().next().unwrap().contains("cosine"));
+}
+
+#[test]
+fn match_and_trigger_need_texts_and_a_model_that_can_match() {
+    let o = glimpse(&["match", "examples/scene-0.png"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("TEXTS"), "{}", stderr(&o));
+    let o = glimpse(&[
+        "watch",
+        "--synthetic",
+        "--count",
+        "1",
+        "--trigger",
+        "a red circle",
+        "--threshold",
+        "2",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--threshold 2"), "{}", stderr(&o));
+}
