@@ -205,7 +205,7 @@ def main():
               "Both start from the same patches and prompt ids; our preprocessing is "
               "listed on its own. onnxruntime's memory is its Python process's "
               "(interpreter and numpy included).", ""]
-    summary = []
+    summary, tables = [], []
     for precision in a.precisions.split(","):
         us = ours(a.glimpse, a.package, precision, a.runs, frame)
         ref = os.path.join(tmp, "ref.json")
@@ -216,9 +216,9 @@ def main():
         try:
             them = theirs(a.package, precision, a.runs, patches, r["text_ids"])
         except Exception as e:  # an operator onnxruntime lacks at this precision
-            report += [f"**{precision}**: onnxruntime could not run it ({e}).", ""]
+            tables += [f"**{precision}**: onnxruntime could not run it ({e}).", ""]
             continue
-        report += table(precision, us, them) + [""]
+        tables += table(precision, us, them) + [""]
         if precision == "f32":
             summary = [
                 "Ours alone (f32, from the frame): preprocessing "
@@ -241,7 +241,7 @@ def main():
             ]
             summary += [f"| {n} | {g} | {m} | {'met' if ok else 'missed'} |" for n, g, m, ok in checks]
             summary.append("")
-    report = report[:5] + summary + report[5:]
+    report += summary + tables
     if a.instructions:
         report += ["Guest instructions under qemu-user (`targets/qemu/instructions.sh`), the "
                    "ARM proxy (wall-clock time under emulation means nothing):", "", "```"]

@@ -101,24 +101,24 @@ impl CpuFeatures {
     }
 }
 
-/// The precision to run from those a package carries: f16 on Arm cores with fp16
-/// arithmetic, f32 elsewhere, and whatever there is when the package carries one
-/// precision only. Measured (`targets/qemu/instructions.sh`, guest instructions per decoded
-/// token): on an emulated Cortex-A76 f16 2.36 M, f32 3.13 M, q4 3.51 M, int8 4.06 M (the
-/// dot-product kernels do not make up for quantizing activations at every product when
-/// one token goes through); on a Cortex-A72 f32 2.93 M, q4 2.75 M, int8 5.97 M. On x86
-/// int8 is slower than f32 too (see the README). int8 and q4 stay a `--precision` away,
-/// for the smallest packages.
+/// The precision to run from those a package carries: f32 whenever it is there, then f16
+/// on Arm cores with fp16 arithmetic, then the smallest quantized graphs. Measured for the
+/// bundled model (`targets/qemu/instructions.sh`, guest instructions per decoded token on
+/// emulated cores): Cortex-A76 f32 2.9–3.1 M, q4 3.2 M, f16 3.3 M, int8 3.8 M; Cortex-A72
+/// f32 3.1 M, q4 3.5 M, f16 4.6 M, int8 5.9 M; and on x86 f32 is the fastest too (see the
+/// README). At this size each product is tiny and the casts and activation quantization
+/// around the cheaper products cost more than they save. f16, int8 and q4 stay a
+/// `--precision` away, for the smallest packages.
 pub fn choose(available: &[Precision], cpu: CpuFeatures) -> Option<Precision> {
     let has = |p| available.contains(&p);
-    if cpu.fp16 && has(Precision::F16) {
-        return Some(Precision::F16);
-    }
     if has(Precision::F32) {
         return Some(Precision::F32);
     }
-    // a quantized-only package: the smaller weights first
-    [Precision::Q4, Precision::Int8, Precision::F16]
+    if cpu.fp16 && has(Precision::F16) {
+        return Some(Precision::F16);
+    }
+    // a package without f32: the smaller weights first
+    [Precision::Q4, Precision::F16, Precision::Int8]
         .into_iter()
         .find(|p| has(*p))
 }
@@ -153,17 +153,16 @@ mod tests {
     }
 
     #[test]
-    fn f16_with_fp16_arithmetic_f32_otherwise() {
+    fn f32_first_then_f16_on_fp16_cores_then_the_smallest() {
         use Precision::*;
         let all = [F32, F16, Int8, Q4];
-        assert_eq!(choose(&all, A76), Some(F16));
-        assert_eq!(choose(&[F32, Int8], A76), Some(F32));
-        assert_eq!(choose(&[F32, F16], A76), Some(F16));
-        assert_eq!(choose(&[F32, F16], A72), Some(F32));
-        assert_eq!(choose(&[F32, F16], X86), Some(F32));
+        assert_eq!(choose(&all, A76), Some(F32));
         assert_eq!(choose(&all, A72), Some(F32));
         assert_eq!(choose(&all, X86), Some(F32));
-        assert_eq!(choose(&[F32], A76), Some(F32));
+        assert_eq!(choose(&[F16, Int8, Q4], A76), Some(F16));
+        assert_eq!(choose(&[F16, Int8, Q4], A72), Some(Q4));
+        assert_eq!(choose(&[F16, Int8], X86), Some(F16));
+        assert_eq!(choose(&[Int8], A76), Some(Int8));
         assert_eq!(choose(&[Int8, Q4], X86), Some(Q4));
         assert_eq!(choose(&[], X86), None);
         assert_eq!(A76.describe(), "aarch64 (fp16, dotprod)");
