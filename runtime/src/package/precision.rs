@@ -104,11 +104,12 @@ impl CpuFeatures {
 /// The precision to run from those a package carries: f32 whenever it is there, then f16
 /// on Arm cores with fp16 arithmetic, then the smallest quantized graphs. Measured for the
 /// bundled model (`targets/qemu/instructions.sh`, guest instructions per decoded token on
-/// emulated cores): Cortex-A76 f32 2.9–3.1 M, q4 3.2 M, f16 3.3 M, int8 3.8 M; Cortex-A72
-/// f32 3.1 M, q4 3.5 M, f16 4.6 M, int8 5.9 M; and on x86 f32 is the fastest too (see the
-/// README). At this size each product is tiny and the casts and activation quantization
-/// around the cheaper products cost more than they save. f16, int8 and q4 stay a
-/// `--precision` away, for the smallest packages.
+/// emulated cores): Cortex-A76 f32 3.1 M, f16 3.5 M, q4 3.6 M, int8 4.2 M; Cortex-A72
+/// f32 3.1 M, q4 3.6 M, f16 3.6 M, int8 6.0 M; and on x86 f32 is the fastest too (see the
+/// README). At this size each product is tiny, and the casts and activation quantization
+/// around the cheaper products cost more than they save. The armv7 build is the
+/// exception (Cortex-A7: int8 7.1 M, f32 8.3 M), where `--precision int8` is worth trying.
+/// f16, int8 and q4 stay a `--precision` away, also for the smallest packages.
 pub fn choose(available: &[Precision], cpu: CpuFeatures) -> Option<Precision> {
     let has = |p| available.contains(&p);
     if has(Precision::F32) {
