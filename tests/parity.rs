@@ -13,6 +13,15 @@ use glimpse_runtime::text::{Prompt, TokenStream};
 
 use common::{max_abs_diff, random_package};
 
+/// The frame's patches (the runtime's preprocessing) as a burn tensor `[1, R, C, 3·P·P]`.
+fn burn_patches(g: &Glimpse, frame: &image::RgbImage, device: &Device) -> Tensor<4> {
+    let patches = g.patches(frame);
+    Tensor::from_data(
+        TensorData::new(patches.data, [1, patches.rows, patches.cols, patches.dim]),
+        device,
+    )
+}
+
 #[test]
 fn burn_and_tract_logits_agree_for_prefill_and_cached_steps() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,14 +42,7 @@ fn burn_and_tract_logits_agree_for_prefill_and_cached_steps() {
 
     // burn: the whole sequence at once
     let device = Device::default();
-    let patches = g.patches(&frame);
-    let p = Tensor::<4>::from_data(
-        TensorData::new(
-            patches.data.clone(),
-            [1, patches.rows, patches.cols, patches.dim],
-        ),
-        &device,
-    );
+    let p = burn_patches(&g, &frame, &device);
     let ids: Vec<i64> = text.iter().map(|&t| t as i64).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, text.len()]), &device);
     let rotary = Rotary::new(cfg, &device);
@@ -133,14 +135,7 @@ fn burn_and_tract_image_and_text_embeddings_agree() {
 
     // image: the decoder state after the image tokens, through the image head
     let frame = sample(3, Split::Test, 2).image;
-    let patches = g.patches(&frame);
-    let p = Tensor::<4>::from_data(
-        TensorData::new(
-            patches.data.clone(),
-            [1, patches.rows, patches.cols, patches.dim],
-        ),
-        &device,
-    );
+    let p = burn_patches(&g, &frame, &device);
     let bos = Tensor::<2, Int>::from_data(
         TensorData::new(vec![g.tokenizer.special().bos as i64], [1, 1]),
         &device,

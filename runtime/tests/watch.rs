@@ -333,7 +333,7 @@ const TRIGGER_SEED: u64 = 7;
 #[test]
 fn a_trigger_alerts_once_per_appearance_of_its_text() {
     use glimpse_runtime::scene::{Color, Shape, Size};
-    use glimpse_runtime::watch::{Edge, Trigger};
+    use glimpse_runtime::watch::{DEFAULT_THRESHOLD, Edge, Trigger};
     let g = bundled();
     assert!(g.can_match(), "the bundled model has matching heads");
     let has = |i: u64, red_circle: fn(&glimpse_runtime::scene::Object) -> bool| {
@@ -364,7 +364,7 @@ fn a_trigger_alerts_once_per_appearance_of_its_text() {
     ];
     let appearing = [2u64, 7]; // seqs where the circle comes into view
     let leaving = [5u64, 9];
-    let trigger = Trigger::new(&g, "a large red circle", TRIGGER_THRESHOLD, None).unwrap();
+    let trigger = Trigger::new(&g, "a large red circle", DEFAULT_THRESHOLD, None).unwrap();
     let opts = WatchOptions {
         trigger: Some(trigger),
         ..WatchOptions::default()
@@ -398,6 +398,3 @@ fn a_trigger_alerts_once_per_appearance_of_its_text() {
     assert_eq!(summary.alerts, 2);
     assert_eq!(summary.captioned, 11);
 }
-
-/// The `--threshold` default of `glimpse watch`, repeated for the test.
-const TRIGGER_THRESHOLD: f32 = 0.5;

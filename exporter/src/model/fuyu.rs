@@ -252,9 +252,8 @@ impl Fuyu {
         rotary: &Rotary,
         n_heads: usize,
     ) -> Tensor<3> {
-        let image = self.embed_image(patches);
-        let text = self.embed_tokens.forward(text_ids);
-        self.decode(Tensor::cat(vec![image, text], 1), rotary, n_heads)
+        self.lm_head
+            .forward(self.forward_hidden(patches, text_ids, rotary, n_heads))
     }
 }
 

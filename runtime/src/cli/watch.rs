@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use glimpse_runtime::Glimpse;
 use glimpse_runtime::source::FrameSource;
-use glimpse_runtime::watch::{Event, Summary, Trigger, WatchOptions, watch};
+use glimpse_runtime::watch::{DEFAULT_THRESHOLD, Event, Summary, Trigger, WatchOptions, watch};
 
 /// `--trigger`: alert when frames match a text.
 #[derive(clap::Args, Debug, Clone)]
@@ -22,9 +22,6 @@ pub struct TriggerArgs {
     #[arg(long, requires = "trigger")]
     pub release: Option<f32>,
 }
-
-/// Default `--threshold`.
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 impl TriggerArgs {
     pub fn open(&self, g: &Glimpse) -> Result<Option<Trigger>, String> {

@@ -145,17 +145,11 @@ impl DecoderSession<'_> {
         debug_assert_eq!(logits.len(), n * self.graph.vocab_size);
         let state = match self.graph.state_output {
             Some(i) if want_state => {
-                // only the last position: a view, not a copy of every state
+                // only the last position, read through a view rather than copying them all
                 let view = out[i]
                     .to_plain_array_view::<f32>()
                     .map_err(Error::inference)?;
-                let all = view.as_slice();
-                if let Some(all) = all {
-                    Some(all[all.len() - d..].to_vec())
-                } else {
-                    let all: Vec<f32> = view.iter().copied().collect();
-                    Some(all[all.len() - d..].to_vec())
-                }
+                Some(view.iter().skip(view.len() - d).copied().collect())
             }
             _ => None,
         };

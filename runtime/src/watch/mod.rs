@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub use clock::utc_timestamp;
 pub use latest::{CaptureCounts, Latest, Notice, Taken};
 pub use stats::{median, quantile};
-pub use trigger::{DEFAULT_GAP, Edge, Hysteresis, Trigger};
+pub use trigger::{DEFAULT_GAP, DEFAULT_THRESHOLD, Edge, Hysteresis, Trigger};
 
 use crate::Glimpse;
 use crate::source::{Frame, FrameSource, SourceError};

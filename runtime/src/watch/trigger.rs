@@ -48,6 +48,9 @@ impl Hysteresis {
     }
 }
 
+/// Threshold when none is given (`glimpse watch --threshold`).
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
+
 /// Release level below the threshold when none is given.
 pub const DEFAULT_GAP: f32 = 0.05;
 
