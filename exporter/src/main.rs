@@ -80,9 +80,17 @@ struct TrainArgs {
     /// Training steps.
     #[arg(long, default_value_t = TrainOptions::default().steps)]
     steps: usize,
-    /// Examples per step.
+    /// Examples per step (a caption or a question each).
     #[arg(long, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
+    /// Synthetic scenes: examples made from each scene, its caption then questions of each
+    /// kind in turn (so --batch-size / --per-scene frames per step).
+    #[arg(long, default_value_t = TrainOptions::default().per_scene)]
+    per_scene: usize,
+    /// Pack the examples of one image into one row, up to this many text tokens (0: one
+    /// row per example). Packed rows compute the same losses with the image computed once.
+    #[arg(long, default_value_t = TrainOptions::default().pack)]
+    pack: usize,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = TrainOptions::default().lr)]
     lr: f64,
@@ -216,6 +224,8 @@ fn run(cli: Cli) -> Result<()> {
                 checkpoint_every: a.checkpoint_every.max(1),
                 contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
                 match_dim: a.match_dim,
+                per_scene: a.per_scene.max(1),
+                pack: a.pack,
                 ..TrainOptions::default()
             };
             if let Some(w) = a.contrastive {

@@ -25,7 +25,7 @@ use glimpse_runtime::text::TextTokenizer;
 
 use crate::data::{Batch, BatchBuilder, ExampleSource, SyntheticData, load_folder};
 use crate::model::contrastive::contrastive_loss;
-use crate::model::fuyu::masked_cross_entropy;
+use crate::model::fuyu::{Layout, masked_cross_entropy};
 use crate::model::{Fuyu, Rotary};
 use crate::tokenizer;
 
@@ -61,17 +61,28 @@ pub struct TrainOptions {
     /// Width of the shared image–text space.
     #[serde(default = "default_match_dim")]
     pub match_dim: usize,
+    /// Synthetic data: examples made from each scene (its caption, then questions).
+    #[serde(default = "default_per_scene")]
+    pub per_scene: usize,
+    /// Most text tokens packed into one row with their image (see [`crate::data::Batch`]);
+    /// 0 gives each example a row.
+    #[serde(default)]
+    pub pack: usize,
 }
 
 fn default_match_dim() -> usize {
     64
 }
 
+fn default_per_scene() -> usize {
+    2
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             steps: 4000,
-            batch_size: 32,
+            batch_size: 160,
             lr: 2e-3,
             warmup: 200,
             seed: 7,
@@ -88,9 +99,11 @@ impl Default for TrainOptions {
             data: None,
             val_every: 250,
             checkpoint_every: 250,
-            val_examples: 128,
+            val_examples: 320,
             contrastive: 0.5,
             match_dim: default_match_dim(),
+            per_scene: 10,
+            pack: 160,
         }
     }
 }
@@ -191,6 +204,9 @@ pub struct Tensors {
     pub ids: Tensor<2, Int>,
     pub targets: Tensor<2, Int>,
     pub weights: Tensor<2>,
+    /// Host-side layout of the rows, for [`Layout::packed`].
+    pub positions: Vec<i64>,
+    pub segments: Vec<i64>,
     pub matching: Option<MatchTensors>,
 }
 
@@ -215,6 +231,8 @@ pub fn to_tensors(b: Batch, canvas: &Canvas, device: &Device) -> Tensors {
         ids: Tensor::from_data(TensorData::new(b.ids, [n, t]), device),
         targets: Tensor::from_data(TensorData::new(b.targets, [n, t]), device),
         weights: Tensor::from_data(TensorData::new(b.weights, [n, t]), device),
+        positions: b.positions,
+        segments: b.segments,
         matching: b.matching.map(|m| {
             let k = m.rows.len();
             MatchTensors {
@@ -242,8 +260,15 @@ pub fn batch_loss(
     t: Tensors,
     matching: bool,
 ) -> Losses {
-    let text_len = t.ids.dims()[1];
-    let hidden = model.forward_hidden(t.patches, t.ids, rotary, cfg.n_heads);
+    let [rows, text_len] = t.ids.dims();
+    let layout = Layout::packed(
+        rotary,
+        canvas.image_tokens(),
+        &t.positions,
+        &t.segments,
+        rows,
+    );
+    let hidden = model.forward_hidden_packed(t.patches, t.ids, rotary, &layout, cfg.n_heads);
     let [b, _, d] = hidden.dims();
     let image_state = hidden
         .clone()
@@ -271,7 +296,7 @@ pub fn batch_loss(
 
 fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
     Ok(match &o.data {
-        None => Box::new(SyntheticData::new(o.seed)),
+        None => Box::new(SyntheticData::new(o.seed, o.per_scene)),
         Some(dir) => Box::new(load_folder(dir)?),
     })
 }
@@ -375,6 +400,7 @@ pub fn train(
         tokenizer: &tok,
         canvas,
         max_positions: cfg.max_positions,
+        pack: o.pack,
     };
     let val_batches: Vec<Batch> = src
         .validation(o.val_examples)
@@ -393,6 +419,7 @@ pub fn train(
                 tokenizer: &tok,
                 canvas,
                 max_positions: o.max_positions,
+                pack: o.pack,
             };
             for step in first..o.steps {
                 let b = builder.build(&src.train_batch(step as u64, o.batch_size));
@@ -540,4 +567,72 @@ fn validation_loss(
 /// The tokenizer of a run directory.
 pub fn run_tokenizer(dir: &Path) -> Result<TextTokenizer> {
     tokenizer::load(&dir.join(tokenizer::FILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::text_corpus;
+
+    /// Packing a scene's examples into one row changes the cost, not the result: the same
+    /// captioning and contrastive losses as one row per example.
+    #[test]
+    fn packed_rows_give_the_losses_of_separate_rows() {
+        let tok = tokenizer::train(&text_corpus(1, 100), 2000).unwrap();
+        let cfg = ModelConfig {
+            vocab_size: tok.inner().get_vocab_size(true),
+            d_model: 16,
+            n_layers: 2,
+            n_heads: 2,
+            d_ff: 32,
+            rotary_fraction: 0.5,
+            rope_theta: 25_000.0,
+            layer_norm_eps: 1e-5,
+            max_positions: 64,
+        };
+        let canvas = Canvas {
+            width: 48,
+            height: 36,
+            patch: 12,
+        };
+        let device = Device::default();
+        let model = Fuyu::new(&cfg, &canvas, 8, &device);
+        let rotary = Rotary::new(&cfg, &device);
+        let examples = SyntheticData::new(3, 4).train_batch(0, 12);
+        let build = |pack| {
+            BatchBuilder {
+                tokenizer: &tok,
+                canvas,
+                max_positions: cfg.max_positions,
+                pack,
+            }
+            .build(&examples)
+            .unwrap()
+        };
+        let (separate, packed) = (build(0), build(200));
+        assert_eq!((separate.size, packed.size), (12, 3));
+        assert_eq!(separate.examples, packed.examples);
+        assert_eq!(separate.answer_tokens, packed.answer_tokens);
+        let losses = |b: Batch| {
+            let l = batch_loss(
+                &model,
+                &rotary,
+                &cfg,
+                &canvas,
+                to_tensors(b, &canvas, &device),
+                true,
+            );
+            (
+                l.text.into_scalar::<f32>(),
+                l.matching.expect("three scenes match").into_scalar::<f32>(),
+            )
+        };
+        let (a, b) = (losses(separate), losses(packed));
+        assert!((a.0 - b.0).abs() < 1e-5, "text loss {} vs {}", a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-5, "match loss {} vs {}", a.1, b.1);
+        // and the layout matters: the same packed ids read as one causal text differ
+        let mut wrong = build(200);
+        wrong.segments.iter_mut().for_each(|s| *s = 0);
+        assert!((losses(wrong).0 - a.0).abs() > 1e-4);
+    }
 }

@@ -2,7 +2,13 @@
 //!
 //! Text of one example: `<s> prompt <answer> answer </s>`, after the image tokens. Position
 //! `j` of the text predicts token `j + 1`; only answer tokens and the end of sequence count
-//! in the loss. Shorter texts are padded at the end, which causal attention never looks at.
+//! in the loss. Shorter rows are padded at the end, which causal attention never looks at.
+//!
+//! Consecutive examples about the same image are packed into one row, up to
+//! [`BatchBuilder::pack`] text tokens: the image tokens are computed once and each text
+//! attends to them and to itself only, at the positions it would have alone
+//! ([`crate::model::fuyu::Layout::packed`]). A scene's caption and its questions then cost
+//! one image, not one each.
 
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::package::SpecialTokens;
@@ -14,8 +20,11 @@ use super::{Example, MatchText};
 
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Rows.
     pub size: usize,
-    /// Text length after padding.
+    /// Examples packed into the rows.
+    pub examples: usize,
+    /// Text length of a row after padding.
     pub text_len: usize,
     /// `[size, rows, cols, patch_dim]`
     pub patches: Vec<f32>,
@@ -25,6 +34,11 @@ pub struct Batch {
     pub targets: Vec<i64>,
     /// `[size, text_len]`: 1 where the prediction counts in the loss.
     pub weights: Vec<f32>,
+    /// `[size, text_len]`: the rotary position of each text token (the image takes
+    /// `0..image_tokens`, so each text starts at `image_tokens`).
+    pub positions: Vec<i64>,
+    /// `[size, text_len]`: which text of its row each token belongs to (`-1`: padding).
+    pub segments: Vec<i64>,
     /// Tokens that count in the loss.
     pub answer_tokens: usize,
     /// The contrastive part: one text per distinct image, when at least two images of
@@ -46,10 +60,20 @@ pub struct MatchBatch {
     pub positives: Vec<f32>,
 }
 
+/// One row of a batch while it is built: the example whose image it shows, and its texts
+/// (token ids, index of the `<answer>` token) with their total length.
+struct Row<'e> {
+    shows: &'e Example,
+    texts: Vec<(Vec<u32>, usize)>,
+    len: usize,
+}
+
 pub struct BatchBuilder<'a> {
     pub tokenizer: &'a TextTokenizer,
     pub canvas: Canvas,
     pub max_positions: usize,
+    /// Most text tokens packed into one row; a text longer than this gets a row alone.
+    pub pack: usize,
 }
 
 impl BatchBuilder<'_> {
@@ -71,52 +95,79 @@ impl BatchBuilder<'_> {
     /// Builds a batch, leaving out examples too long for the context.
     pub fn build(&self, examples: &[Example]) -> anyhow::Result<Batch> {
         let room = self.max_positions - self.canvas.image_tokens();
-        let mut texts = Vec::new();
-        let mut images = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
+        let mut packed = 0;
         for ex in examples {
             let (ids, boa) = self.text_ids(ex)?;
-            if ids.len() <= room {
-                texts.push((ids, boa));
-                images.push(ex);
+            if ids.len() > room {
+                continue;
+            }
+            packed += 1;
+            match rows.last_mut() {
+                Some(row)
+                    if Arc::ptr_eq(&row.shows.image, &ex.image)
+                        && row.len + ids.len() <= self.pack =>
+                {
+                    row.len += ids.len();
+                    row.texts.push((ids, boa));
+                }
+                _ => rows.push(Row {
+                    shows: ex,
+                    len: ids.len(),
+                    texts: vec![(ids, boa)],
+                }),
             }
         }
         anyhow::ensure!(
-            !texts.is_empty(),
+            !rows.is_empty(),
             "every example is longer than the model's context"
         );
-        let size = texts.len();
-        let text_len = texts.iter().map(|(t, _)| t.len()).max().unwrap_or(1);
+        let size = rows.len();
+        let text_len = rows.iter().map(|r| r.len).max().unwrap_or(1);
+        let image_tokens = self.canvas.image_tokens() as i64;
         let pad = self.tokenizer.special().pad as i64;
         let mut ids = vec![pad; size * text_len];
         let mut targets = vec![pad; size * text_len];
         let mut weights = vec![0.0f32; size * text_len];
+        let mut positions = vec![image_tokens; size * text_len];
+        let mut segments = vec![-1i64; size * text_len];
         let mut answer_tokens = 0;
-        for (b, (t, boa)) in texts.iter().enumerate() {
-            for (j, &id) in t.iter().enumerate() {
-                ids[b * text_len + j] = id as i64;
-                if j + 1 < t.len() {
-                    targets[b * text_len + j] = t[j + 1] as i64;
-                    if j >= *boa {
-                        weights[b * text_len + j] = 1.0;
-                        answer_tokens += 1;
+        for (b, row) in rows.iter().enumerate() {
+            let mut at = b * text_len;
+            for (segment, (t, boa)) in row.texts.iter().enumerate() {
+                for (j, &id) in t.iter().enumerate() {
+                    ids[at + j] = id as i64;
+                    positions[at + j] = image_tokens + j as i64;
+                    segments[at + j] = segment as i64;
+                    if j + 1 < t.len() {
+                        targets[at + j] = t[j + 1] as i64;
+                        if j >= *boa {
+                            weights[at + j] = 1.0;
+                            answer_tokens += 1;
+                        }
                     }
                 }
+                at += t.len();
             }
         }
-        let matching = self.matching(&images)?;
+        let shown: Vec<&Example> = rows.iter().map(|r| r.shows).collect();
+        let matching = self.matching(&shown)?;
         let mut patches = Vec::with_capacity(
             size * self.canvas.rows() * self.canvas.cols() * self.canvas.patch_dim(),
         );
-        for ex in images {
+        for ex in shown {
             patches.extend(self.canvas.patches(&ex.image).data);
         }
         Ok(Batch {
             size,
+            examples: packed,
             text_len,
             patches,
             ids,
             targets,
             weights,
+            positions,
+            segments,
             answer_tokens,
             matching,
         })

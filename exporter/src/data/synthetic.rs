@@ -6,21 +6,20 @@ use glimpse_runtime::scene::{self, Rng, Split};
 
 use super::{Example, ExampleSource, MatchText};
 
-/// Examples drawn from `seed`'s scenes. Each scene gives several examples, so a batch of
-/// `n` examples renders about `n / per_scene` frames.
+/// Examples drawn from `seed`'s scenes. Each scene gives `per_scene` consecutive
+/// examples: its caption, then questions taken in turn from each kind the scene supports,
+/// so a batch of `n` examples renders about `n / per_scene` frames and the batch builder
+/// packs each scene's examples into one row.
 pub struct SyntheticData {
     pub seed: u64,
     pub per_scene: usize,
-    /// Share of examples that ask for the caption rather than a question.
-    pub caption_share: f32,
 }
 
 impl SyntheticData {
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, per_scene: usize) -> Self {
         Self {
             seed,
-            per_scene: 2,
-            caption_share: 0.4,
+            per_scene: per_scene.max(1),
         }
     }
 
@@ -31,38 +30,57 @@ impl SyntheticData {
             let s = scene::sample(self.seed, split, index);
             let mut rng = Rng::for_item(self.seed ^ 0x6578, index);
             let image = Arc::new(s.image);
-            // its own stream, so adding matching texts left the other examples unchanged
+            // its own stream, so the matching texts and the questions do not depend on each other
             let mut match_rng = Rng::for_item(self.seed ^ 0x636c_6970, index);
             let matching = Some(Arc::new(match_text(&s.scene, &s.caption, &mut match_rng)));
-            let mut qa = s.qa.clone();
-            rng.shuffle(&mut qa);
-            let mut qa = qa.into_iter();
-            for _ in 0..self.per_scene {
-                if out.len() == count {
-                    break;
-                }
-                let ex = match qa.next() {
-                    Some(q) if !rng.chance(self.caption_share) => Example {
-                        image: image.clone(),
-                        prompt: q.question,
-                        answer: q.answer,
-                        kind: Some(q.kind),
-                        matching: matching.clone(),
-                    },
-                    _ => Example {
-                        image: image.clone(),
-                        prompt: String::new(),
-                        answer: s.caption.clone(),
-                        kind: None,
-                        matching: matching.clone(),
-                    },
-                };
-                out.push(ex);
+            let take = self.per_scene.min(count - out.len());
+            out.push(Example {
+                image: image.clone(),
+                prompt: String::new(),
+                answer: s.caption.clone(),
+                kind: None,
+                matching: matching.clone(),
+            });
+            for q in questions_in_turn(&s.scene, take - 1, &mut rng) {
+                out.push(Example {
+                    image: image.clone(),
+                    prompt: q.question,
+                    answer: q.answer,
+                    kind: Some(q.kind),
+                    matching: matching.clone(),
+                });
             }
             index += 1;
         }
         out
     }
+}
+
+/// Up to `n` different questions about `s`: one of each kind in a shuffled order of kinds,
+/// then a second of each kind that has one, and so on, so that no kind crowds out the
+/// others (a four-object scene has twelve position questions and one count of objects).
+pub fn questions_in_turn(s: &scene::Scene, n: usize, rng: &mut Rng) -> Vec<scene::Qa> {
+    let mut kinds: Vec<Vec<scene::Qa>> = scene::QuestionKind::ALL
+        .iter()
+        .map(|&k| {
+            let mut qs = scene::questions_of_kind(s, k, rng);
+            rng.shuffle(&mut qs);
+            qs
+        })
+        .collect();
+    rng.shuffle(&mut kinds);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && kinds.iter().any(|k| !k.is_empty()) {
+        for k in kinds.iter_mut() {
+            if out.len() == n {
+                break;
+            }
+            if let Some(q) = k.pop() {
+                out.push(q);
+            }
+        }
+    }
+    out
 }
 
 /// The matching text of a scene: its whole caption half the time, else one of its
@@ -111,7 +129,7 @@ impl ExampleSource for SyntheticData {
             "sizes": scene::Size::ALL.len(),
             "max_objects": scene::MAX_OBJECTS,
             "question_kinds": scene::QuestionKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>(),
-            "caption_share": self.caption_share,
+            "examples_per_scene": self.per_scene,
             "compositional_held_out": held_out_pairs(),
         })
     }
@@ -180,4 +198,37 @@ pub fn write_scenes(
     }
     std::fs::write(dir.join("captions.jsonl"), lines)?;
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scene_gives_its_caption_then_questions_of_every_kind_in_turn() {
+        let data = SyntheticData::new(5, 7);
+        let examples = data.train_batch(2, 70);
+        assert_eq!(examples.len(), 70);
+        for scene in examples.chunks(7) {
+            assert!(scene.iter().all(|e| Arc::ptr_eq(&e.image, &scene[0].image)));
+            assert!(scene[0].prompt.is_empty() && scene[0].kind.is_none());
+            let questions = &scene[1..];
+            let mut asked: Vec<&str> = questions.iter().map(|e| e.prompt.as_str()).collect();
+            asked.sort();
+            asked.dedup();
+            assert_eq!(asked.len(), questions.len(), "a question repeated");
+            // kinds come in turn: no kind twice before every kind the scene has came once
+            let kinds: Vec<_> = questions.iter().map(|e| e.kind.unwrap()).collect();
+            let mut distinct = kinds.clone();
+            distinct.sort_by_key(|k| k.name());
+            distinct.dedup();
+            if let Some(i) = (1..kinds.len()).find(|&i| kinds[..i].contains(&kinds[i])) {
+                assert_eq!(
+                    i,
+                    distinct.len(),
+                    "a kind came twice before another came once"
+                );
+            }
+        }
+    }
 }

@@ -69,33 +69,94 @@ impl Rotary {
     }
 
     /// rotate_half rotary embedding of the first `dim` values of each head of `x`
-    /// (`[batch, heads, seq, head_dim]`), for positions `0..seq`.
-    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, _, seq, head_dim] = x.dims();
+    /// (`[batch, heads, seq, head_dim]`), with the tables of `layout`'s positions.
+    fn apply(&self, x: Tensor<4>, layout: &Layout) -> Tensor<4> {
+        let [_, _, _, head_dim] = x.dims();
         if self.dim == 0 {
             return x;
         }
         let half = self.dim / 2;
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, 0, seq)
-            .unsqueeze_dims::<4>(&[0, 1]);
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, 0, seq)
-            .unsqueeze_dims::<4>(&[0, 1]);
         let rot = x.clone().narrow(3, 0, self.dim);
         let x1 = rot.clone().narrow(3, 0, half);
         let x2 = rot.clone().narrow(3, half, half);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let rot = rot * cos + rotated * sin;
+        let rot = rot * layout.cos.clone() + rotated * layout.sin.clone();
         if self.dim == head_dim {
             rot
         } else {
             let pass = x.narrow(3, self.dim, head_dim - self.dim);
             Tensor::cat(vec![rot, pass], 3)
+        }
+    }
+}
+
+/// Where each position of a sequence sits and what it may attend to: its rotary tables
+/// and the attention mask, made once per forward pass and shared by every layer.
+///
+/// [`Layout::causal`] is the plain sequence the runtime runs. [`Layout::packed`] lets one
+/// row carry several texts about the same image: each text sees the image and itself,
+/// and starts at the position right after the image, so the row computes exactly what
+/// the texts would give as separate rows, with the image tokens computed once.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// `[1 or batch, 1, seq, rotary_dim]`
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// `[batch, 1, seq, seq]`: true where query `i` may not see key `j`.
+    blocked: Tensor<4, Bool>,
+}
+
+impl Layout {
+    /// Positions `0..seq`, each seeing itself and everything before it.
+    pub fn causal(rotary: &Rotary, batch: usize, seq: usize) -> Self {
+        let device = rotary.cos.device();
+        let table = |t: &Tensor<2>| t.clone().narrow(0, 0, seq).unsqueeze_dims::<4>(&[0, 1]);
+        Layout {
+            cos: table(&rotary.cos),
+            sin: table(&rotary.sin),
+            blocked: Tensor::<2, Bool>::tril_mask([seq, seq], 0, &device)
+                .unsqueeze_dims::<4>(&[0, 1])
+                .expand([batch, 1, seq, seq]),
+        }
+    }
+
+    /// `image` image tokens followed by texts: `segments[b][j]` names the text that text
+    /// token `j` of row `b` belongs to (`[batch, text_len]`), and `positions` gives its
+    /// position (`[batch, text_len]`). Image tokens take positions `0..image`.
+    pub fn packed(
+        rotary: &Rotary,
+        image: usize,
+        positions: &[i64],
+        segments: &[i64],
+        batch: usize,
+    ) -> Self {
+        let device = rotary.cos.device();
+        let text = positions.len() / batch.max(1);
+        let seq = image + text;
+        let mut all = Vec::with_capacity(batch * seq);
+        let mut blocked = Vec::with_capacity(batch * seq * seq);
+        for b in 0..batch {
+            all.extend(0..image as i64);
+            all.extend_from_slice(&positions[b * text..(b + 1) * text]);
+            let seg = &segments[b * text..(b + 1) * text];
+            for i in 0..seq {
+                for j in 0..seq {
+                    let visible =
+                        j <= i && (j < image || (i >= image && seg[i - image] == seg[j - image]));
+                    blocked.push(!visible);
+                }
+            }
+        }
+        let index = Tensor::<1, Int>::from_data(TensorData::new(all, [batch * seq]), &device);
+        let table = |t: &Tensor<2>| {
+            t.clone()
+                .select(0, index.clone())
+                .reshape([batch, 1, seq, rotary.dim])
+        };
+        Layout {
+            cos: table(&rotary.cos),
+            sin: table(&rotary.sin),
+            blocked: Tensor::from_data(TensorData::new(blocked, [batch, 1, seq, seq]), &device),
         }
     }
 }
@@ -121,7 +182,7 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, rotary: &Rotary, layout: &Layout, n_heads: usize) -> Tensor<3> {
         let [b, s, d] = x.dims();
         let hd = d / n_heads;
         let h = self.input_layernorm.forward(x.clone());
@@ -130,13 +191,11 @@ impl Block {
         let q = self.q_layernorm.forward(part(0)).swap_dims(1, 2);
         let k = self.k_layernorm.forward(part(1)).swap_dims(1, 2);
         let v = part(2).swap_dims(1, 2);
-        let q = rotary.apply(q);
-        let k = rotary.apply(k);
+        let q = rotary.apply(q, layout);
+        let k = rotary.apply(k, layout);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let future = Tensor::<2, Bool>::tril_mask([s, s], 0, &scores.device())
-            .unsqueeze_dims::<4>(&[0, 1])
-            .expand([b, n_heads, s, s]);
-        let attn = softmax(scores.mask_fill(future, -1.0e9), 3);
+        let blocked = layout.blocked.clone().expand([b, n_heads, s, s]);
+        let attn = softmax(scores.mask_fill(blocked, -1.0e9), 3);
         let o = attn.matmul(v).swap_dims(1, 2).reshape([b, s, d]);
         let x = x + self.dense.forward(o);
         let h = relu(
@@ -190,18 +249,26 @@ impl Fuyu {
         Tensor::cat(vec![e, newline], 2).reshape([b, rows * (cols + 1), d])
     }
 
-    /// Final (normalised) decoder states `[batch, seq, d]` for a sequence of embeddings.
-    pub fn hidden(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
+    /// Final (normalised) decoder states `[batch, seq, d]` for a sequence of embeddings
+    /// laid out as `layout` says.
+    pub fn hidden(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        layout: &Layout,
+        n_heads: usize,
+    ) -> Tensor<3> {
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(x, rotary, n_heads);
+            x = layer.forward(x, rotary, layout, n_heads);
         }
         self.final_layernorm.forward(x)
     }
 
-    /// Logits `[batch, seq, vocab]` for a sequence of embeddings (image then text).
-    pub fn decode(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
-        self.lm_head.forward(self.hidden(x, rotary, n_heads))
+    /// Final decoder states for a plain causal sequence of embeddings.
+    pub fn hidden_causal(&self, x: Tensor<3>, rotary: &Rotary, n_heads: usize) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        self.hidden(x, rotary, &Layout::causal(rotary, b, s), n_heads)
     }
 
     /// Final decoder states for image patches followed by text ids.
@@ -214,7 +281,22 @@ impl Fuyu {
     ) -> Tensor<3> {
         let image = self.embed_image(patches);
         let text = self.embed_tokens.forward(text_ids);
-        self.hidden(Tensor::cat(vec![image, text], 1), rotary, n_heads)
+        self.hidden_causal(Tensor::cat(vec![image, text], 1), rotary, n_heads)
+    }
+
+    /// Final decoder states for image patches followed by packed texts (see
+    /// [`Layout::packed`]).
+    pub fn forward_hidden_packed(
+        &self,
+        patches: Tensor<4>,
+        text_ids: Tensor<2, Int>,
+        rotary: &Rotary,
+        layout: &Layout,
+        n_heads: usize,
+    ) -> Tensor<3> {
+        let image = self.embed_image(patches);
+        let text = self.embed_tokens.forward(text_ids);
+        self.hidden(Tensor::cat(vec![image, text], 1), rotary, layout, n_heads)
     }
 
     /// Unit-length image embeddings `[n, match_dim]` from the decoder states at the last
@@ -238,7 +320,7 @@ impl Fuyu {
         rotary: &Rotary,
         n_heads: usize,
     ) -> Tensor<2> {
-        let h = self.hidden(self.embed_tokens.forward(ids), rotary, n_heads);
+        let h = self.hidden_causal(self.embed_tokens.forward(ids), rotary, n_heads);
         let [n, _, d] = h.dims();
         let index = last.reshape([n, 1, 1]).expand([n, 1, d]);
         h.gather(1, index).reshape([n, d])
