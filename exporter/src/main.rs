@@ -91,6 +91,10 @@ struct TrainArgs {
     /// row per example). Packed rows compute the same losses with the image computed once.
     #[arg(long, default_value_t = TrainOptions::default().pack)]
     pack: usize,
+    /// Start a new run from another run's last checkpoint (fine-tuning): its model shape,
+    /// canvas and tokenizer are kept; the schedule and optimiser start afresh.
+    #[arg(long, value_name = "RUN")]
+    init: Option<PathBuf>,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = TrainOptions::default().lr)]
     lr: f64,
@@ -226,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
                 match_dim: a.match_dim,
                 per_scene: a.per_scene.max(1),
                 pack: a.pack,
+                init: a.init,
                 ..TrainOptions::default()
             };
             if let Some(w) = a.contrastive {

@@ -68,6 +68,10 @@ pub struct TrainOptions {
     /// 0 gives each example a row.
     #[serde(default)]
     pub pack: usize,
+    /// A run whose last checkpoint and tokenizer this run starts from (its model shape
+    /// and canvas are taken too); a new schedule and optimiser state.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 fn default_match_dim() -> usize {
@@ -104,6 +108,7 @@ impl Default for TrainOptions {
             match_dim: default_match_dim(),
             per_scene: 10,
             pack: 160,
+            init: None,
         }
     }
 }
@@ -350,6 +355,35 @@ pub fn train(
         }
         write_json(&out.join(RUN_FILE), &run)?;
         (run, tok, model, optim, progress)
+    } else if let Some(init) = options.init.clone() {
+        let from = read_run(&init)?;
+        let tok = tokenizer::load(&init.join(tokenizer::FILE))?;
+        tokenizer::save(&tok, &out.join(tokenizer::FILE))?;
+        let model = load_model(&init, &from, &train_device)?;
+        let from_step = read_json::<Progress>(&init.join(PROGRESS_FILE))
+            .map(|p| p.step)
+            .unwrap_or(0);
+        eprintln!(
+            "starting from {} (step {from_step}): its model shape, canvas and tokenizer",
+            init.display()
+        );
+        let mut options = options;
+        options.d_model = from.model.d_model;
+        options.n_layers = from.model.n_layers;
+        options.n_heads = from.model.n_heads;
+        options.d_ff = from.model.d_ff;
+        options.max_positions = from.model.max_positions;
+        options.canvas = from.canvas;
+        options.match_dim = from.options.match_dim;
+        let src = source(&options)?;
+        let run = RunInfo {
+            model: from.model.clone(),
+            canvas: from.canvas,
+            data: src.describe(),
+            options,
+        };
+        write_json(&out.join(RUN_FILE), &run)?;
+        (run, tok, model, optimizer(), Progress::default())
     } else {
         options.canvas.validate().map_err(anyhow::Error::msg)?;
         let src = source(&options)?;
@@ -634,5 +668,75 @@ mod tests {
         let mut wrong = build(200);
         wrong.segments.iter_mut().for_each(|s| *s = 0);
         assert!((losses(wrong).0 - a.0).abs() > 1e-4);
+    }
+}
+
+#[cfg(test)]
+mod init_tests {
+    use super::*;
+
+    fn tiny(steps: usize) -> TrainOptions {
+        TrainOptions {
+            steps,
+            batch_size: 8,
+            per_scene: 4,
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            d_ff: 32,
+            max_positions: 64,
+            canvas: Canvas {
+                width: 48,
+                height: 36,
+                patch: 12,
+            },
+            val_every: 100,
+            checkpoint_every: 100,
+            val_examples: 8,
+            ..TrainOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_run_started_from_another_keeps_its_shape_tokenizer_and_weights() {
+        let dir = std::env::temp_dir().join(format!("glimpse-init-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        train(&a, tiny(2), false, None).unwrap();
+        // the new run asks for another shape; the checkpoint's wins
+        let mut options = tiny(1);
+        options.d_model = 32;
+        options.lr = 0.0; // no update: the weights must come out as they went in
+        options.warmup = 1;
+        options.init = Some(a.clone());
+        train(&b, options, false, None).unwrap();
+        let (ra, rb) = (read_run(&a).unwrap(), read_run(&b).unwrap());
+        assert_eq!(rb.model.d_model, 16);
+        assert_eq!(
+            serde_json::to_value(&ra.model).unwrap(),
+            serde_json::to_value(&rb.model).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(a.join(tokenizer::FILE)).unwrap(),
+            std::fs::read(b.join(tokenizer::FILE)).unwrap()
+        );
+        let device = Device::default();
+        let weights = |dir: &Path, run: &RunInfo| {
+            load_model(dir, run, &device)
+                .unwrap()
+                .vision_embed
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        assert_eq!(weights(&a, &ra), weights(&b, &rb));
+        // a run without a checkpoint cannot be a starting point
+        let mut bad = tiny(1);
+        bad.init = Some(dir.join("nothing"));
+        let err = train(&dir.join("c"), bad, false, None).unwrap_err();
+        assert!(format!("{err:#}").contains("nothing"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
