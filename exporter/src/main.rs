@@ -91,6 +91,10 @@ struct TrainArgs {
     /// row per example). Packed rows compute the same losses with the image computed once.
     #[arg(long, default_value_t = TrainOptions::default().pack)]
     pack: usize,
+    /// Synthetic scenes: the earlier mix instead, each example the caption with this
+    /// probability, else one of the scene's questions (the bundled model's first stage).
+    #[arg(long, value_name = "P")]
+    caption_share: Option<f32>,
     /// Start a new run from another run's last checkpoint (fine-tuning): its model shape,
     /// canvas and tokenizer are kept; the schedule and optimiser start afresh.
     #[arg(long, value_name = "RUN")]
@@ -231,6 +235,7 @@ fn run(cli: Cli) -> Result<()> {
                 per_scene: a.per_scene.max(1),
                 pack: a.pack,
                 init: a.init,
+                caption_share: a.caption_share,
                 ..TrainOptions::default()
             };
             if let Some(w) = a.contrastive {

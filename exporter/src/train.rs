@@ -68,6 +68,11 @@ pub struct TrainOptions {
     /// 0 gives each example a row.
     #[serde(default)]
     pub pack: usize,
+    /// Synthetic data: the earlier mix (each example the caption with this probability,
+    /// else a question) instead of caption-then-questions. Runs written before the option
+    /// existed resume with it (0.4).
+    #[serde(default = "earlier_caption_share")]
+    pub caption_share: Option<f32>,
     /// A run whose last checkpoint and tokenizer this run starts from (its model shape
     /// and canvas are taken too); a new schedule and optimiser state.
     #[serde(default)]
@@ -80,6 +85,10 @@ fn default_match_dim() -> usize {
 
 fn default_per_scene() -> usize {
     2
+}
+
+fn earlier_caption_share() -> Option<f32> {
+    Some(0.4)
 }
 
 impl Default for TrainOptions {
@@ -108,6 +117,7 @@ impl Default for TrainOptions {
             match_dim: default_match_dim(),
             per_scene: 10,
             pack: 160,
+            caption_share: None,
             init: None,
         }
     }
@@ -301,7 +311,10 @@ pub fn batch_loss(
 
 fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
     Ok(match &o.data {
-        None => Box::new(SyntheticData::new(o.seed, o.per_scene)),
+        None => Box::new(SyntheticData {
+            caption_share: o.caption_share,
+            ..SyntheticData::new(o.seed, o.per_scene)
+        }),
         Some(dir) => Box::new(load_folder(dir)?),
     })
 }
@@ -674,6 +687,26 @@ mod tests {
 #[cfg(test)]
 mod init_tests {
     use super::*;
+
+    #[test]
+    fn runs_written_before_packing_resume_with_their_own_data_mix() {
+        let mut old = serde_json::to_value(TrainOptions::default()).unwrap();
+        let map = old.as_object_mut().unwrap();
+        for key in ["per_scene", "pack", "caption_share", "init"] {
+            map.remove(key);
+        }
+        let old: TrainOptions = serde_json::from_value(old).unwrap();
+        assert_eq!(
+            (old.per_scene, old.pack, old.caption_share),
+            (2, 0, Some(0.4))
+        );
+        let new: TrainOptions =
+            serde_json::from_value(serde_json::to_value(TrainOptions::default()).unwrap()).unwrap();
+        assert_eq!(
+            (new.per_scene, new.pack, new.caption_share),
+            (10, 160, None)
+        );
+    }
 
     fn tiny(steps: usize) -> TrainOptions {
         TrainOptions {

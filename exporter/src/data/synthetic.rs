@@ -13,6 +13,10 @@ use super::{Example, ExampleSource, MatchText};
 pub struct SyntheticData {
     pub seed: u64,
     pub per_scene: usize,
+    /// The earlier mix, kept so that runs made with it resume and reproduce: each example
+    /// is the caption with this probability, else one of the scene's questions (one per
+    /// kind, as the test split asks them).
+    pub caption_share: Option<f32>,
 }
 
 impl SyntheticData {
@@ -20,6 +24,7 @@ impl SyntheticData {
         Self {
             seed,
             per_scene: per_scene.max(1),
+            caption_share: None,
         }
     }
 
@@ -34,6 +39,31 @@ impl SyntheticData {
             let mut match_rng = Rng::for_item(self.seed ^ 0x636c_6970, index);
             let matching = Some(Arc::new(match_text(&s.scene, &s.caption, &mut match_rng)));
             let take = self.per_scene.min(count - out.len());
+            if let Some(share) = self.caption_share {
+                let mut qa = s.qa.clone();
+                rng.shuffle(&mut qa);
+                let mut qa = qa.into_iter();
+                for _ in 0..take {
+                    out.push(match qa.next() {
+                        Some(q) if !rng.chance(share) => Example {
+                            image: image.clone(),
+                            prompt: q.question,
+                            answer: q.answer,
+                            kind: Some(q.kind),
+                            matching: matching.clone(),
+                        },
+                        _ => Example {
+                            image: image.clone(),
+                            prompt: String::new(),
+                            answer: s.caption.clone(),
+                            kind: None,
+                            matching: matching.clone(),
+                        },
+                    });
+                }
+                index += 1;
+                continue;
+            }
             out.push(Example {
                 image: image.clone(),
                 prompt: String::new(),
@@ -130,6 +160,7 @@ impl ExampleSource for SyntheticData {
             "max_objects": scene::MAX_OBJECTS,
             "question_kinds": scene::QuestionKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "examples_per_scene": self.per_scene,
+            "caption_share": self.caption_share,
             "compositional_held_out": held_out_pairs(),
         })
     }
@@ -230,5 +261,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_earlier_mix_gives_captions_at_its_share() {
+        let data = SyntheticData {
+            caption_share: Some(0.4),
+            ..SyntheticData::new(5, 2)
+        };
+        let examples = data.train_batch(0, 600);
+        for pair in examples.chunks(2) {
+            assert!(Arc::ptr_eq(&pair[0].image, &pair[1].image));
+        }
+        let captions = examples.iter().filter(|e| e.prompt.is_empty()).count();
+        assert!(
+            (180..=300).contains(&captions),
+            "{captions} captions of 600"
+        );
     }
 }
