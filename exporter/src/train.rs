@@ -628,14 +628,8 @@ mod tests {
         let tok = tokenizer::train(&text_corpus(1, 100), 2000).unwrap();
         let cfg = ModelConfig {
             vocab_size: tok.inner().get_vocab_size(true),
-            d_model: 16,
-            n_layers: 2,
-            n_heads: 2,
-            d_ff: 32,
-            rotary_fraction: 0.5,
-            rope_theta: 25_000.0,
-            layer_norm_eps: 1e-5,
             max_positions: 64,
+            ..crate::model::fuyu::tests::tiny().0
         };
         let canvas = Canvas {
             width: 48,
@@ -682,11 +676,6 @@ mod tests {
         wrong.segments.iter_mut().for_each(|s| *s = 0);
         assert!((losses(wrong).0 - a.0).abs() > 1e-4);
     }
-}
-
-#[cfg(test)]
-mod init_tests {
-    use super::*;
 
     #[test]
     fn runs_written_before_packing_resume_with_their_own_data_mix() {

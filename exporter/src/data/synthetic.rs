@@ -39,46 +39,37 @@ impl SyntheticData {
             let mut match_rng = Rng::for_item(self.seed ^ 0x636c_6970, index);
             let matching = Some(Arc::new(match_text(&s.scene, &s.caption, &mut match_rng)));
             let take = self.per_scene.min(count - out.len());
+            let caption = || Example {
+                image: image.clone(),
+                prompt: String::new(),
+                answer: s.caption.clone(),
+                kind: None,
+                matching: matching.clone(),
+            };
+            let question = |q: scene::Qa| Example {
+                image: image.clone(),
+                prompt: q.question,
+                answer: q.answer,
+                kind: Some(q.kind),
+                matching: matching.clone(),
+            };
             if let Some(share) = self.caption_share {
                 let mut qa = s.qa.clone();
                 rng.shuffle(&mut qa);
                 let mut qa = qa.into_iter();
                 for _ in 0..take {
                     out.push(match qa.next() {
-                        Some(q) if !rng.chance(share) => Example {
-                            image: image.clone(),
-                            prompt: q.question,
-                            answer: q.answer,
-                            kind: Some(q.kind),
-                            matching: matching.clone(),
-                        },
-                        _ => Example {
-                            image: image.clone(),
-                            prompt: String::new(),
-                            answer: s.caption.clone(),
-                            kind: None,
-                            matching: matching.clone(),
-                        },
+                        Some(q) if !rng.chance(share) => question(q),
+                        _ => caption(),
                     });
                 }
-                index += 1;
-                continue;
-            }
-            out.push(Example {
-                image: image.clone(),
-                prompt: String::new(),
-                answer: s.caption.clone(),
-                kind: None,
-                matching: matching.clone(),
-            });
-            for q in questions_in_turn(&s.scene, take - 1, &mut rng) {
-                out.push(Example {
-                    image: image.clone(),
-                    prompt: q.question,
-                    answer: q.answer,
-                    kind: Some(q.kind),
-                    matching: matching.clone(),
-                });
+            } else {
+                out.push(caption());
+                out.extend(
+                    questions_in_turn(&s.scene, take - 1, &mut rng)
+                        .into_iter()
+                        .map(question),
+                );
             }
             index += 1;
         }

@@ -355,7 +355,7 @@ pub fn masked_cross_entropy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn tiny() -> (ModelConfig, Canvas) {
