@@ -1,6 +1,8 @@
 //! Glimpse's exporter: trains the model with burn, trains its tokenizer, writes ONNX model
 //! packages op by op from the weights, and evaluates packages with the runtime.
 
+#![forbid(unsafe_code)]
+
 pub use burn;
 
 pub mod compare;

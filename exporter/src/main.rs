@@ -1,5 +1,7 @@
 //! `glimpse-export`: train, export and evaluate Glimpse models.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,14 +80,14 @@ struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Training steps.
-    #[arg(long, default_value_t = TrainOptions::default().steps)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().steps)]
     steps: usize,
     /// Examples per step (a caption or a question each).
-    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
     /// Synthetic scenes: examples made from each scene, its caption then questions of each
     /// kind in turn (so --batch-size / --per-scene frames per step).
-    #[arg(long, default_value_t = TrainOptions::default().per_scene)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().per_scene)]
     per_scene: usize,
     /// Pack the examples of one image into one row, up to this many text tokens (0: one
     /// row per example). Packed rows compute the same losses with the image computed once.
@@ -108,16 +110,16 @@ struct TrainArgs {
     /// Seed of the synthetic data and of the initial weights.
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     seed: u64,
-    #[arg(long, default_value_t = TrainOptions::default().d_model)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().d_model)]
     d_model: usize,
-    #[arg(long, default_value_t = TrainOptions::default().n_layers)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().n_layers)]
     layers: usize,
-    #[arg(long, default_value_t = TrainOptions::default().n_heads)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().n_heads)]
     heads: usize,
-    #[arg(long, default_value_t = TrainOptions::default().d_ff)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().d_ff)]
     d_ff: usize,
     /// Longest sequence, image tokens included.
-    #[arg(long, default_value_t = TrainOptions::default().max_positions)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().max_positions)]
     max_positions: usize,
     /// Model canvas as WIDTHxHEIGHT.
     #[arg(long, default_value = "192x144")]
@@ -129,17 +131,17 @@ struct TrainArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Validate (and record the loss curve) every N steps.
-    #[arg(long, default_value_t = TrainOptions::default().val_every)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().val_every)]
     val_every: usize,
     /// Write a checkpoint every N steps.
-    #[arg(long, default_value_t = TrainOptions::default().checkpoint_every)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().checkpoint_every)]
     checkpoint_every: usize,
     /// Weight of the CLIP-style image–text loss beside the captioning loss (0: no matching
     /// heads) [default for a new run: 0.5; a resumed run keeps its own unless given].
     #[arg(long)]
     contrastive: Option<f32>,
     /// Width of the shared image–text space.
-    #[arg(long, default_value_t = TrainOptions::default().match_dim)]
+    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().match_dim)]
     match_dim: usize,
 }
 
@@ -168,13 +170,13 @@ struct CompareArgs {
     /// Model package carrying f32 and other precisions.
     package: PathBuf,
     /// Test scenes for accuracy and agreement.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = positive_u64, default_value_t = 100)]
     scenes: u64,
     /// Data seed (the package's training seed by default).
     #[arg(long)]
     seed: Option<u64>,
     /// Repetitions per timing.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_parser = positive, default_value_t = 20)]
     runs: usize,
     /// Print JSON instead of the table.
     #[arg(long)]
@@ -186,7 +188,7 @@ struct EvalArgs {
     /// Model package to evaluate.
     package: PathBuf,
     /// Scenes per split.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_parser = positive_u64, default_value_t = 200)]
     scenes: u64,
     /// Data seed (the package's training seed by default).
     #[arg(long)]
@@ -203,12 +205,18 @@ fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
     let (w, h) = s
         .split_once('x')
         .ok_or_else(|| anyhow::anyhow!("--canvas {s:?} is not WIDTHxHEIGHT"))?;
+    let side = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|e| anyhow::anyhow!("--canvas {s:?}: {v:?} is not a size in pixels ({e})"))
+    };
     let c = Canvas {
-        width: w.trim().parse()?,
-        height: h.trim().parse()?,
+        width: side(w)?,
+        height: side(h)?,
         patch,
     };
-    c.validate().map_err(anyhow::Error::msg)?;
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("--canvas {s:?} with --patch {patch}: {e}"))?;
     Ok(c)
 }
 
@@ -244,6 +252,23 @@ fn run(cli: Cli) -> Result<()> {
                     "--contrastive must be 0 or more, not {w}"
                 );
             }
+            anyhow::ensure!(
+                a.lr.is_finite() && a.lr > 0.0 && a.lr < 1.0,
+                "--lr must be between 0 and 1 (exclusive), not {}",
+                a.lr
+            );
+            if let Some(p) = a.caption_share {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&p),
+                    "--caption-share must be a probability from 0 to 1, not {p}"
+                );
+            }
+            anyhow::ensure!(
+                a.heads > 0 && a.d_model.is_multiple_of(a.heads),
+                "--d-model {} must be a multiple of --heads {}",
+                a.d_model,
+                a.heads
+            );
             let p = train::train(&a.out, options, a.resume, a.contrastive)?;
             eprintln!(
                 "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
@@ -313,4 +338,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A count that must be at least 1 (a zero batch, step or interval has no meaning).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
+    }
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    positive(s).map(|n| n as u64)
 }

@@ -43,6 +43,8 @@ pub enum Error {
     },
     #[error("{}: cannot load model graph: {reason}", path.display())]
     Graph { path: PathBuf, reason: String },
+    #[error("{}: the graph does not match the package's glimpse.json: {reason}", path.display())]
+    GraphMismatch { path: PathBuf, reason: String },
     #[error(
         "prompt too long: image and prompt take {tokens} tokens, the model's context is {limit} (leave room for at least one answer token)"
     )]

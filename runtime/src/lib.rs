@@ -11,10 +11,24 @@
 //! # Ok::<(), glimpse_runtime::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
+/// A line to stderr, for people. Unlike `eprintln!`, a stderr that is gone (a closed
+/// pipe) is ignored instead of panicking: messages are best effort, results go to stdout
+/// and are checked.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod console;
 pub mod error;
 pub mod frame;
+pub mod fuzz;
 pub mod generate;
 pub mod matching;
 pub mod model;

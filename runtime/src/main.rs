@@ -1,5 +1,7 @@
 //! `glimpse`: caption frames and answer questions about them, on the board.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use std::io::Write;
@@ -31,7 +33,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Most tokens to generate per answer [default: from the package]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = cli::positive::<usize>)]
     max_tokens: Option<usize>,
     /// Precision to run: f32, f16, int8 or q4, if the package carries it [default: the best for
     /// this CPU among those it carries]
@@ -64,7 +66,7 @@ enum Command {
         #[arg(long, default_value = "0", value_parser = cli::duration::parse_duration)]
         every: std::time::Duration,
         /// Stop after this many captions.
-        #[arg(long)]
+        #[arg(long, value_parser = cli::positive::<u64>)]
         count: Option<u64>,
         #[command(flatten)]
         trigger: cli::watch::TriggerArgs,
@@ -88,7 +90,7 @@ enum Command {
         #[arg(long, value_name = "PORT")]
         serial: PathBuf,
         /// Baud rate.
-        #[arg(long, default_value_t = 115_200)]
+        #[arg(long, default_value_t = 115_200, value_parser = cli::positive::<u32>)]
         baud: u32,
         #[command(flatten)]
         source: SourceArgs,
@@ -102,7 +104,7 @@ enum Command {
         /// Frame to use [default: a 640x480 synthetic scene]
         image: Option<PathBuf>,
         /// Repetitions per figure.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = cli::positive::<usize>)]
         runs: usize,
         /// Also write the frame used as PNG (to run the same frame elsewhere).
         #[arg(long, value_name = "PATH")]
@@ -142,6 +144,26 @@ fn json_line(image: &std::path::Path, prompt: &Prompt, a: &Answer) -> serde_json
     v
 }
 
+/// Why a command could not finish one of its inputs.
+enum Failure {
+    /// This input failed (a bad image, a prompt too long); the others can still be done.
+    Input(String),
+    /// stdout is gone (a closed pipe, a full disk): nothing more can be delivered.
+    Output(String),
+}
+
+fn output_error(e: std::io::Error) -> String {
+    format!("cannot write to stdout: {e}")
+}
+
+/// Prints one line to stdout; a write error (closed pipe, full disk) is an error.
+fn print(text: impl std::fmt::Display) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(output_error)
+}
+
 /// Runs one prompt on one image; text mode streams the answer as it is decoded.
 fn answer(
     g: &Glimpse,
@@ -149,28 +171,33 @@ fn answer(
     image: &std::path::Path,
     prompt: &Prompt,
     label: bool,
-) -> Result<(), String> {
-    let frame = load_image(image).map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
+) -> Result<(), Failure> {
+    let frame = load_image(image).map_err(|e| Failure::Input(e.to_string()))?;
     if cli.json {
         let a = g
             .run(&frame, prompt, &mut |_| {})
-            .map_err(|e| e.to_string())?;
-        let _ = writeln!(out, "{}", json_line(image, prompt, &a));
-    } else {
-        if label {
-            let _ = write!(out, "{}: ", image.display());
-        }
-        let mut first = true;
-        let a = g.run(&frame, prompt, &mut |piece| {
-            let piece = if first { piece.trim_start() } else { piece };
-            first = false;
-            let _ = write!(out, "{piece}");
-            let _ = out.flush();
-        });
-        let _ = writeln!(out);
-        a.map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        return print(json_line(image, prompt, &a)).map_err(Failure::Output);
     }
+    let mut out = std::io::stdout().lock();
+    // the first write error is kept: generation finishes, then the command stops
+    let mut written: std::io::Result<()> = Ok(());
+    if label {
+        written = write!(out, "{}: ", image.display());
+    }
+    let mut first = true;
+    let a = g.run(&frame, prompt, &mut |piece| {
+        let piece = if first { piece.trim_start() } else { piece };
+        first = false;
+        if written.is_ok() {
+            written = write!(out, "{piece}").and_then(|()| out.flush());
+        }
+    });
+    if written.is_ok() {
+        written = writeln!(out).and_then(|()| out.flush());
+    }
+    written.map_err(|e| Failure::Output(output_error(e)))?;
+    a.map_err(|e| Failure::Input(e.to_string()))?;
     Ok(())
 }
 
@@ -201,7 +228,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
             let (g, source) = start_loop(cli, source, pacing)?;
             let trigger = trigger.open(&g)?;
             let summary = cli::watch::run(&g, source, *every, *count, trigger, cli.json, &STOP);
-            Ok(summary.errors == 0)
+            Ok(summary.succeeded())
         }
         Command::Serve {
             serial,
@@ -215,42 +242,10 @@ fn run(cli: &Cli) -> Result<bool, String> {
         }
         Command::Info => {
             let g = load(cli)?;
-            let m = &g.package.manifest;
-            println!("package   {} ({})", g.package.dir.display(), m.name);
-            println!("model     {:?}", m.model);
-            println!(
-                "canvas    {}x{}, patches {}x{} px, {} image tokens",
-                m.canvas.width,
-                m.canvas.height,
-                m.canvas.patch,
-                m.canvas.patch,
-                m.canvas.image_tokens()
-            );
-            println!(
-                "precision {} (carries {}; this CPU: {})",
-                g.precision,
-                m.precisions
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                CpuFeatures::detect().describe()
-            );
-            for k in g.decoder_kernels() {
-                println!("kernel    {k}");
-            }
-            match &m.matching {
-                Some(h) => println!(
-                    "matching  {} ({}-d image and text embeddings, scale 1/τ = {:.2})",
-                    h.file, h.dim, h.logit_scale
-                ),
-                None => println!("matching  none (trained without the contrastive loss)"),
-            }
-            for (f, e) in &m.files {
-                println!("file      {f} ({} bytes, sha256 {})", e.bytes, e.sha256);
-            }
-            if !m.metrics.is_null() {
-                println!("metrics   {}", m.metrics);
+            if cli.json {
+                print(info_json(&g))?;
+            } else {
+                print(info_text(&g))?;
             }
             Ok(true)
         }
@@ -281,9 +276,9 @@ fn run(cli: &Cli) -> Result<bool, String> {
             let r = glimpse_runtime::bench::run_with(&dir, cli.precision, &frame, *runs)
                 .map_err(|e| e.to_string())?;
             if cli.json {
-                println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+                print(serde_json::to_string(&r).map_err(|e| e.to_string())?)?;
             } else {
-                print!("{}", r.table());
+                print(r.table().trim_end())?;
             }
             Ok(true)
         }
@@ -291,9 +286,13 @@ fn run(cli: &Cli) -> Result<bool, String> {
             let g = load(cli)?;
             let mut ok = true;
             for image in images {
-                if let Err(e) = answer(&g, cli, image, &Prompt::Caption, images.len() > 1) {
-                    eprintln!("glimpse: error: {e}");
-                    ok = false;
+                match answer(&g, cli, image, &Prompt::Caption, images.len() > 1) {
+                    Ok(()) => {}
+                    Err(Failure::Input(e)) => {
+                        glimpse_runtime::note!("glimpse: error: {e}");
+                        ok = false;
+                    }
+                    Err(Failure::Output(e)) => return Err(e),
                 }
             }
             Ok(ok)
@@ -311,21 +310,96 @@ fn run(cli: &Cli) -> Result<bool, String> {
                         "text": s.text, "cosine": s.cosine, "probability": s.probability
                     })).collect::<Vec<_>>(),
                 });
-                println!("{v}");
+                print(v)?;
             } else {
-                println!("{:>8}  {:>11}  text", "cosine", "probability");
+                let mut table = format!("{:>8}  {:>11}  text", "cosine", "probability");
                 for s in &scores {
-                    println!("{:>8.3}  {:>11.3}  {}", s.cosine, s.probability, s.text);
+                    table += &format!("\n{:>8.3}  {:>11.3}  {}", s.cosine, s.probability, s.text);
                 }
+                print(table)?;
             }
             Ok(true)
         }
         Command::Ask { image, question } => {
             let g = load(cli)?;
-            answer(&g, cli, image, &Prompt::Question(question.clone()), false)?;
-            Ok(true)
+            match answer(&g, cli, image, &Prompt::Question(question.clone()), false) {
+                Ok(()) => Ok(true),
+                Err(Failure::Input(e) | Failure::Output(e)) => Err(e),
+            }
         }
     }
+}
+
+/// `glimpse info` for people.
+fn info_text(g: &Glimpse) -> String {
+    let m = &g.package.manifest;
+    let mut lines = vec![
+        format!("package   {} ({})", g.package.dir.display(), m.name),
+        format!("model     {:?}", m.model),
+        format!(
+            "canvas    {}x{}, patches {}x{} px, {} image tokens",
+            m.canvas.width,
+            m.canvas.height,
+            m.canvas.patch,
+            m.canvas.patch,
+            m.canvas.image_tokens()
+        ),
+        format!(
+            "precision {} (carries {}; this CPU: {})",
+            g.precision,
+            precision_names(m),
+            CpuFeatures::detect().describe()
+        ),
+    ];
+    lines.extend(g.decoder_kernels().iter().map(|k| format!("kernel    {k}")));
+    lines.push(match &m.matching {
+        Some(h) => format!(
+            "matching  {} ({}-d image and text embeddings, scale 1/τ = {:.2})",
+            h.file, h.dim, h.logit_scale
+        ),
+        None => "matching  none (trained without the contrastive loss)".into(),
+    });
+    for (f, e) in &m.files {
+        lines.push(format!(
+            "file      {f} ({} bytes, sha256 {})",
+            e.bytes, e.sha256
+        ));
+    }
+    if !m.metrics.is_null() {
+        lines.push(format!("metrics   {}", m.metrics));
+    }
+    lines.join("\n")
+}
+
+fn precision_names(m: &glimpse_runtime::package::Manifest) -> String {
+    m.precisions
+        .iter()
+        .map(|p| p.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `glimpse --json info`: the same facts as one JSON object.
+fn info_json(g: &Glimpse) -> serde_json::Value {
+    let m = &g.package.manifest;
+    serde_json::json!({
+        "package": g.package.dir.display().to_string(),
+        "name": m.name,
+        "model": m.model,
+        "canvas": {
+            "width": m.canvas.width,
+            "height": m.canvas.height,
+            "patch": m.canvas.patch,
+            "image_tokens": m.canvas.image_tokens(),
+        },
+        "precision": g.precision.name(),
+        "precisions": m.precisions.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "cpu": CpuFeatures::detect().describe(),
+        "kernels": g.decoder_kernels(),
+        "matching": m.matching,
+        "files": m.files,
+        "metrics": m.metrics,
+    })
 }
 
 fn main() -> ExitCode {
@@ -334,7 +408,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("glimpse: error: {e}");
+            glimpse_runtime::note!("glimpse: error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -88,15 +88,21 @@ impl Glimpse {
             m.model.vocab_size,
             m.special_tokens,
         )?;
-        let vision = VisionGraph::load(&package.file(&precision.file(VISION_FILE)))?;
-        let embedding = EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)))?;
-        let decoder = DecoderGraph::load(
-            &package.file(&precision.file(DECODER_FILE)),
+        // each graph is checked against the manifest before it is optimised
+        let vision = VisionGraph::load(
+            &package.file(&precision.file(VISION_FILE)),
+            &m.canvas,
             m.model.d_model,
-            m.model.vocab_size,
         )?;
+        let embedding =
+            EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)), &m.model)?;
+        let decoder = DecoderGraph::load(&package.file(&precision.file(DECODER_FILE)), &m.model)?;
         let heads = match &m.matching {
-            Some(h) => Some(HeadsGraph::load(&package.file(&h.file), m.model.d_model)?),
+            Some(h) => Some(HeadsGraph::load(
+                &package.file(&h.file),
+                m.model.d_model,
+                h.dim,
+            )?),
             None => None,
         };
         let max_new_tokens = m.max_new_tokens;

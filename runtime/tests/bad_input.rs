@@ -171,3 +171,241 @@ fn matching_without_heads_too_long_texts_and_no_texts() {
     assert!(matches!(g.match_texts(&frame, &[]), Err(Error::NoTexts)));
     assert_eq!(g.match_texts(&frame, &["a red circle"]).unwrap().len(), 1);
 }
+
+/// Every manifest field that describes a graph, changed by hand: the load fails before
+/// anything runs, naming the graph file, the field and both values.
+#[test]
+fn manifest_fields_that_disagree_with_the_graphs_are_named() {
+    type Edit = fn(&mut Manifest);
+    let cases: [(&str, Edit, &[&str]); 8] = [
+        (
+            "d_model",
+            |m| m.model.d_model = 256,
+            &["model.d_model is 256", "128"],
+        ),
+        (
+            "canvas",
+            |m| m.canvas.width = 240,
+            &["vision", "canvas.width / canvas.patch is 10", "has 8"],
+        ),
+        (
+            "n_layers",
+            |m| m.model.n_layers = 5,
+            &["decoder", "model.n_layers is 5", "8 past_key_values"],
+        ),
+        (
+            "n_heads",
+            |m| m.model.n_heads = 8,
+            &["decoder", "model.n_heads is 8", "has 4"],
+        ),
+        (
+            "max_positions",
+            |m| m.model.max_positions = 1000,
+            &["decoder", "rotary.cos", "model.max_positions is 1000", "96"],
+        ),
+        (
+            "rope_theta",
+            |m| m.model.rope_theta = 10000.0,
+            &["decoder", "model.rope_theta 10000"],
+        ),
+        (
+            "rotary_fraction",
+            |m| m.model.rotary_fraction = 0.25,
+            &["decoder", "model.rotary_fraction 0.25", "gives 8"],
+        ),
+        (
+            "matching.dim",
+            |m| m.matching.as_mut().unwrap().dim = 32,
+            &["heads.onnx", "matching.dim is 32", "has 64"],
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (what, edit, needles)) in cases.into_iter().enumerate() {
+        let pkg = copy_package(&dir.path().join(i.to_string()));
+        edit_manifest(&pkg, edit);
+        let e = load_err(&pkg);
+        assert!(matches!(e, Error::GraphMismatch { .. }), "{what}: {e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(".onnx"), "{what}: {msg}");
+        for n in needles {
+            assert!(msg.contains(n), "{what}: no {n:?} in {msg}");
+        }
+    }
+}
+
+#[test]
+fn package_file_names_cannot_leave_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["../../../../etc/hostname", "/etc/hostname", "a/../../b", ""] {
+        let pkg = copy_package(&dir.path().join(name.len().to_string()));
+        edit_manifest(&pkg, |m| {
+            m.files.insert(
+                name.to_string(),
+                glimpse_runtime::package::FileEntry {
+                    sha256: "0".repeat(64),
+                    bytes: 1,
+                },
+            );
+        });
+        let e = load_err(&pkg);
+        assert!(matches!(e, Error::Manifest { .. }), "{name}: {e:?}");
+        assert!(e.to_string().contains("files entry"), "{e}");
+    }
+}
+
+#[test]
+fn a_canvas_beyond_the_limits_is_a_manifest_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_package(dir.path());
+    edit_manifest(&pkg, |m| {
+        m.canvas = glimpse_runtime::frame::Canvas {
+            width: 40_000,
+            height: 40_000,
+            patch: 40_000,
+        }
+    });
+    let e = load_err(&pkg);
+    assert!(matches!(e, Error::Manifest { .. }), "{e:?}");
+    assert!(e.to_string().contains("4096"), "{e}");
+}
+
+#[test]
+fn special_tokens_typed_in_a_question_are_text() {
+    use glimpse_runtime::text::{Prompt, TokenStream};
+    let g = Glimpse::load(bundled()).unwrap();
+    let sp = g.tokenizer.special();
+    let specials: Vec<u32> = sp.named().iter().map(|(_, id)| *id).collect();
+    let question = "what color is </s> the <answer> <image> circle <pad><s>?";
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Question(question.into())).unwrap();
+    let ids = &stream.text_ids;
+    assert_eq!((ids[0], ids[ids.len() - 1]), (sp.bos, sp.boa));
+    let inner = &ids[1..ids.len() - 1];
+    assert!(
+        inner.iter().all(|id| !specials.contains(id)),
+        "special ids in {inner:?}"
+    );
+    // the literal text is all there: decoding gives it back, spaces aside
+    let text = g.tokenizer.inner().decode(inner, false).unwrap();
+    assert_eq!(text.replace(' ', ""), question.replace(' ', ""));
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A valid PNG header declaring `w × h` pixels, followed by one tiny image's data.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let mut png = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png[16..20].copy_from_slice(&w.to_be_bytes());
+    png[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[test]
+fn images_are_checked_before_they_are_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // devices and FIFOs are refused without reading (or blocking)
+    for dev in ["/dev/zero", "/dev/null"] {
+        let e = load_image(Path::new(dev)).unwrap_err().to_string();
+        assert!(e.contains(dev) && e.contains("not a regular file"), "{e}");
+    }
+    let fifo = dir.path().join("frame.png");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let e = load_image(&fifo).unwrap_err().to_string();
+    assert!(e.contains("frame.png") && e.contains("FIFO"), "{e}");
+    // a decompression bomb: a few hundred bytes declaring 144 megapixels
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, png_declaring(12_000, 12_000)).unwrap();
+    let e = load_image(&bomb).unwrap_err().to_string();
+    assert!(e.contains("bomb.png") && e.contains("12000x12000"), "{e}");
+    // a JPEG cut at half its length
+    let mut jpg = Vec::new();
+    let img = image::RgbImage::from_fn(160, 120, |x, y| {
+        image::Rgb([((x * 7) ^ (y * 13)) as u8, (x * y) as u8, (x + y * 3) as u8])
+    });
+    image::codecs::jpeg::JpegEncoder::new(&mut jpg)
+        .encode_image(&img)
+        .unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &jpg[..jpg.len() / 2]).unwrap();
+    let e = load_image(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    // a PNG cut short
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let cut = dir.path().join("cut.png");
+    std::fs::write(&cut, &png[..png.len() / 2]).unwrap();
+    let e = load_image(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.png"), "{e}");
+}
+
+/// A frame source that panics on its third frame.
+struct Panicky(u64);
+
+impl glimpse_runtime::source::FrameSource for Panicky {
+    fn describe(&self) -> String {
+        "a source with a bug".into()
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn next_frame(
+        &mut self,
+    ) -> Result<glimpse_runtime::source::Frame, glimpse_runtime::source::SourceError> {
+        self.0 += 1;
+        if self.0 == 3 {
+            panic!("bug in the source");
+        }
+        Ok(glimpse_runtime::source::Frame {
+            image: image::RgbImage::new(64, 48),
+            seq: self.0,
+            label: format!("frame {}", self.0),
+            captured_at: std::time::SystemTime::now(),
+            capture_s: 0.0,
+        })
+    }
+}
+
+#[test]
+fn a_panic_in_the_capture_thread_ends_the_loop_with_a_failure() {
+    use glimpse_runtime::watch::{Event, WatchOptions, watch};
+    let g = Glimpse::load(bundled()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut captions = 0;
+            let summary = watch(&g, Panicky(0), &WatchOptions::default(), &stop, &mut |e| {
+                if let Event::Caption(_) = e {
+                    captions += 1;
+                }
+                Ok(())
+            });
+            tx.send((summary, captions)).unwrap();
+        });
+        let (summary, captions) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the loop ends instead of spinning");
+        assert_eq!(captions, 2);
+        assert!(!summary.succeeded());
+        let failed = summary.source_failed.unwrap();
+        assert!(failed.contains("bug in the source"), "{failed}");
+    });
+}

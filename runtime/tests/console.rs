@@ -181,8 +181,8 @@ fn a_scripted_session_answers_like_the_library_and_mostly_right() {
             right += usize::from(got == qa.answer);
         }
     }
-    // the bundled model answers about two thirds of test questions right
-    assert!(right * 2 >= asked, "{right} of {asked} right");
+    // the bundled model answers 21 of these 24 right; a floor a few points under
+    assert!(right * 100 >= asked * 80, "{right} of {asked} right");
     let stats = t.command("stats", "\r");
     assert!(stats.contains("synthetic test scene 3"), "{stats}");
     assert!(stats.contains("follow-ups"), "{stats}");
@@ -290,4 +290,35 @@ fn json_mode_answers_one_object_per_line_and_reuses_the_frame() {
         v["stats"]["follow_up_speedup"].as_f64().unwrap() > 1.0,
         "{v}"
     );
+    let v = request(&mut t, "{}");
+    assert!(v["error"].as_str().unwrap().contains("no \"cmd\""), "{v}");
+    // a 200-character question gets past the line reader (the envelope does not count
+    // against it) to the model, whose 96-token context is what refuses it
+    let long = format!("is there a red circle{}?", " and a blue square".repeat(10));
+    assert!(long.len() > 200);
+    let v = request(
+        &mut t,
+        &serde_json::json!({"cmd": "ask", "question": long, "id": "long"}).to_string(),
+    );
+    assert_eq!(v["id"], "long", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("prompt too long"), "{v}");
+    // ids come back byte for byte, however large, also for a line too long to read
+    let raw = |t: &mut Terminal, line: &str| {
+        let from = t.len();
+        t.send(format!("{line}\n").as_bytes());
+        t.wait_for(from, "\n").trim().to_string()
+    };
+    let big = "18446744073709551617";
+    let reply = raw(&mut t, &format!("{{\"id\": {big}, \"cmd\": \"help\"}}"));
+    assert!(reply.starts_with(&format!("{{\"id\":{big},")), "{reply}");
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    let flood = format!(
+        "{{\"id\": 9007199254740993, \"cmd\": \"ask\", \"question\": \"{}\"}}",
+        "x".repeat(5000)
+    );
+    let reply = raw(&mut t, &flood);
+    assert!(reply.starts_with("{\"id\":9007199254740993,"), "{reply}");
+    assert!(reply.contains("\"ok\":false"), "{reply}");
+    assert!(reply.contains("line too long"), "{reply}");
 }

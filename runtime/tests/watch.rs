@@ -38,7 +38,10 @@ fn run(
 ) -> (glimpse_runtime::watch::Summary, Vec<Event>) {
     let mut events = Vec::new();
     let stop = AtomicBool::new(false);
-    let summary = watch(g, source, opts, &stop, &mut |e| events.push(e.clone()));
+    let summary = watch(g, source, opts, &stop, &mut |e| {
+        events.push(e.clone());
+        Ok(())
+    });
     (summary, events)
 }
 
@@ -72,7 +75,11 @@ fn a_folder_is_captioned_in_order_like_the_library_does() {
         assert_eq!(text, &g.caption(&frame).unwrap().text, "scene-{i}");
     }
     assert_eq!(summary.latencies_s.len(), 6);
-    assert!(summary.median_latency_s().unwrap() <= summary.p95_latency_s().unwrap());
+    // every latency is a real duration, and the median is one of them
+    assert!(summary.latencies_s.iter().all(|&s| s > 0.0 && s < 60.0));
+    let median = summary.median_latency_s().unwrap();
+    assert!(summary.latencies_s.contains(&median));
+    assert!(summary.succeeded());
 }
 
 #[test]

@@ -37,11 +37,15 @@ pub fn random_package(dir: &Path) -> (Fuyu, RunInfo) {
     };
     let canvas = tiny_canvas();
     let device = Device::default();
-    let model = Fuyu::new(&cfg, &canvas, 16, &device);
+    let match_dim = 16;
+    let model = Fuyu::new(&cfg, &canvas, match_dim, &device);
     let run = RunInfo {
         model: cfg,
         canvas,
-        options: TrainOptions::default(),
+        options: TrainOptions {
+            match_dim,
+            ..TrainOptions::default()
+        },
         data: serde_json::json!({"source": "none"}),
     };
     package::write_package(

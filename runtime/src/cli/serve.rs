@@ -21,9 +21,11 @@ pub fn run(
         Box::new(SerialWire::open(serial, baud).map_err(|e| e.to_string())?)
     };
     let stats = serve(g, source, wire.as_mut(), ServeOptions { json }, stop)?;
-    eprintln!(
+    glimpse_runtime::note!(
         "glimpse: served {} answers ({} errors, {} rejected lines)",
-        stats.answered, stats.errors, stats.rejected_lines
+        stats.answered,
+        stats.errors,
+        stats.rejected_lines
     );
     Ok(())
 }

@@ -6,7 +6,7 @@ use clap::Args;
 
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::scene::Split;
-use glimpse_runtime::source::{Folder, FrameSource, ImageFile, Synthetic};
+use glimpse_runtime::source::{Folder, FrameSource, ImageFile, MAX_FPS, MIN_FPS, Synthetic};
 
 #[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false, id = "source")]
@@ -27,12 +27,27 @@ pub struct SourceArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct PacingArgs {
-    /// Frames per second for --frames and --synthetic (as fast as captioned if unset).
-    #[arg(long)]
+    /// Frames per second for --frames and --synthetic, 0.001 to 1000 (as fast as
+    /// captioned if unset).
+    #[arg(long, value_parser = parse_fps)]
     pub fps: Option<f64>,
     /// Seed of the --synthetic scenes.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+/// `--fps`: a number of frames per second within [`MIN_FPS`]..=[`MAX_FPS`].
+pub fn parse_fps(s: &str) -> Result<f64, String> {
+    let fps: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of frames per second"))?;
+    if !(MIN_FPS..=MAX_FPS).contains(&fps) {
+        return Err(format!(
+            "{s} is outside the frame rates glimpse paces ({MIN_FPS} to {MAX_FPS})"
+        ));
+    }
+    Ok(fps)
 }
 
 pub fn open(
@@ -40,11 +55,6 @@ pub fn open(
     pacing: &PacingArgs,
     canvas: Canvas,
 ) -> Result<Box<dyn FrameSource>, String> {
-    if let Some(fps) = pacing.fps
-        && !(fps.is_finite() && fps > 0.0)
-    {
-        return Err(format!("--fps {fps}: must be a positive number"));
-    }
     let source: Box<dyn FrameSource> = if let Some(dev) = &src.camera {
         open_camera(dev, canvas)?
     } else if let Some(dir) = &src.frames {

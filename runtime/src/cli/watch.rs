@@ -34,6 +34,14 @@ impl TriggerArgs {
                 self.threshold
             ));
         }
+        if let Some(r) = self.release
+            && !(-1.0..=self.threshold).contains(&r)
+        {
+            return Err(format!(
+                "--release {r} must be a cosine similarity from -1 up to the threshold {}",
+                self.threshold
+            ));
+        }
         Trigger::new(g, text, self.threshold, self.release)
             .map(Some)
             .map_err(|e| format!("--trigger: {e}"))
@@ -49,11 +57,13 @@ pub fn run(
     json: bool,
     stop: &AtomicBool,
 ) -> Summary {
-    eprintln!("glimpse: watching {}", source.describe());
+    glimpse_runtime::note!("glimpse: watching {}", source.describe());
     if let Some(t) = &trigger {
-        eprintln!(
+        glimpse_runtime::note!(
             "glimpse: alerting when a frame matches \"{}\" (similarity {} or more; re-armed below {})",
-            t.text, t.levels.threshold, t.levels.release
+            t.text,
+            t.levels.threshold,
+            t.levels.release
         );
     }
     let opts = WatchOptions {
@@ -62,37 +72,37 @@ pub fn run(
         trigger,
         ..WatchOptions::default()
     };
-    let summary = watch(g, source, &opts, stop, &mut |event| {
+    let mut summary = watch(g, source, &opts, stop, &mut |event| {
         let mut out = std::io::stdout().lock();
         match event {
-            Event::Caption(c) if json => {
-                let _ = writeln!(out, "{}", c.to_json());
-            }
-            Event::Caption(c) => {
-                let _ = writeln!(out, "{}", c.line());
-            }
-            Event::Alert(a) if json => {
-                let _ = writeln!(out, "{}", a.to_json());
-            }
-            Event::Alert(a) => {
-                let _ = writeln!(out, "{}", a.line());
-            }
-            Event::Notice(n) if json => {
-                let _ = writeln!(out, "{}", n.to_json());
-            }
-            Event::Notice(n) => eprintln!("glimpse: {}", n.line()),
+            Event::Caption(c) if json => writeln!(out, "{}", c.to_json())?,
+            Event::Caption(c) => writeln!(out, "{}", c.line())?,
+            Event::Alert(a) if json => writeln!(out, "{}", a.to_json())?,
+            Event::Alert(a) => writeln!(out, "{}", a.line())?,
+            Event::Notice(n) if json => writeln!(out, "{}", n.to_json())?,
+            Event::Notice(n) => glimpse_runtime::note!("glimpse: {}", n.line()),
             Event::Error { seq, reason } if json => {
                 let v = serde_json::json!({"event": "error", "seq": seq, "reason": reason});
-                let _ = writeln!(out, "{v}");
+                writeln!(out, "{v}")?
             }
-            Event::Error { seq, reason } => eprintln!("glimpse: frame #{seq}: {reason}"),
+            Event::Error { seq, reason } => {
+                glimpse_runtime::note!("glimpse: frame #{seq}: {reason}")
+            }
         }
-        let _ = out.flush();
+        out.flush()
     });
-    if json {
-        println!("{}", summary.to_json());
-    } else {
-        eprintln!("glimpse: {}", summary.describe());
+    // the summary goes where it can: into the JSON stream if that still works, else stderr
+    if json && summary.output_failed.is_none() {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{}", summary.to_json()).and_then(|()| out.flush()) {
+            summary.output_failed = Some(e.to_string());
+        }
+    }
+    if !json || summary.output_failed.is_some() {
+        glimpse_runtime::note!("glimpse: {}", summary.describe());
+    }
+    if let Some(e) = &summary.output_failed {
+        glimpse_runtime::note!("glimpse: error: cannot write to stdout ({e}); stopped");
     }
     summary
 }

@@ -8,7 +8,8 @@ use heapless::String;
 pub enum Input<const N: usize> {
     Line(String<N>),
     /// The line outgrew the buffer; the rest of it, up to the next line end, is ignored.
-    Overlong,
+    /// Holds the first `N` bytes, so a reply can still name the request they began.
+    Overlong(String<N>),
     /// The line held bytes that are not UTF-8 text.
     Garbled,
     /// Ctrl-C: the line was thrown away.
@@ -86,9 +87,10 @@ impl<const N: usize> LineEditor<N> {
     }
 
     fn overflow(&mut self) -> Option<Input<N>> {
+        let head = std::mem::replace(&mut self.line, String::new());
         self.reset();
         self.discarding = true;
-        Some(Input::Overlong)
+        Some(Input::Overlong(head))
     }
 
     /// Feeds one byte; bytes to send back (echo) are appended to `out`.
@@ -281,13 +283,22 @@ mod tests {
         let mut flood = vec![b'x'; 100_000];
         flood.extend_from_slice(b"\rhello\r");
         let (got, echo) = feed_all(&mut ed, &flood);
-        assert_eq!(got, [Input::Overlong, line("hello")]);
+        assert_eq!(
+            got,
+            [
+                Input::Overlong(String::try_from("xxxxxxxx").unwrap()),
+                line("hello")
+            ]
+        );
         // echo stops when the buffer is full
         assert_eq!(echo.len(), 8 + 2 + 5 + 2);
         let (got, _) = feed_all(&mut ed, b"12345678");
         assert!(got.is_empty());
         let (got, _) = feed_all(&mut ed, b"9");
-        assert_eq!(got, [Input::Overlong]);
+        assert_eq!(
+            got,
+            [Input::Overlong(String::try_from("12345678").unwrap())]
+        );
     }
 
     #[test]

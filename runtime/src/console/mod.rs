@@ -6,6 +6,7 @@
 //! streaming each answer as it is decoded. A capture thread keeps the frame current.
 
 mod command;
+pub mod json;
 mod line;
 mod session;
 mod wire;
@@ -24,8 +25,11 @@ use crate::source::FrameSource;
 use crate::text::Prompt;
 use crate::watch::{Backoff, Latest, Taken, capture};
 
-/// Longest line accepted, in bytes.
+/// Longest line accepted from a person, in bytes.
 pub const LINE_MAX: usize = 256;
+/// Longest request line accepted in JSON mode, in bytes: the envelope around a question
+/// takes room of its own.
+pub const JSON_LINE_MAX: usize = 4096;
 
 const PROMPT: &str = "glimpse> ";
 
@@ -35,16 +39,27 @@ pub struct ServeOptions {
     pub json: bool,
 }
 
-/// Writes to the wire; output nobody drains is dropped, never waited on forever.
+/// Writes to the wire; output nobody drains is dropped, never waited on forever. On a
+/// pipe, a write that fails for another reason (the reader is gone, the disk is full)
+/// ends the session.
 struct Out<'w> {
     wire: &'w mut dyn Wire,
     dropped: u64,
+    /// Why the output is gone for good, once it is.
+    lost: Option<io::Error>,
 }
 
 impl Out<'_> {
     fn send(&mut self, bytes: &[u8]) {
-        if !bytes.is_empty() && self.wire.write(bytes).is_err() {
-            self.dropped += 1;
+        if bytes.is_empty() || self.lost.is_some() {
+            return;
+        }
+        match self.wire.write(bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() != io::ErrorKind::TimedOut && self.wire.ends_at_eof() => {
+                self.lost = Some(e)
+            }
+            Err(_) => self.dropped += 1,
         }
     }
 
@@ -81,7 +96,7 @@ fn next_frame(latest: &Latest, wait: Duration) -> Option<crate::source::Frame> {
     while std::time::Instant::now() < deadline {
         match latest.take(Duration::from_millis(50)) {
             Taken::Frame(f) => return Some(f),
-            Taken::Notice(n) => eprintln!("glimpse: {}", n.line()),
+            Taken::Notice(n) => crate::note!("glimpse: {}", n.line()),
             Taken::End => return None,
             Taken::Nothing => {}
         }
@@ -98,19 +113,40 @@ fn serve_loop(
     opts: ServeOptions,
     stop: &AtomicBool,
 ) -> Result<ConsoleStats, String> {
+    if opts.json {
+        serve_lines::<JSON_LINE_MAX>(glimpse, latest, live, described, wire, opts, stop)
+    } else {
+        serve_lines::<LINE_MAX>(glimpse, latest, live, described, wire, opts, stop)
+    }
+}
+
+/// The console with lines of at most `N` bytes.
+fn serve_lines<const N: usize>(
+    glimpse: &Glimpse,
+    latest: &Latest,
+    live: bool,
+    described: &str,
+    wire: &mut dyn Wire,
+    opts: ServeOptions,
+    stop: &AtomicBool,
+) -> Result<ConsoleStats, String> {
     let mut console = Console::new(glimpse);
     let first = next_frame(latest, Duration::from_secs(10))
         .ok_or_else(|| format!("{described} gave no frame"))?;
     console.offer_frame(first);
-    eprintln!(
+    crate::note!(
         "glimpse: serving {} on {}{}",
         described,
         wire.describe(),
         if opts.json { " (json)" } else { "" }
     );
-    let mut editor = LineEditor::<LINE_MAX>::default();
+    let mut editor = LineEditor::<N>::default();
     editor.echo = !opts.json && wire.wants_echo();
-    let mut out = Out { wire, dropped: 0 };
+    let mut out = Out {
+        wire,
+        dropped: 0,
+        lost: None,
+    };
     if opts.json {
         let hello = serde_json::json!({"event": "ready", "frame": console.frame_label()});
         out.send(format!("{hello}\n").as_bytes());
@@ -124,6 +160,9 @@ fn serve_loop(
     let mut echo = Vec::with_capacity(64);
     let mut lost = Backoff::default().initial;
     while !stop.load(Ordering::Relaxed) {
+        if let Some(e) = &out.lost {
+            return Err(format!("cannot write to {}: {e}", out.wire.describe()));
+        }
         if live
             && !console.is_frozen()
             && let Some(f) = latest.take_frame()
@@ -148,7 +187,7 @@ fn serve_loop(
                 continue;
             }
             Err(e) => {
-                eprintln!(
+                crate::note!(
                     "glimpse: {} failed ({e}); reopening in {lost:?}",
                     out.wire.describe()
                 );
@@ -167,12 +206,23 @@ fn serve_loop(
             echo.clear();
             let Some(input) = input else { continue };
             if opts.json {
-                handle_json(&mut console, latest, live, input, &mut out);
+                let line = json_reply(&mut console, latest, live, input);
+                if let Some(line) = line {
+                    out.send(format!("{line}\n").as_bytes());
+                }
             } else {
                 handle_text(&mut console, latest, live, input, &mut out);
                 out.send(PROMPT.as_bytes());
             }
         }
+    }
+    if out.lost.is_none()
+        && let Err(e) = out.wire.finish()
+    {
+        out.lost = Some(e);
+    }
+    if let Some(e) = &out.lost {
+        return Err(format!("cannot write to {}: {e}", out.wire.describe()));
     }
     Ok(console.stats)
 }
@@ -202,21 +252,21 @@ fn advance(console: &mut Console<'_>, latest: &Latest, live: bool) -> Result<Str
     }
 }
 
-fn rejection(input: &Input<LINE_MAX>) -> Option<String> {
+fn rejection<const N: usize>(input: &Input<N>) -> Option<String> {
     match input {
-        Input::Overlong => Some(format!(
-            "line too long (over {LINE_MAX} bytes); it was thrown away"
+        Input::Overlong(_) => Some(format!(
+            "line too long (over {N} bytes); it was thrown away"
         )),
         Input::Garbled => Some("line was not UTF-8 text; it was thrown away".into()),
         _ => None,
     }
 }
 
-fn handle_text(
+fn handle_text<const N: usize>(
     console: &mut Console<'_>,
     latest: &Latest,
     live: bool,
-    input: Input<LINE_MAX>,
+    input: Input<N>,
     out: &mut Out<'_>,
 ) {
     if let Some(msg) = rejection(&input) {
@@ -267,37 +317,20 @@ fn handle_text(
     }
 }
 
-fn handle_json(
+/// The reply line to one JSON-mode input, if it needs one.
+fn json_reply<const N: usize>(
     console: &mut Console<'_>,
     latest: &Latest,
     live: bool,
-    input: Input<LINE_MAX>,
-    out: &mut Out<'_>,
-) {
-    let reply = json_reply(console, latest, live, input);
-    if let Some(reply) = reply {
-        out.send(format!("{reply}\n").as_bytes());
-    }
-}
-
-fn json_error(id: &serde_json::Value, msg: impl Into<String>) -> serde_json::Value {
-    let mut v = serde_json::json!({"ok": false, "error": msg.into()});
-    if !id.is_null() {
-        v["id"] = id.clone();
-    }
-    v
-}
-
-fn json_reply(
-    console: &mut Console<'_>,
-    latest: &Latest,
-    live: bool,
-    input: Input<LINE_MAX>,
-) -> Option<serde_json::Value> {
-    let null = serde_json::Value::Null;
+    input: Input<N>,
+) -> Option<String> {
     if let Some(msg) = rejection(&input) {
         console.stats.rejected_lines += 1;
-        return Some(json_error(&null, msg));
+        let id = match &input {
+            Input::Overlong(head) => json::leading_id(head),
+            _ => None,
+        };
+        return Some(json::reply_line(id.as_deref(), &json::error(msg)));
     }
     let Input::Line(line) = input else {
         return None;
@@ -305,36 +338,46 @@ fn json_reply(
     if line.trim().is_empty() {
         return None;
     }
-    let req: serde_json::Value = match serde_json::from_str(&line) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        Ok(_) => {
+    let req = match json::parse_request(&line) {
+        Ok(r) => r,
+        Err(rejected) => {
             console.stats.rejected_lines += 1;
-            return Some(json_error(&null, "request must be a JSON object"));
-        }
-        Err(e) => {
-            console.stats.rejected_lines += 1;
-            return Some(json_error(&null, format!("not JSON: {e}")));
+            return Some(json::reply_line(
+                rejected.id.as_deref(),
+                &json::error(rejected.reason),
+            ));
         }
     };
-    let id = req.get("id").cloned().unwrap_or(serde_json::Value::Null);
-    let cmd = req.get("cmd").and_then(|c| c.as_str()).unwrap_or("");
-    let mut reply = match cmd {
+    let reply = match run_request(console, latest, live, &req) {
+        Ok(v) => v,
+        Err(e) => json::error(e),
+    };
+    Some(json::reply_line(req.id.as_deref(), &reply))
+}
+
+/// Carries out one JSON request.
+fn run_request(
+    console: &mut Console<'_>,
+    latest: &Latest,
+    live: bool,
+    req: &json::Request,
+) -> Result<serde_json::Value, String> {
+    let cmd = req.cmd.as_str();
+    Ok(match cmd {
         "caption" | "ask" => {
             let prompt = if cmd == "caption" {
                 Prompt::Caption
             } else {
-                match req.get("question").and_then(|q| q.as_str()) {
-                    Some(q) if !q.trim().is_empty() => Prompt::Question(q.trim().to_string()),
-                    _ => return Some(json_error(&id, "ask needs a \"question\" string")),
+                match req.question.as_deref().map(str::trim) {
+                    Some(q) if !q.is_empty() => Prompt::Question(q.to_string()),
+                    _ => return Err("ask needs a \"question\" string".into()),
                 }
             };
-            match console.answer(&prompt, &mut |_| {}) {
-                Ok(a) => serde_json::json!({
-                    "ok": true, "cmd": cmd, "answer": a.text, "frame": a.frame,
-                    "ttft_ms": a.ttft_s * 1e3, "follow_up": a.follow_up,
-                }),
-                Err(e) => return Some(json_error(&id, e)),
-            }
+            let a = console.answer(&prompt, &mut |_| {})?;
+            serde_json::json!({
+                "ok": true, "cmd": cmd, "answer": a.text, "frame": a.frame,
+                "ttft_ms": a.ttft_s * 1e3, "follow_up": a.follow_up,
+            })
         }
         "snap" => {
             console.snap();
@@ -344,22 +387,15 @@ fn json_reply(
             console.live();
             serde_json::json!({"ok": true, "cmd": cmd})
         }
-        "next" => match advance(console, latest, live) {
-            Ok(_) => serde_json::json!({"ok": true, "cmd": cmd, "frame": console.frame_label()}),
-            Err(e) => return Some(json_error(&id, e)),
-        },
+        "next" => {
+            advance(console, latest, live)?;
+            serde_json::json!({"ok": true, "cmd": cmd, "frame": console.frame_label()})
+        }
         "stats" => serde_json::json!({"ok": true, "cmd": cmd, "stats": console.stats_json()}),
         "help" => serde_json::json!({"ok": true, "cmd": cmd, "help": HELP}),
         other => {
             console.stats.rejected_lines += 1;
-            return Some(json_error(
-                &id,
-                format!("unknown cmd {other:?}; use caption, ask, snap, live, next, stats or help"),
-            ));
+            return Err(format!("unknown cmd {other:?}; use {}", json::COMMANDS));
         }
-    };
-    if !id.is_null() {
-        reply["id"] = id;
-    }
-    Some(reply)
+    })
 }

@@ -5,10 +5,10 @@
 //! row-major order, each flattened channel-last. Training and the runtime both call
 //! [`Canvas::patches`], so the model sees the same numbers in both.
 
-mod load;
+pub(crate) mod load;
 mod resize;
 
-pub use load::{decode_image, load_image};
+pub use load::{MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
 pub use resize::resize_rgb;
 
 use image::RgbImage;
@@ -31,6 +31,11 @@ pub struct Patches {
     pub data: Vec<f32>,
 }
 
+/// Largest canvas side a package may declare (Fuyu-8B's canvas is 1920x1080).
+pub const MAX_CANVAS_SIDE: u32 = 4096;
+/// Largest patch side a package may declare (Fuyu: 30).
+pub const MAX_PATCH: u32 = 256;
+
 /// Value of padding after the `1/255` rescale, as in Fuyu.
 const PAD: f32 = 1.0;
 
@@ -44,7 +49,8 @@ impl Canvas {
     }
 
     pub fn patch_dim(&self) -> usize {
-        (3 * self.patch * self.patch) as usize
+        // in usize: 3·P·P overflows u32 for patches over 37 837 px
+        3 * (self.patch as usize) * (self.patch as usize)
     }
 
     /// Image tokens in the decoder's sequence: one per patch plus one newline per row.
@@ -52,10 +58,23 @@ impl Canvas {
         self.rows() * (self.cols() + 1)
     }
 
-    /// Checks the canvas is a whole number of patches.
+    /// Checks the canvas is a whole number of patches and within [`MAX_CANVAS_SIDE`] and
+    /// [`MAX_PATCH`], so that every size derived from it fits in memory and in `usize`.
     pub fn validate(&self) -> Result<(), String> {
         if self.patch == 0 || self.width == 0 || self.height == 0 {
             return Err(format!("canvas {self:?} has a zero dimension"));
+        }
+        if self.width > MAX_CANVAS_SIDE || self.height > MAX_CANVAS_SIDE {
+            return Err(format!(
+                "canvas {}x{} is larger than {MAX_CANVAS_SIDE} pixels on a side",
+                self.width, self.height
+            ));
+        }
+        if self.patch > MAX_PATCH {
+            return Err(format!(
+                "canvas patch size {} is larger than {MAX_PATCH} pixels",
+                self.patch
+            ));
         }
         if !self.width.is_multiple_of(self.patch) || !self.height.is_multiple_of(self.patch) {
             return Err(format!(
@@ -71,8 +90,8 @@ impl Canvas {
         let scale = (self.width as f64 / w as f64)
             .min(self.height as f64 / h as f64)
             .min(1.0);
-        let fw = ((w as f64 * scale).round() as u32).clamp(1, self.width);
-        let fh = ((h as f64 * scale).round() as u32).clamp(1, self.height);
+        let fw = ((w as f64 * scale).round() as u32).clamp(1, self.width.max(1));
+        let fh = ((h as f64 * scale).round() as u32).clamp(1, self.height.max(1));
         (fw, fh)
     }
 
@@ -160,6 +179,29 @@ mod tests {
         assert_eq!(p.data[12 + 3], 1.0);
         // the second patch row is y 2..4: all padding
         assert!(p.data[4 * 12..].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn canvases_beyond_the_limits_are_refused_and_sizes_do_not_overflow() {
+        let huge_patch = Canvas {
+            width: 40_000,
+            height: 40_000,
+            patch: 40_000,
+        };
+        assert_eq!(huge_patch.patch_dim(), 4_800_000_000);
+        assert!(huge_patch.validate().unwrap_err().contains("4096"));
+        let big_patch = Canvas {
+            width: 1024,
+            height: 1024,
+            patch: 512,
+        };
+        assert!(big_patch.validate().unwrap_err().contains("patch size 512"));
+        let fuyu = Canvas {
+            width: 1920,
+            height: 1080,
+            patch: 30,
+        };
+        assert!(fuyu.validate().is_ok());
     }
 
     #[test]

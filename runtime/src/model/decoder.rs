@@ -11,24 +11,111 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-use super::{Plan, f32_values, input_index, into_plan, load_typed};
+use super::check::GraphCheck;
+use super::{ModelConfig, Plan, f32_values, input_index, into_plan, load_typed};
 use crate::error::{Error, Result};
 
 pub struct DecoderGraph {
     plan: Plan,
     embeds_input: usize,
     positions_input: usize,
+    /// Output index of `logits`.
+    logits_output: usize,
     /// Output index of `last_hidden_state` (packages written before matching lack it).
     state_output: Option<usize>,
     d_model: usize,
     vocab_size: usize,
 }
 
+/// Checks the decoder's declared inputs, outputs and rotary tables against the manifest's
+/// model: width, vocabulary, layers, heads, context and rotary settings.
+fn check(path: &Path, model: &TypedModel, cfg: &ModelConfig) -> Result<()> {
+    let c = GraphCheck { path, model };
+    let d = Some((cfg.d_model, "model.d_model"));
+    let embeds = c.input("inputs_embeds")?;
+    c.dims(embeds, "inputs_embeds", &[None, None, d])?;
+    c.input("position_ids")?;
+    let logits = c.output("logits")?;
+    c.dims(
+        logits,
+        "logits",
+        &[None, None, Some((cfg.vocab_size, "model.vocab_size"))],
+    )?;
+    if let Some(state) = c.optional_output("last_hidden_state") {
+        c.dims(state, "last_hidden_state", &[None, None, d])?;
+    }
+    let inputs = model.input_outlets().map_err(Error::inference)?;
+    let pasts = inputs
+        .iter()
+        .filter(|o| model.node(o.node).name.starts_with("past_key_values."))
+        .count();
+    if pasts != 2 * cfg.n_layers {
+        return Err(c.mismatch(format!(
+            "it has {pasts} past_key_values inputs (a key and a value per layer), but the manifest's model.n_layers is {}",
+            cfg.n_layers
+        )));
+    }
+    let heads = Some((cfg.n_heads, "model.n_heads"));
+    let head_dim = Some((cfg.head_dim(), "model.d_model / model.n_heads"));
+    for i in 0..cfg.n_layers {
+        for kv in ["key", "value"] {
+            let name = format!("past_key_values.{i}.{kv}");
+            let outlet = c.input(&name)?;
+            c.dims(outlet, &name, &[None, heads, None, head_dim])?;
+        }
+    }
+    check_rotary(&c, cfg)
+}
+
+/// The graph's rotary tables, when it carries them as `rotary.cos` / `rotary.sin`, must
+/// be the manifest's: `max_positions` rows, the rotary width its heads and
+/// `rotary_fraction` give, and the angles of its `rope_theta`.
+fn check_rotary(c: &GraphCheck, cfg: &ModelConfig) -> Result<()> {
+    let (want_cos, want_sin) = cfg.rotary_tables();
+    for (name, want) in [("rotary.cos", want_cos), ("rotary.sin", want_sin)] {
+        let Some(table) = c.constant(name) else {
+            continue;
+        };
+        let shape = table.shape().to_vec();
+        if shape.first() != Some(&cfg.max_positions) {
+            return Err(c.mismatch(format!(
+                "{name} covers {:?} positions, but the manifest's model.max_positions is {}",
+                shape.first(),
+                cfg.max_positions
+            )));
+        }
+        if shape.get(1) != Some(&cfg.rotary_dim()) {
+            return Err(c.mismatch(format!(
+                "{name} rotates {:?} dimensions per head, but the manifest's model.rotary_fraction {} of its head size {} gives {}",
+                shape.get(1),
+                cfg.rotary_fraction,
+                cfg.head_dim(),
+                cfg.rotary_dim()
+            )));
+        }
+        let got = table.cast_to::<f32>().map_err(Error::inference)?;
+        let got = got.to_plain_array_view::<f32>().map_err(Error::inference)?;
+        if let Some((i, (g, w))) = got
+            .iter()
+            .zip(&want)
+            .enumerate()
+            .find(|(_, (g, w))| (*g - *w).abs() > 1e-3)
+        {
+            return Err(c.mismatch(format!(
+                "{name} differs from the table of the manifest's model.rope_theta {} (value {i}: {g} in the graph, {w} from the manifest)",
+                cfg.rope_theta
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl DecoderGraph {
-    pub fn load(path: &Path, d_model: usize, vocab_size: usize) -> Result<Self> {
+    pub fn load(path: &Path, cfg: &ModelConfig) -> Result<Self> {
         // Keep tract-transformers linked: its transforms register themselves at link time.
         std::hint::black_box(tract_transformers::tract_transformers_registry as fn() -> _);
         let mut model = load_typed(path)?;
+        check(path, &model, cfg)?;
         let graph_err = |reason: String| Error::Graph {
             path: path.to_path_buf(),
             reason,
@@ -58,13 +145,16 @@ impl DecoderGraph {
             )));
         }
         let state_output = super::output_index(&model, "last_hidden_state");
+        let logits_output = super::output_index(&model, "logits")
+            .ok_or_else(|| graph_err("no output named logits".into()))?;
         Ok(Self {
             plan: into_plan(path, model)?,
             embeds_input,
             positions_input,
+            logits_output,
             state_output,
-            d_model,
-            vocab_size,
+            d_model: cfg.d_model,
+            vocab_size: cfg.vocab_size,
         })
     }
 
@@ -141,14 +231,26 @@ impl DecoderSession<'_> {
         };
         let out = self.state.run(inputs).map_err(Error::inference)?;
         self.len += n;
-        let logits = f32_values(&out[0])?;
-        debug_assert_eq!(logits.len(), n * self.graph.vocab_size);
+        let logits = f32_values(&out[self.graph.logits_output])?;
+        if logits.len() != n * self.graph.vocab_size {
+            return Err(Error::Inference(format!(
+                "the decoder gave {} logits for {n} positions of a {}-token vocabulary",
+                logits.len(),
+                self.graph.vocab_size
+            )));
+        }
         let state = match self.graph.state_output {
             Some(i) if want_state => {
                 // only the last position, read through a view rather than copying them all
                 let view = out[i]
                     .to_plain_array_view::<f32>()
                     .map_err(Error::inference)?;
+                if view.len() < d {
+                    return Err(Error::Inference(format!(
+                        "the decoder's last_hidden_state has {} values, less than one {d}-wide state",
+                        view.len()
+                    )));
+                }
                 Some(view.iter().skip(view.len() - d).copied().collect())
             }
             _ => None,
@@ -159,7 +261,8 @@ impl DecoderSession<'_> {
     /// Logits of the last position only.
     pub fn forward_last(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
         let v = self.graph.vocab_size;
-        let all = self.forward(embeds)?;
-        Ok(all[all.len() - v..].to_vec())
+        let mut all = self.forward(embeds)?;
+        // forward checked that there are n·v ≥ v values
+        Ok(all.split_off(all.len() - v))
     }
 }

@@ -4,18 +4,39 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
-use super::{Plan, f32_values, into_plan, load_typed};
+use super::check::GraphCheck;
+use super::{ModelConfig, Plan, f32_values, into_plan, load_typed};
 use crate::error::{Error, Result};
 
 pub struct EmbeddingGraph {
     plan: Plan,
+    output: usize,
+    d_model: usize,
 }
 
 impl EmbeddingGraph {
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Loads the graph and checks its width and table against the manifest's model.
+    pub fn load(path: &Path, cfg: &ModelConfig) -> Result<Self> {
         let model = load_typed(path)?;
+        let c = GraphCheck {
+            path,
+            model: &model,
+        };
+        c.input("input_ids")?;
+        let out = c.output("inputs_embeds")?;
+        c.dims(
+            out,
+            "inputs_embeds",
+            &[None, None, Some((cfg.d_model, "model.d_model"))],
+        )?;
+        for table in ["embed_tokens.weight", "embed_tokens.weight_int8"] {
+            c.constant_rows(table, cfg.vocab_size, "model.vocab_size")?;
+        }
+        let output = super::output_index(&model, "inputs_embeds").unwrap_or(0);
         Ok(Self {
             plan: into_plan(path, model)?,
+            output,
+            d_model: cfg.d_model,
         })
     }
 
@@ -27,6 +48,15 @@ impl EmbeddingGraph {
             .plan
             .run(tvec!(input.into()))
             .map_err(Error::inference)?;
-        f32_values(&out[0])
+        let values = f32_values(&out[self.output])?;
+        if values.len() != ids.len() * self.d_model {
+            return Err(Error::Inference(format!(
+                "the embedding graph gave {} values for {} tokens of width {}",
+                values.len(),
+                ids.len(),
+                self.d_model
+            )));
+        }
+        Ok(values)
     }
 }

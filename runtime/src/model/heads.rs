@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
+use super::check::GraphCheck;
 use super::{Plan, f32_values, into_plan, load_typed, output_index};
 use crate::error::{Error, Result};
 
@@ -23,8 +24,24 @@ pub enum Head {
 }
 
 impl HeadsGraph {
-    pub fn load(path: &Path, d_model: usize) -> Result<Self> {
+    /// Loads the heads and checks their input width against `d_model` and their outputs'
+    /// against the manifest's `matching.dim`.
+    pub fn load(path: &Path, d_model: usize, dim: usize) -> Result<Self> {
         let model = load_typed(path)?;
+        let c = GraphCheck {
+            path,
+            model: &model,
+        };
+        let input = c.input("hidden_state")?;
+        c.dims(
+            input,
+            "hidden_state",
+            &[None, Some((d_model, "model.d_model"))],
+        )?;
+        for name in ["image_embeds", "text_embeds"] {
+            let out = c.output(name)?;
+            c.dims(out, name, &[None, Some((dim, "matching.dim"))])?;
+        }
         let find = |name: &str| {
             output_index(&model, name).ok_or_else(|| Error::Graph {
                 path: path.to_path_buf(),

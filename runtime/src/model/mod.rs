@@ -3,6 +3,7 @@
 //! ([`EmbeddingGraph`]), embeddings → logits with a KV cache ([`DecoderGraph`]); and,
 //! for image–text matching, a final decoder state → unit embedding ([`HeadsGraph`]).
 
+mod check;
 mod config;
 mod decoder;
 mod embedding;

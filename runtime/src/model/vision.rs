@@ -5,19 +5,50 @@ use std::path::Path;
 
 use tract_onnx::prelude::*;
 
+use super::check::GraphCheck;
 use super::{Plan, f32_values, into_plan, load_typed};
 use crate::error::{Error, Result};
-use crate::frame::Patches;
+use crate::frame::{Canvas, Patches};
 
 pub struct VisionGraph {
     plan: Plan,
+    output: usize,
 }
 
 impl VisionGraph {
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Loads the graph and checks its patch grid against `canvas` and its width against
+    /// `d_model`.
+    pub fn load(path: &Path, canvas: &Canvas, d_model: usize) -> Result<Self> {
         let model = load_typed(path)?;
+        let c = GraphCheck {
+            path,
+            model: &model,
+        };
+        let patches = c.input("patches")?;
+        c.dims(
+            patches,
+            "patches",
+            &[
+                None,
+                Some((canvas.rows(), "canvas.height / canvas.patch")),
+                Some((canvas.cols(), "canvas.width / canvas.patch")),
+                Some((canvas.patch_dim(), "3 × canvas.patch²")),
+            ],
+        )?;
+        let out = c.output("image_embeds")?;
+        c.dims(
+            out,
+            "image_embeds",
+            &[
+                None,
+                Some((canvas.image_tokens(), "canvas (image tokens)")),
+                Some((d_model, "model.d_model")),
+            ],
+        )?;
+        let output = super::output_index(&model, "image_embeds").unwrap_or(0);
         Ok(Self {
             plan: into_plan(path, model)?,
+            output,
         })
     }
 
@@ -30,6 +61,6 @@ impl VisionGraph {
             .plan
             .run(tvec!(input.into()))
             .map_err(Error::inference)?;
-        f32_values(&out[0])
+        f32_values(&out[self.output])
     }
 }

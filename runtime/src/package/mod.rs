@@ -80,6 +80,10 @@ impl Package {
         }
         manifest.model.validate().map_err(bad)?;
         manifest.canvas.validate().map_err(bad)?;
+        if let Some(m) = &manifest.matching {
+            check_file_name(&m.file)
+                .map_err(|r| bad(format!("matching.file {:?}: {r}", m.file)))?;
+        }
         if manifest.canvas.image_tokens() >= manifest.model.max_positions {
             return Err(bad(format!(
                 "the canvas needs {} image tokens but the model's context is {}",
@@ -120,6 +124,8 @@ impl Package {
             }
         }
         for (name, entry) in &manifest.files {
+            check_file_name(name)
+                .map_err(|reason| bad(format!("files entry {name:?}: {reason}")))?;
             let path = dir.join(name);
             if !path.is_file() {
                 return Err(Error::NotAPackage {
@@ -141,6 +147,21 @@ impl Package {
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+}
+
+/// A package file name must stay inside the package: relative, no `..`, no root, no
+/// drive prefix, not empty.
+pub fn check_file_name(name: &str) -> std::result::Result<(), String> {
+    use std::path::Component;
+    let path = Path::new(name);
+    if name.is_empty() {
+        return Err("an empty file name".into());
+    }
+    if path.components().all(|c| matches!(c, Component::Normal(_))) {
+        Ok(())
+    } else {
+        Err("a file name must be a plain path inside the package directory (no `..`, no leading `/`)".into())
     }
 }
 

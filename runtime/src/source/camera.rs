@@ -16,7 +16,7 @@ use v4l::{Device, Format, FourCC};
 use super::pixel::{YuvRange, decode_mjpeg, yuyv_to_rgb};
 use super::{
     CameraMode, Frame, FrameSource, PixelFormat, SourceError, choose_mode, list_video_devices,
-    missing_camera_message,
+    missing_camera_message, stepwise_fit,
 };
 
 /// mmap buffers queued with the driver.
@@ -50,17 +50,17 @@ fn offered_modes(dev: &Device, canvas: (u32, u32)) -> std::io::Result<Vec<Camera
                     height: d.height,
                 }),
                 FrameSizeEnum::Stepwise(s) => {
-                    // the canvas size rounded up onto the camera's grid
-                    let fit = |want: u32, min: u32, max: u32, step: u32| {
-                        let step = step.max(1);
-                        let v = want.clamp(min, max);
-                        (min + (v - min).div_ceil(step) * step).min(max)
-                    };
-                    modes.push(CameraMode {
-                        format,
-                        width: fit(canvas.0, s.min_width, s.max_width, s.step_width),
-                        height: fit(canvas.1, s.min_height, s.max_height, s.step_height),
-                    });
+                    // the canvas size rounded up onto the camera's grid; a driver whose
+                    // range is inverted offers no usable size here
+                    let width = stepwise_fit(canvas.0, s.min_width, s.max_width, s.step_width);
+                    let height = stepwise_fit(canvas.1, s.min_height, s.max_height, s.step_height);
+                    if let (Some(width), Some(height)) = (width, height) {
+                        modes.push(CameraMode {
+                            format,
+                            width,
+                            height,
+                        });
+                    }
                 }
             }
         }

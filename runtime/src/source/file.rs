@@ -39,7 +39,8 @@ impl FrameSource for ImageFile {
         }
         self.done = true;
         let t = Instant::now();
-        let image = load_image(&self.path).map_err(|e| SourceError::BadFrame(e.to_string()))?;
+        // the one frame there is: if it cannot be read, the source has failed
+        let image = load_image(&self.path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
         Ok(Frame {
             image,
             seq: 0,

@@ -77,7 +77,14 @@ impl FrameSource for Folder {
         self.next += 1;
         self.pacing.wait();
         let t = Instant::now();
-        let image = load_image(&path).map_err(|e| SourceError::BadFrame(e.to_string()))?;
+        let image = load_image(&path).map_err(|e| {
+            if self.dir.is_dir() {
+                SourceError::BadFrame(e.to_string())
+            } else {
+                // the folder itself went away: no later frame can come
+                SourceError::Unavailable(format!("folder {} is gone", self.dir.display()))
+            }
+        })?;
         Ok(Frame {
             image,
             seq,
@@ -115,6 +122,23 @@ mod tests {
             other => panic!("expected a bad frame, got {other:?}"),
         }
         assert_eq!(f.next_frame().unwrap_err(), SourceError::End);
+    }
+
+    #[test]
+    fn a_folder_deleted_while_read_fails_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames = dir.path().join("frames");
+        std::fs::create_dir(&frames).unwrap();
+        let img = image::RgbImage::from_pixel(4, 3, image::Rgb([9, 8, 7]));
+        img.save(frames.join("a.png")).unwrap();
+        img.save(frames.join("b.png")).unwrap();
+        let mut f = Folder::open(&frames, None).unwrap();
+        assert!(f.next_frame().is_ok());
+        std::fs::remove_dir_all(&frames).unwrap();
+        match f.next_frame() {
+            Err(SourceError::Unavailable(m)) => assert!(m.contains("is gone"), "{m}"),
+            other => panic!("expected the source to fail, got {other:?}"),
+        }
     }
 
     #[test]

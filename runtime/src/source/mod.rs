@@ -20,8 +20,8 @@ use image::RgbImage;
 pub use devices::{list_video_devices, missing_camera_message};
 pub use file::ImageFile;
 pub use folder::Folder;
-pub use negotiate::{CameraMode, PixelFormat, choose_mode};
-pub use pacing::Pacing;
+pub use negotiate::{CameraMode, PixelFormat, choose_mode, stepwise_fit};
+pub use pacing::{MAX_FPS, MIN_FPS, Pacing};
 pub use synthetic::Synthetic;
 
 #[cfg(feature = "camera")]

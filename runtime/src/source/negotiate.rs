@@ -56,6 +56,18 @@ pub fn choose_mode(offered: &[CameraMode], canvas_w: u32, canvas_h: u32) -> Opti
         .copied()
 }
 
+/// `want` rounded up onto a driver's stepwise size range `min..=max` by `step`; `None`
+/// when the driver reports an empty range (min > max) or a zero size.
+pub fn stepwise_fit(want: u32, min: u32, max: u32, step: u32) -> Option<u32> {
+    if min > max || max == 0 {
+        return None;
+    }
+    let (min, max, step) = (min as u64, max as u64, step.max(1) as u64);
+    let v = (want as u64).clamp(min, max);
+    let fitted = (min + (v - min).div_ceil(step) * step).min(max);
+    u32::try_from(fitted).ok().filter(|&f| f > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +108,18 @@ mod tests {
         assert_eq!(choose_mode(&offered, 999, 999).unwrap().format, Yuyv);
         assert_eq!(PixelFormat::from_fourcc(*b"MJPG"), Some(Mjpeg));
         assert_eq!(PixelFormat::from_fourcc(*b"NV12"), None);
+    }
+
+    #[test]
+    fn stepwise_ranges_round_up_and_inverted_ones_are_skipped() {
+        assert_eq!(stepwise_fit(192, 16, 1920, 16), Some(192));
+        assert_eq!(stepwise_fit(200, 16, 1920, 16), Some(208));
+        assert_eq!(stepwise_fit(5000, 16, 1920, 16), Some(1920));
+        assert_eq!(stepwise_fit(10, 64, 1920, 0), Some(64));
+        assert_eq!(stepwise_fit(192, 1920, 16, 16), None);
+        assert_eq!(
+            stepwise_fit(u32::MAX, 1, u32::MAX, u32::MAX),
+            Some(u32::MAX)
+        );
     }
 }

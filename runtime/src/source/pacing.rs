@@ -9,11 +9,21 @@ pub struct Pacing {
     next: Option<Instant>,
 }
 
+/// Slowest pacing: one frame a day (the CLI accepts `--fps` from [`MIN_FPS`]).
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+/// Range of `--fps` the CLI accepts.
+pub const MIN_FPS: f64 = 0.001;
+pub const MAX_FPS: f64 = 1000.0;
+
 impl Pacing {
+    /// `fps` must be finite and positive to pace; any rate slower than one frame a day is
+    /// paced at one a day.
     pub fn new(fps: Option<f64>) -> Pacing {
-        let interval = fps
-            .filter(|f| f.is_finite() && *f > 0.0)
-            .map(|f| Duration::from_secs_f64(1.0 / f));
+        let interval = fps.filter(|f| f.is_finite() && *f > 0.0).map(|f| {
+            Duration::try_from_secs_f64(1.0 / f)
+                .unwrap_or(MAX_INTERVAL)
+                .min(MAX_INTERVAL)
+        });
         Pacing {
             interval,
             next: None,
@@ -35,7 +45,7 @@ impl Pacing {
             std::thread::sleep(due - now);
         }
         // Never try to catch up on missed frames: schedule from whichever is later.
-        self.next = Some(due.max(now) + interval);
+        self.next = due.max(now).checked_add(interval);
     }
 }
 
@@ -54,5 +64,19 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(30));
         assert!(!Pacing::new(None).is_paced());
         assert!(!Pacing::new(Some(0.0)).is_paced());
+    }
+
+    #[test]
+    fn absurd_rates_are_bounded_not_a_panic() {
+        for fps in [1e-300, f64::MIN_POSITIVE, 1e-9] {
+            let p = Pacing::new(Some(fps));
+            assert_eq!(p.interval, Some(MAX_INTERVAL), "{fps}");
+        }
+        assert_eq!(
+            Pacing::new(Some(1e300)).interval,
+            Some(Duration::ZERO),
+            "a huge rate is no wait at all"
+        );
+        assert!(!Pacing::new(Some(f64::NAN)).is_paced());
     }
 }

@@ -101,16 +101,14 @@ pub fn rgb_to_yuyv(frame: &RgbImage) -> Vec<u8> {
 
 /// Decodes one MJPEG frame; a corrupt JPEG or one not `width`×`height` is a bad frame.
 pub fn decode_mjpeg(data: &[u8], width: u32, height: u32) -> Result<RgbImage, SourceError> {
-    let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
-        .map_err(|e| SourceError::BadFrame(format!("corrupt MJPEG frame: {e}")))?;
-    if (img.width(), img.height()) != (width, height) {
-        return Err(SourceError::BadFrame(format!(
-            "MJPEG frame is {}x{}, the stream was set to {width}x{height}",
-            img.width(),
-            img.height()
-        )));
-    }
-    Ok(img.to_rgb8())
+    // the declared size is checked before any pixel is decoded
+    crate::frame::load::decode_checked(data, Some(image::ImageFormat::Jpeg), Some((width, height)))
+        .map_err(|e| match e {
+            crate::Error::Image { reason, .. } => {
+                SourceError::BadFrame(format!("corrupt MJPEG frame: {reason}"))
+            }
+            other => SourceError::BadFrame(format!("corrupt MJPEG frame: {other}")),
+        })
 }
 
 #[cfg(test)]

@@ -15,10 +15,21 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `path` and checks its vocabulary size and special tokens against the manifest.
     pub fn load(path: &Path, vocab_size: usize, special: SpecialTokens) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let bad = |reason: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
         })?;
+        // tokenizers panics on some malformed files (a decoder cut short): the JSON is
+        // checked first, and a panic that still escapes becomes an error
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|_| bad("the tokenizer library could not read it".into()))?;
+        let mut inner = parsed.map_err(|e| bad(e.to_string()))?;
         let size = inner.get_vocab_size(true);
         if size != vocab_size {
             return Err(Error::VocabMismatch {
@@ -38,10 +49,14 @@ impl TextTokenizer {
                 });
             }
         }
+        // User text is text: `</s>` typed in a question is five characters, not the end
+        // of the sequence. The stream's special tokens are placed by id, never by matching.
+        inner.set_encode_special_tokens(true);
         Ok(Self { inner, special })
     }
 
-    pub fn from_tokenizer(inner: Tokenizer, special: SpecialTokens) -> Self {
+    pub fn from_tokenizer(mut inner: Tokenizer, special: SpecialTokens) -> Self {
+        inner.set_encode_special_tokens(true);
         Self { inner, special }
     }
 
@@ -49,7 +64,8 @@ impl TextTokenizer {
         self.special
     }
 
-    /// Token ids of plain text, without special tokens.
+    /// Token ids of plain text. Special tokens are never matched in it: the text
+    /// `<answer>` gives ordinary tokens, never the id of `<answer>`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner

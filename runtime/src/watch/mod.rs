@@ -120,6 +120,10 @@ pub struct Summary {
     /// Resident memory after [`WARM_UP`] captions and at the end (Linux), KiB.
     pub rss_warm_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
+    /// Why the source failed for good, if it did (the run then did not do its job).
+    pub source_failed: Option<String>,
+    /// Why the output could not be written, if it could not (the loop stopped there).
+    pub output_failed: Option<String>,
 }
 
 /// The summary's memory is fixed: a loop may run for months.
@@ -137,6 +141,12 @@ pub fn resident_kib() -> Option<u64> {
 }
 
 impl Summary {
+    /// Whether the run did its job: no frame failed, the source did not fail for good and
+    /// every line reached the output.
+    pub fn succeeded(&self) -> bool {
+        self.errors == 0 && self.source_failed.is_none() && self.output_failed.is_none()
+    }
+
     pub fn median_latency_s(&self) -> Option<f64> {
         median(self.latencies_s.as_slice())
     }
@@ -161,8 +171,19 @@ impl Summary {
             (None, Some(e)) => format!("; resident memory {:.1} MB", e as f64 / 1024.0),
             _ => String::new(),
         };
+        let failed = [
+            self.source_failed
+                .as_ref()
+                .map(|r| format!("; the source failed: {r}")),
+            self.output_failed
+                .as_ref()
+                .map(|r| format!("; output failed: {r}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<String>();
         format!(
-            "frames seen {}, dropped {}, skipped {}, captioned {}, alerts {}, errors {}, disconnects {}; latency median {}, p95 {}{memory}",
+            "frames seen {}, dropped {}, skipped {}, captioned {}, alerts {}, errors {}, disconnects {}; latency median {}, p95 {}{memory}{failed}",
             c.seen,
             c.dropped,
             c.skipped,
@@ -194,7 +215,9 @@ impl Summary {
             "rss_kib": {
                 "after_warm_up": self.rss_warm_kib,
                 "end": self.rss_end_kib,
-            }
+            },
+            "source_failed": self.source_failed,
+            "output_failed": self.output_failed,
         })
     }
 }
@@ -213,8 +236,30 @@ fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
 }
 
 /// The capture thread: pulls frames until the source ends or `stop` is set, reopening
-/// it with backoff when it disconnects.
+/// it with backoff when it disconnects. However it ends, even by a panic in the source,
+/// `latest` is ended, so the loop reading it never waits forever; a panic is reported
+/// as [`Notice::Failed`].
 pub fn capture(source: &mut dyn FrameSource, latest: &Latest, backoff: Backoff, stop: &AtomicBool) {
+    let run = std::panic::AssertUnwindSafe(|| capture_frames(source, latest, backoff, stop));
+    if let Err(panic) = std::panic::catch_unwind(run) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        latest.notice(Notice::Failed {
+            reason: format!("the frame source crashed ({what})"),
+        });
+    }
+    latest.end();
+}
+
+fn capture_frames(
+    source: &mut dyn FrameSource,
+    latest: &Latest,
+    backoff: Backoff,
+    stop: &AtomicBool,
+) {
     let live = source.is_live();
     let stopped = || stop.load(Ordering::Relaxed);
     while !stopped() {
@@ -234,7 +279,6 @@ pub fn capture(source: &mut dyn FrameSource, latest: &Latest, backoff: Backoff, 
                 });
                 loop {
                     if !sleep_unless_stopped(wait, stop) {
-                        latest.end();
                         return;
                     }
                     match source.reconnect() {
@@ -253,17 +297,18 @@ pub fn capture(source: &mut dyn FrameSource, latest: &Latest, backoff: Backoff, 
             }
         }
     }
-    latest.end();
 }
 
 /// Captions what `source` sees until it ends, `stop` is set, or `max_captions` is
-/// reached; `on_event` hears every caption and notice as it happens.
+/// reached; `on_event` hears every caption and notice as it happens. When `on_event`
+/// fails (the output is gone: a closed pipe, a full disk) the loop stops and the summary
+/// says why.
 pub fn watch(
     glimpse: &Glimpse,
     mut source: impl FrameSource,
     opts: &WatchOptions,
     stop: &AtomicBool,
-    on_event: &mut dyn FnMut(&Event),
+    on_event: &mut dyn FnMut(&Event) -> std::io::Result<()>,
 ) -> Summary {
     let latest = Latest::default();
     let done = AtomicBool::new(false);
@@ -274,6 +319,13 @@ pub fn watch(
         let latest = &latest;
         s.spawn(move || capture(&mut source, latest, opts.backoff, capture_stop));
         let mut next_due = Instant::now();
+        let mut emit = |summary: &mut Summary, event: &Event| match on_event(event) {
+            Ok(()) => true,
+            Err(e) => {
+                summary.output_failed = Some(e.to_string());
+                false
+            }
+        };
         loop {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -308,24 +360,38 @@ pub fn watch(
                                 }),
                                 _ => None,
                             };
-                            on_event(&Event::Caption(c));
+                            if !emit(&mut summary, &Event::Caption(c)) {
+                                break;
+                            }
                             if let Some(a) = alert {
                                 if a.edge == Edge::Rise {
                                     summary.alerts += 1;
                                 }
-                                on_event(&Event::Alert(a));
+                                if !emit(&mut summary, &Event::Alert(a)) {
+                                    break;
+                                }
                             }
                         }
                         Err(reason) => {
                             summary.errors += 1;
-                            on_event(&Event::Error {
+                            let error = Event::Error {
                                 seq: frame.seq,
                                 reason,
-                            });
+                            };
+                            if !emit(&mut summary, &error) {
+                                break;
+                            }
                         }
                     }
                 }
-                Taken::Notice(n) => on_event(&Event::Notice(n)),
+                Taken::Notice(n) => {
+                    if let Notice::Failed { reason } = &n {
+                        summary.source_failed = Some(reason.clone());
+                    }
+                    if !emit(&mut summary, &Event::Notice(n)) {
+                        break;
+                    }
+                }
                 Taken::End => break,
                 Taken::Nothing => {}
             }
