@@ -75,6 +75,13 @@ mod tests {
         );
         assert_eq!(parse(""), Ok(Command::Nothing));
         assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("?"), Ok(Command::Help));
+        assert_eq!(parse("live"), Ok(Command::Live));
+        assert_eq!(parse("Next"), Ok(Command::Next));
+        assert_eq!(parse("stats"), Ok(Command::Stats));
+        assert_eq!(parse("describe"), Ok(Command::Caption));
+        // a word that is no command is a question, whole
+        assert_eq!(parse("nextness?"), Ok(Command::Ask("nextness?".into())));
         assert!(parse("ask").unwrap_err().contains("ask what"));
         assert!(parse("stats now").unwrap_err().contains("no argument"));
     }

@@ -143,6 +143,13 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_reply_with_an_id_is_still_json() {
+        let line = reply_line(Some("1"), &serde_json::json!({}));
+        assert_eq!(line, "{\"id\":1}");
+        assert_eq!(reply_line(None, &serde_json::json!({})), "{}");
+    }
+
+    #[test]
     fn bad_requests_say_what_is_wrong_and_keep_their_id() {
         let e = parse_request("{}").unwrap_err();
         assert!(e.reason.contains("no \"cmd\""), "{}", e.reason);
@@ -168,6 +175,15 @@ mod tests {
             Some("42")
         );
         assert_eq!(leading_id(" {\"id\":\"x,}\" ,").as_deref(), Some("\"x,}\""));
+        // a number ends at a comma, a brace or a space
+        assert_eq!(leading_id("{\"id\":7}").as_deref(), Some("7"));
+        assert_eq!(leading_id("{\"id\": -7.5 ,").as_deref(), Some("-7.5"));
+        assert_eq!(leading_id("{\"id\": true,").as_deref(), Some("true"));
+        // an escaped quote does not end the string
+        assert_eq!(
+            leading_id("{\"id\": \"a\\\"b\", \"cmd").as_deref(),
+            Some("\"a\\\"b\"")
+        );
         assert_eq!(leading_id("{\"cmd\": \"ask\", \"id\": 4"), None);
         assert_eq!(leading_id("{\"id\": [1, 2], "), None);
         assert_eq!(leading_id("{\"id\": 4"), None);

@@ -129,11 +129,13 @@ pub(crate) fn decode_checked(
     Ok(img.into_rgb8())
 }
 
-/// Whether a JPEG ends with its end-of-image marker (FF D9), allowing trailing padding.
-/// The marker cannot occur inside entropy-coded data (an FF there is followed by 00 or a
-/// restart marker), so a file cut inside its scan has none near its end.
+/// Whether a JPEG ends with its end-of-image marker (FF D9), allowing trailing padding
+/// (zero bytes, as some cameras fill their whole buffer, and up to a kilobyte of anything
+/// else). The marker cannot occur inside entropy-coded data (an FF there is followed by
+/// 00 or a restart marker), so a file cut inside its scan has none near its end.
 fn has_jpeg_end(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let tail = &bytes[end.saturating_sub(1024)..end];
     tail.windows(2).any(|w| w == [0xff, 0xd9])
 }
 
@@ -165,6 +167,10 @@ mod tests {
         }
         // cut inside the headers: an error from the decoder itself
         assert!(decode_image(&whole[..100]).is_err());
+        // a camera buffer padded with zeros after the end marker is whole
+        let mut padded = whole.clone();
+        padded.resize(whole.len() + 64 * 1024, 0);
+        assert!(decode_image(&padded).is_ok());
     }
 
     #[test]

@@ -49,8 +49,10 @@ impl Canvas {
     }
 
     pub fn patch_dim(&self) -> usize {
-        // in usize: 3·P·P overflows u32 for patches over 37 837 px
-        3 * (self.patch as usize) * (self.patch as usize)
+        // 3·P·P overflows u32 for patches over 37 837 px: saturating, in usize (a
+        // validated canvas has P ≤ 256)
+        let p = self.patch as usize;
+        p.saturating_mul(p).saturating_mul(3)
     }
 
     /// Image tokens in the decoder's sequence: one per patch plus one newline per row.
@@ -188,7 +190,10 @@ mod tests {
             height: 40_000,
             patch: 40_000,
         };
-        assert_eq!(huge_patch.patch_dim(), 4_800_000_000);
+        assert_eq!(
+            huge_patch.patch_dim() as u64,
+            4_800_000_000u64.min(usize::MAX as u64)
+        );
         assert!(huge_patch.validate().unwrap_err().contains("4096"));
         let big_patch = Canvas {
             width: 1024,

@@ -98,3 +98,40 @@ impl GraphCheck<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_tables_are_checked_by_their_rows() {
+        let mut model = TypedModel::default();
+        let table = tensor2(&[[1f32, 2.0], [3.0, 4.0]]);
+        model.add_const("embed_tokens.weight", table).unwrap();
+        let path = Path::new("embedding.onnx");
+        let c = GraphCheck {
+            path,
+            model: &model,
+        };
+        assert!(c.constant("embed_tokens.weight").is_some());
+        assert!(
+            c.constant_rows("embed_tokens.weight", 2, "model.vocab_size")
+                .is_ok()
+        );
+        let e = c
+            .constant_rows("embed_tokens.weight", 3, "model.vocab_size")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("embedding.onnx")
+                && e.contains("[2, 2]")
+                && e.contains("model.vocab_size is 3"),
+            "{e}"
+        );
+        // a graph without the table is not refused for it
+        assert!(
+            c.constant_rows("embed_tokens.weight_int8", 3, "model.vocab_size")
+                .is_ok()
+        );
+    }
+}

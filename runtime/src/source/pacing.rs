@@ -62,6 +62,7 @@ mod tests {
         }
         // 3 intervals of 10 ms after the first frame
         assert!(t.elapsed() >= Duration::from_millis(30));
+        assert!(p.is_paced());
         assert!(!Pacing::new(None).is_paced());
         assert!(!Pacing::new(Some(0.0)).is_paced());
     }
