@@ -84,7 +84,12 @@ pub fn serve(
     std::thread::scope(|s| {
         let (latest, capture_done) = (&latest, &capture_done);
         s.spawn(move || capture(&mut source, latest, Backoff::default(), capture_done));
-        let r = serve_loop(glimpse, latest, live, &described, wire, opts, stop);
+        // JSON requests carry an envelope around the question: a longer line buffer
+        let r = if opts.json {
+            serve_lines::<JSON_LINE_MAX>(glimpse, latest, live, &described, wire, opts, stop)
+        } else {
+            serve_lines::<LINE_MAX>(glimpse, latest, live, &described, wire, opts, stop)
+        };
         capture_done.store(true, Ordering::Relaxed);
         r
     })
@@ -102,22 +107,6 @@ fn next_frame(latest: &Latest, wait: Duration) -> Option<crate::source::Frame> {
         }
     }
     None
-}
-
-fn serve_loop(
-    glimpse: &Glimpse,
-    latest: &Latest,
-    live: bool,
-    described: &str,
-    wire: &mut dyn Wire,
-    opts: ServeOptions,
-    stop: &AtomicBool,
-) -> Result<ConsoleStats, String> {
-    if opts.json {
-        serve_lines::<JSON_LINE_MAX>(glimpse, latest, live, described, wire, opts, stop)
-    } else {
-        serve_lines::<LINE_MAX>(glimpse, latest, live, described, wire, opts, stop)
-    }
 }
 
 /// The console with lines of at most `N` bytes.
