@@ -37,6 +37,10 @@ enum Command {
     Compare(CompareArgs),
     /// Write synthetic scenes as PNG files, with their captions and questions in captions.jsonl.
     Scenes(ScenesArgs),
+    /// Convert a Hugging Face Fuyu checkpoint folder (config.json, safetensors weights,
+    /// tokenizer.json, preprocessor settings) into a model package.
+    #[command(name = "import-hf")]
+    ImportHf(ImportHfArgs),
     /// Record tract's inputs and logits on some images as JSON, for checking a package
     /// with another ONNX runtime (scripts/check_onnx.py).
     Reference(ReferenceArgs),
@@ -52,6 +56,27 @@ struct ReferenceArgs {
     /// JSON file to write.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ImportHfArgs {
+    /// Checkpoint folder as `save_pretrained` writes it (for example a download of
+    /// adept/fuyu-8b).
+    dir: PathBuf,
+    /// Package folder to create (must not exist yet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Precisions to write graphs for, comma-separated: f32, f16, int8, q4.
+    #[arg(long, default_value = "q4", value_delimiter = ',', value_parser = parse_precision)]
+    precision: Vec<Precision>,
+    /// Package name recorded in the manifest (default: the checkpoint folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Default bound on the image fed to the model, WIDTHxHEIGHT (frames are shrunk to
+    /// fit; fewer pixels, fewer image tokens, a shorter prefill). Default: the model's
+    /// whole canvas (1920x1080 for Fuyu-8B). `glimpse --max-image` overrides it per run.
+    #[arg(long, value_name = "WxH")]
+    max_image: Option<glimpse_runtime::frame::Size>,
 }
 
 #[derive(clap::Args)]
@@ -289,6 +314,34 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => {
             let files = glimpse_exporter::package::export(&a.run, &a.out, &a.name, &a.precision)?;
             eprintln!("wrote {} ({} files)", a.out.display(), files);
+        }
+        Command::ImportHf(a) => {
+            let done = glimpse_exporter::hf::import(&glimpse_exporter::hf::ImportOptions {
+                dir: &a.dir,
+                out: &a.out,
+                name: a.name.as_deref(),
+                precisions: &a.precision,
+                max_image: a.max_image,
+                progress: true,
+            })?;
+            let m = &done.manifest;
+            let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
+            eprintln!(
+                "wrote {} in {:.1} s: {} layers, d_model {}, vocabulary {}, {} ({:.1} MB), canvas {}x{}",
+                done.out.display(),
+                done.seconds,
+                m.model.n_layers,
+                m.model.d_model,
+                m.model.vocab_size,
+                m.precisions
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                bytes as f64 / 1e6,
+                m.canvas.width,
+                m.canvas.height
+            );
         }
         Command::Scenes(a) => {
             let split = glimpse_runtime::scene::Split::parse(&a.split).ok_or_else(|| {

@@ -5,12 +5,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use glimpse_runtime::frame::Grid;
 use glimpse_runtime::package::{
     DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, FileEntry, HEADS_FILE, MANIFEST_FILE, Manifest,
-    Matching, Precision, TOKENIZER_FILE, VISION_FILE, sha256_file,
+    Matching, Precision, TOKENIZER_FILE, VISION_FILE, external_data_file, sha256_file,
 };
 
 use crate::model::weights::{self, Weights};
+use crate::onnx::builder::GraphFile;
 use crate::train::{self, METRICS_FILE, PROGRESS_FILE, RunInfo};
 use crate::{onnx, tokenizer};
 
@@ -69,17 +71,26 @@ pub fn write_package(
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let cfg = &run.model;
     let mut graphs = vec![];
+    // Glimpse's own models are small: their weights stay inside the .onnx files
+    let target = |file: &str| GraphFile {
+        path: out.join(file),
+        external: false,
+    };
     for &p in precisions {
-        graphs.push((p.file(EMBEDDING_FILE), onnx::embedding::build(w, cfg, p)?));
-        graphs.push((
-            p.file(VISION_FILE),
-            onnx::vision::build(w, cfg, &run.canvas, p)?,
-        ));
-        graphs.push((p.file(DECODER_FILE), onnx::decoder::build(w, cfg, p)?));
+        let file = p.file(EMBEDDING_FILE);
+        onnx::embedding::build(w, cfg, p, &target(&file))?;
+        graphs.push(file);
+        let file = p.file(VISION_FILE);
+        onnx::vision::build(w, cfg, &run.canvas, Grid::Canvas, p, &target(&file))?;
+        graphs.push(file);
+        let file = p.file(DECODER_FILE);
+        onnx::decoder::build(w, cfg, p, &target(&file))?;
+        graphs.push(file);
     }
     // The matching heads, when the run trained them.
     let matching = if run.options.contrastive > 0.0 {
-        graphs.push((HEADS_FILE.to_string(), onnx::heads::build(w, cfg)?));
+        onnx::heads::build(w, cfg, &target(HEADS_FILE))?;
+        graphs.push(HEADS_FILE.to_string());
         let scale = crate::onnx::get(w, "logit_scale")?.data[0]
             .min(crate::model::contrastive::MAX_LOGIT_SCALE)
             .exp();
@@ -91,31 +102,21 @@ pub fn write_package(
     } else {
         None
     };
-    for (file, bytes) in &graphs {
-        std::fs::write(out.join(file), bytes)
-            .with_context(|| format!("cannot write {}", out.join(file).display()))?;
-    }
     std::fs::copy(tokenizer_path, out.join(TOKENIZER_FILE))
         .with_context(|| format!("cannot copy {}", tokenizer_path.display()))?;
-    let mut files = BTreeMap::new();
-    let names =
-        std::iter::once(TOKENIZER_FILE.to_string()).chain(graphs.iter().map(|g| g.0.clone()));
-    for file in names {
-        let path = out.join(&file);
-        files.insert(
-            file,
-            FileEntry {
-                sha256: sha256_file(&path)?,
-                bytes: std::fs::metadata(&path)?.len(),
-            },
-        );
-    }
+    let files = file_entries(
+        out,
+        std::iter::once(TOKENIZER_FILE.to_string()).chain(graphs),
+    )?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: name.to_string(),
         model: cfg.clone(),
         canvas: run.canvas,
         special_tokens: tokenizer::SPECIAL,
+        special_token_names: Default::default(),
+        image: Default::default(),
+        prompt: Default::default(),
         precision: "f32".into(),
         precisions: precisions.to_vec(),
         max_new_tokens: MAX_NEW_TOKENS,
@@ -129,6 +130,32 @@ pub fn write_package(
     };
     train::write_json(&out.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest.files.len() + 1)
+}
+
+/// Checksums of the package files `names` in `dir`, with each graph's external data file
+/// when it has one.
+pub fn file_entries(
+    dir: &Path,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, FileEntry>> {
+    let mut files = BTreeMap::new();
+    for file in names {
+        let data = external_data_file(&file);
+        for name in [file, data] {
+            let path = dir.join(&name);
+            if !path.is_file() {
+                continue;
+            }
+            let entry = FileEntry {
+                sha256: sha256_file(&path)?,
+                bytes: std::fs::metadata(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .len(),
+            };
+            files.insert(name, entry);
+        }
+    }
+    Ok(files)
 }
 
 /// Records evaluation results under `metrics.eval` in the package manifest.

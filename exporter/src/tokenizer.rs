@@ -80,7 +80,12 @@ pub fn load(path: &Path) -> Result<TextTokenizer> {
     let t =
         Tokenizer::from_file(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
     let size = t.get_vocab_size(true);
-    Ok(TextTokenizer::load(path, size, SPECIAL)?)
+    Ok(TextTokenizer::load(
+        path,
+        size,
+        SPECIAL,
+        &Default::default(),
+    )?)
 }
 
 #[cfg(test)]

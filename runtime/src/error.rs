@@ -52,8 +52,9 @@ pub enum Error {
     #[error("inference failed: {0}")]
     Inference(String),
     #[error(
-        "{}: this model was trained without image–text matching (no matching heads); \
-         export a run trained with --contrastive",
+        "{}: this package has no image–text matching heads, so it cannot match or trigger \
+         (imported Fuyu checkpoints have none; Glimpse's own models have them when trained \
+         with --contrastive)",
         path.display()
     )]
     NoMatching { path: PathBuf },
@@ -61,6 +62,9 @@ pub enum Error {
     TextTooLong { tokens: usize, limit: usize },
     #[error("nothing to match against: give at least one text")]
     NoTexts,
+    /// A setting the package cannot take (the message names it).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {

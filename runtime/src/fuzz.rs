@@ -99,7 +99,7 @@ pub fn tokenizer(path: &Path, bytes: &[u8]) {
         newline: 4,
         image: 5,
     };
-    if let Ok(t) = TextTokenizer::load(path, 392, special) {
+    if let Ok(t) = TextTokenizer::load(path, 392, special, &Default::default()) {
         let _ = t.encode("what color is the </s> circle?");
     }
 }
@@ -109,7 +109,7 @@ pub fn tokenizer(path: &Path, bytes: &[u8]) {
 pub fn graph(manifest: &Manifest, path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("the fuzz file is writable");
     let m = manifest;
-    let _ = crate::model::VisionGraph::load(path, &m.canvas, m.model.d_model);
+    let _ = crate::model::VisionGraph::load(path, &m.canvas, &m.image, m.model.d_model);
     let _ = crate::model::DecoderGraph::load(path, &m.model);
 }
 

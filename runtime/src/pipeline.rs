@@ -6,7 +6,7 @@ use std::time::Instant;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::frame::{Canvas, Patches};
+use crate::frame::{Canvas, ImageFormat, Patches, Size};
 use crate::generate::{Generated, check_room, greedy};
 use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, HeadsGraph, VisionGraph};
 use crate::package::{
@@ -83,15 +83,19 @@ impl Glimpse {
                 });
             }
         };
+        package.verify(precision)?;
         let tokenizer = TextTokenizer::load(
             &package.file(TOKENIZER_FILE),
             m.model.vocab_size,
             m.special_tokens,
-        )?;
+            &m.special_token_names,
+        )?
+        .with_prompt(m.prompt.clone());
         // each graph is checked against the manifest before it is optimised
         let vision = VisionGraph::load(
             &package.file(&precision.file(VISION_FILE)),
             &m.canvas,
+            &m.image,
             m.model.d_model,
         )?;
         let embedding =
@@ -127,12 +131,37 @@ impl Glimpse {
         self.package.manifest.canvas
     }
 
+    /// How frames become patches for this package.
+    pub fn image_format(&self) -> &ImageFormat {
+        &self.package.manifest.image
+    }
+
+    /// Bounds the frames fed to the model to `max` (`None`: the manifest's default),
+    /// for packages whose patch grid follows the image: a smaller image is a shorter
+    /// prefill. Fails, naming the limit, for a size the package cannot take.
+    pub fn set_max_image(&mut self, max: Option<Size>) -> Result<()> {
+        let m = &mut self.package.manifest;
+        if let Some(size) = max {
+            m.image
+                .check_max_image(&m.canvas, size)
+                .map_err(Error::Usage)?;
+            m.image.max_image = Some(size);
+        }
+        Ok(())
+    }
+
+    /// Image tokens (patches and row newlines) of a `width × height` frame.
+    pub fn image_tokens(&self, width: u32, height: u32) -> usize {
+        self.image_format()
+            .image_tokens(&self.package.manifest.canvas, width, height)
+    }
+
     pub fn max_positions(&self) -> usize {
         self.package.manifest.model.max_positions
     }
 
     pub fn patches(&self, frame: &RgbImage) -> Patches {
-        self.canvas().patches(frame)
+        self.image_format().patches(&self.canvas(), frame)
     }
 
     /// Preprocesses `frame` and runs the vision graph.
@@ -183,15 +212,18 @@ impl Glimpse {
     ) -> Result<Answer> {
         // Tokenize first: a prompt that cannot fit fails before any model runs.
         let stream = TokenStream::new(&self.tokenizer, prompt)?;
-        self.check_prompt(&stream)?;
+        check_room(
+            self.image_tokens(frame.width(), frame.height()) + stream.text_ids.len(),
+            self.max_positions(),
+        )?;
         let image = self.see(frame)?;
         self.prefill_and_generate(&image, &stream, on_text)
     }
 
     /// Fails when image and prompt leave no room for an answer token.
-    fn check_prompt(&self, stream: &TokenStream) -> Result<()> {
+    fn check_prompt(&self, image: &ImageContext, stream: &TokenStream) -> Result<()> {
         check_room(
-            self.canvas().image_tokens() + stream.text_ids.len(),
+            image.embeddings.len() / self.package.manifest.model.d_model + stream.text_ids.len(),
             self.max_positions(),
         )
     }
@@ -203,7 +235,7 @@ impl Glimpse {
         stream: &TokenStream,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Answer> {
-        self.check_prompt(stream)?;
+        self.check_prompt(image, stream)?;
         self.prefill_and_generate(image, stream, on_text)
     }
 

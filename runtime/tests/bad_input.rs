@@ -162,7 +162,10 @@ fn matching_without_heads_too_long_texts_and_no_texts() {
     let frame = image::RgbImage::new(64, 48);
     let e = g.match_texts(&frame, &["a red circle"]).unwrap_err();
     assert!(matches!(e, Error::NoMatching { .. }), "{e:?}");
-    assert!(e.to_string().contains("without image–text matching"), "{e}");
+    assert!(
+        e.to_string().contains("no image–text matching heads"),
+        "{e}"
+    );
     assert!(!g.caption(&frame).unwrap().text.is_empty());
     // the bundled model: a text longer than the context, and no text at all
     let g = Glimpse::load(bundled()).unwrap();

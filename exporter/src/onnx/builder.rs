@@ -1,11 +1,52 @@
 //! A small builder for ONNX graphs, written node by node (opset 17).
+//!
+//! A graph is written to a file. With external data, every initializer over
+//! [`EXTERNAL_MIN_BYTES`] goes to `<file>.data` the moment it is added (ONNX external
+//! data: location, offset, length), so a graph of any size is written holding one tensor
+//! at a time, and the `.onnx` file stays small (protobuf files cannot exceed 2 GB).
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 use prost::Message;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    tensor_proto::DataLocation, tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
+
+/// Initializers at least this large go to external data when the graph has it.
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+
+/// Where a graph is written.
+#[derive(Debug, Clone)]
+pub struct GraphFile {
+    pub path: PathBuf,
+    /// Weights in `<path>.data` rather than inside the `.onnx` file.
+    pub external: bool,
+}
+
+impl GraphFile {
+    /// The external data file of this graph.
+    pub fn data_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".data");
+        PathBuf::from(p)
+    }
+}
+
+/// The open external data file.
+struct External {
+    /// Its name, relative to the graph (what the initializers record).
+    location: String,
+    path: PathBuf,
+    file: BufWriter<File>,
+    offset: u64,
+    /// The first write error, reported by `write`.
+    error: Option<std::io::Error>,
+}
 
 pub const OPSET: i64 = 17;
 
@@ -106,12 +147,14 @@ pub struct GraphBuilder {
     graph: GraphProto,
     /// Whether a `com.microsoft` operator (MatMulNBits) was used.
     microsoft: bool,
+    external: Option<External>,
 }
 
 /// The onnxruntime contrib-ops domain.
 pub const MS_DOMAIN: &str = "com.microsoft";
 
 impl GraphBuilder {
+    /// A graph whose initializers are kept in memory, inside the `.onnx` file.
     pub fn new(name: &str) -> Self {
         Self {
             graph: GraphProto {
@@ -119,7 +162,32 @@ impl GraphBuilder {
                 ..Default::default()
             },
             microsoft: false,
+            external: None,
         }
+    }
+
+    /// A graph to be written to `target`: with external data, its data file is created
+    /// now and weights are written to it as they are added.
+    pub fn for_file(name: &str, target: &GraphFile) -> Result<Self> {
+        let mut g = Self::new(name);
+        if target.external {
+            let path = target.data_path();
+            let file =
+                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let location = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{} has no usable file name", path.display()))?
+                .to_string();
+            g.external = Some(External {
+                location,
+                path,
+                file: BufWriter::with_capacity(1 << 20, file),
+                offset: 0,
+                error: None,
+            });
+        }
+        Ok(g)
     }
 
     /// `x` cast to the element type `to`.
@@ -129,13 +197,34 @@ impl GraphBuilder {
 
     /// An initializer of any element type from little-endian bytes.
     pub fn raw(&mut self, name: &str, dims: &[usize], dtype: DataType, raw: Vec<u8>) -> String {
-        self.graph.initializer.push(TensorProto {
+        let mut t = TensorProto {
             name: name.into(),
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: dtype as i32,
-            raw_data: raw,
             ..Default::default()
-        });
+        };
+        match &mut self.external {
+            Some(ext) if raw.len() >= EXTERNAL_MIN_BYTES => {
+                if ext.error.is_none()
+                    && let Err(e) = ext.file.write_all(&raw)
+                {
+                    ext.error = Some(e);
+                }
+                let entry = |key: &str, value: String| StringStringEntryProto {
+                    key: key.into(),
+                    value,
+                };
+                t.data_location = Some(DataLocation::External as i32);
+                t.external_data = vec![
+                    entry("location", ext.location.clone()),
+                    entry("offset", ext.offset.to_string()),
+                    entry("length", raw.len().to_string()),
+                ];
+                ext.offset += raw.len() as u64;
+            }
+            _ => t.raw_data = raw,
+        }
+        self.graph.initializer.push(t);
         name.to_string()
     }
 
@@ -221,6 +310,22 @@ impl GraphBuilder {
             attribute: attrs.into_iter().map(|a| a.0).collect(),
             ..Default::default()
         });
+    }
+
+    /// Finishes the graph and writes it to `path` (its external data, if any, is
+    /// complete and flushed first).
+    pub fn write(mut self, doc: &str, path: &Path) -> Result<()> {
+        if let Some(mut ext) = self.external.take() {
+            if let Some(e) = ext.error.take() {
+                return Err(e).with_context(|| format!("cannot write {}", ext.path.display()));
+            }
+            ext.file
+                .flush()
+                .and_then(|_| ext.file.get_ref().sync_all())
+                .with_context(|| format!("cannot write {}", ext.path.display()))?;
+        }
+        let bytes = encode(&self.finish(doc));
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 
     pub fn finish(self, doc: &str) -> ModelProto {

@@ -2,8 +2,8 @@
 //!
 //! Inputs: `inputs_embeds [B, S, d]`, `position_ids [B, S]`,
 //! `past_key_values.{i}.key|value [B, H, P, hd]`.
-//! Outputs: `logits [B, S, V]`, `last_hidden_state [B, S, d]` (the normalised state the
-//! LM head reads; the matching heads read it too), `present.{i}.key|value [B, H, P + S, hd]`,
+//! Outputs: `logits [B, 1, V]` and `last_hidden_state [B, 1, d]` at the last position only
+//! (the normalised state the LM head reads; the matching heads read it too), `present.{i}.key|value [B, H, P + S, hd]`,
 //! each present being exactly `Concat(past, new, axis=2)`.
 //! Keys may be attended to when their position is at most the query's position id.
 
@@ -11,14 +11,13 @@ use anyhow::Result;
 
 use glimpse_runtime::ModelConfig;
 
-use super::builder::{Elem, GraphBuilder, attr_float, attr_int, attr_ints, fixed, sym};
-use super::{get, precision};
-use crate::model::weights::Weights;
+use super::builder::{Elem, GraphBuilder, GraphFile, attr_float, attr_int, attr_ints, fixed, sym};
+use super::{Tensors, get, precision};
 use glimpse_runtime::package::Precision;
 
 struct Ctx<'a> {
     g: GraphBuilder,
-    w: &'a Weights,
+    w: &'a dyn Tensors,
     cfg: &'a ModelConfig,
     precision: Precision,
 }
@@ -26,8 +25,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn linear(&mut self, name: &str, x: &str) -> Result<String> {
         let wt = get(self.w, &format!("{name}.weight"))?;
-        let bias = self.w.get(&format!("{name}.bias"));
-        precision::linear(&mut self.g, name, x, wt, bias, self.precision)
+        let bias = self.w.tensor(&format!("{name}.bias"))?;
+        precision::linear(&mut self.g, name, x, &wt, bias.as_deref(), self.precision)
     }
 
     fn layer_norm(&mut self, name: &str, x: &str) -> Result<String> {
@@ -98,10 +97,15 @@ impl Ctx<'_> {
 }
 
 /// The decoder with its linear layers (attention, MLP, LM head) at `precision`.
-pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec<u8>> {
+pub fn build(
+    w: &dyn Tensors,
+    cfg: &ModelConfig,
+    precision: Precision,
+    target: &GraphFile,
+) -> Result<()> {
     let (d, h, hd, v) = (cfg.d_model, cfg.n_heads, cfg.head_dim(), cfg.vocab_size);
     let mut c = Ctx {
-        g: GraphBuilder::new("glimpse-decoder"),
+        g: GraphBuilder::for_file("glimpse-decoder", target)?,
         w,
         cfg,
         precision,
@@ -253,24 +257,37 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
         x =
             c.g.node("Add", &format!("{p}/residual_mlp"), &[&x, &m], vec![]);
     }
+    // Only the last position is ever read (the next token, a matching state): the final
+    // norm and the LM head run on it alone, so a prefill of thousands of image tokens never
+    // materialises thousands of vocabulary-wide rows.
+    let last = c.g.ints("last/starts", &[1], &[-1]);
+    let end = c.g.ints("last/ends", &[1], &[i64::MAX]);
+    let seq_axis = c.g.ints("last/axes", &[1], &[1]);
+    let x = c.g.node(
+        "Slice",
+        "last/position",
+        &[&x, &last, &end, &seq_axis],
+        vec![],
+    );
     let x = c.layer_norm("final_layernorm", &x)?;
     let lm = c.linear("lm_head", &x)?;
     c.g.node("Identity", "logits", &[&lm], vec![]);
-    c.g.output("logits", Elem::F32, &[sym("B"), sym("S"), fixed(v)]);
+    c.g.output("logits", Elem::F32, &[sym("B"), fixed(1), fixed(v)]);
     c.g.node("Identity", "last_hidden_state", &[&x], vec![]);
     c.g.output(
         "last_hidden_state",
         Elem::F32,
-        &[sym("B"), sym("S"), fixed(cfg.d_model)],
+        &[sym("B"), fixed(1), fixed(cfg.d_model)],
     );
     for i in 0..cfg.n_layers {
         for kv in ["key", "value"] {
             c.g.output(&format!("present.{i}.{kv}"), Elem::F32, &kv_dims("P + S"));
         }
     }
-    Ok(super::builder::encode(&c.g.finish(
+    c.g.write(
         "Glimpse decoder: Persimmon-style blocks with a KV cache",
-    )))
+        &target.path,
+    )
 }
 
 /// Additive attention bias `[B, 1, S, T]`: 0 where key position `t` ≤ the query's

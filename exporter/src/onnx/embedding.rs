@@ -9,9 +9,9 @@ use tract_onnx::pb::tensor_proto::DataType;
 use glimpse_runtime::ModelConfig;
 use glimpse_runtime::package::Precision;
 
-use super::builder::{Elem, GraphBuilder, attr_int, attr_to, fixed, sym};
-use super::get;
-use crate::model::weights::{Array, Weights};
+use super::builder::{Elem, GraphBuilder, GraphFile, attr_int, attr_to, fixed, sym};
+use super::{Tensors, get};
+use crate::model::weights::Array;
 
 /// Symmetric int8 per row of a `[rows, d]` table: (values, scales `[rows]`).
 pub fn quantize_rows(t: &Array) -> (Vec<i8>, Vec<f32>) {
@@ -30,8 +30,13 @@ pub fn quantize_rows(t: &Array) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec<u8>> {
-    let mut g = GraphBuilder::new("glimpse-embedding");
+pub fn build(
+    w: &dyn Tensors,
+    cfg: &ModelConfig,
+    precision: Precision,
+    target: &GraphFile,
+) -> Result<()> {
+    let mut g = GraphBuilder::for_file("glimpse-embedding", target)?;
     let ids = g.input("input_ids", Elem::I64, &[sym("B"), sym("S")]);
     let table = get(w, "embed_tokens.weight")?;
     if precision == Precision::F32 {
@@ -52,7 +57,7 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
         );
         g.cast("inputs_embeds", &rows, Elem::F32);
     } else {
-        let (q, scales) = quantize_rows(table);
+        let (q, scales) = quantize_rows(&table);
         let qt = g.raw(
             "embed_tokens.weight_int8",
             &table.dims,
@@ -85,7 +90,5 @@ pub fn build(w: &Weights, cfg: &ModelConfig, precision: Precision) -> Result<Vec
         Elem::F32,
         &[sym("B"), sym("S"), fixed(cfg.d_model)],
     );
-    Ok(super::builder::encode(
-        &g.finish("Glimpse embedding: token ids to embeddings"),
-    ))
+    g.write("Glimpse embedding: token ids to embeddings", &target.path)
 }

@@ -8,14 +8,13 @@ use anyhow::Result;
 use glimpse_runtime::ModelConfig;
 use glimpse_runtime::package::Precision;
 
-use super::builder::{Elem, GraphBuilder, attr_int, fixed, sym};
-use super::get;
-use crate::model::weights::Weights;
+use super::builder::{Elem, GraphBuilder, GraphFile, attr_int, fixed, sym};
+use super::{Tensors, get};
 
-fn head(g: &mut GraphBuilder, w: &Weights, name: &str, x: &str, out: &str) -> Result<()> {
+fn head(g: &mut GraphBuilder, w: &dyn Tensors, name: &str, x: &str, out: &str) -> Result<()> {
     let wt = get(w, &format!("{name}.weight"))?;
     let bias = get(w, &format!("{name}.bias"))?;
-    let y = super::precision::linear(g, name, x, wt, Some(bias), Precision::F32)?;
+    let y = super::precision::linear(g, name, x, &wt, Some(&bias), Precision::F32)?;
     let sq = g.node("Mul", &format!("{name}/square"), &[&y, &y], vec![]);
     let axes = g.ints(&format!("{name}/axes"), &[1], &[-1]);
     let sum = g.node(
@@ -33,12 +32,13 @@ fn head(g: &mut GraphBuilder, w: &Weights, name: &str, x: &str, out: &str) -> Re
     Ok(())
 }
 
-pub fn build(w: &Weights, cfg: &ModelConfig) -> Result<Vec<u8>> {
-    let mut g = GraphBuilder::new("glimpse-heads");
+pub fn build(w: &dyn Tensors, cfg: &ModelConfig, target: &GraphFile) -> Result<()> {
+    let mut g = GraphBuilder::for_file("glimpse-heads", target)?;
     let x = g.input("hidden_state", Elem::F32, &[sym("B"), fixed(cfg.d_model)]);
     head(&mut g, w, "image_head", &x, "image_embeds")?;
     head(&mut g, w, "text_head", &x, "text_embeds")?;
-    Ok(super::builder::encode(&g.finish(
+    g.write(
         "Glimpse matching heads: decoder state to unit-length image and text embeddings",
-    )))
+        &target.path,
+    )
 }

@@ -10,11 +10,28 @@ pub mod heads;
 pub mod precision;
 pub mod vision;
 
+use std::borrow::Cow;
+
 use anyhow::{Result, anyhow};
 
 use crate::model::weights::{Array, Weights};
 
-pub(crate) fn get<'w>(w: &'w Weights, name: &str) -> Result<&'w Array> {
-    w.get(name)
+/// Where the graph builders read weights from, by Glimpse's names (`layers.3.qkv.weight`,
+/// linear weights `[in, out]`): a trained model's weights in memory, or a checkpoint read
+/// one tensor at a time (see `crate::hf`), so that a graph of any size is written while
+/// holding one tensor.
+pub trait Tensors {
+    /// The tensor `name`, or `None` when the model has no such tensor.
+    fn tensor(&self, name: &str) -> Result<Option<Cow<'_, Array>>>;
+}
+
+impl Tensors for Weights {
+    fn tensor(&self, name: &str) -> Result<Option<Cow<'_, Array>>> {
+        Ok(self.get(name).map(Cow::Borrowed))
+    }
+}
+
+pub(crate) fn get<'w>(w: &'w dyn Tensors, name: &str) -> Result<Cow<'w, Array>> {
+    w.tensor(name)?
         .ok_or_else(|| anyhow!("weight {name} is missing from the model"))
 }

@@ -8,7 +8,8 @@
 //!   `DynamicQuantizeLinear`, then `MatMulInteger` on integer kernels, rescaled by
 //!   `x_scale · w_scale[n]`.
 //! - `q4`: `com.microsoft` `MatMulNBits` (4 bits, blocks of 32 along K, symmetric Q4_0: zero
-//!   point 8), which tract keeps packed as Q4_0 with its own kernels.
+//!   point 8), which tract keeps packed as Q4_0 with its own kernels. A layer whose input
+//!   width is not a multiple of 32 is stored as int8.
 
 use anyhow::{Result, bail};
 use tract_onnx::pb::tensor_proto::DataType;
@@ -82,6 +83,13 @@ pub fn linear(
     p: Precision,
 ) -> Result<String> {
     let (k, n) = (w.dims[0], w.dims[1]);
+    // Q4_0 blocks run along K: a layer whose input width is not a whole number of blocks
+    // (Fuyu's 2700-value patches) is stored as int8 instead
+    let p = if p == Precision::Q4 && !k.is_multiple_of(Q4_BLOCK) {
+        Precision::Int8
+    } else {
+        p
+    };
     let y = match p {
         Precision::F32 => {
             let wt = g.weight(&format!("{name}.weight"), &w.dims, &w.data);

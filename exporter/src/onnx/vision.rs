@@ -1,41 +1,56 @@
 //! `vision.onnx`: `patches [B, R, C, 3·P·P]` → `image_embeds [B, R·(C+1), d]`.
-//! One Linear per patch plus a learned position per patch, then the learned newline
-//! embedding after each patch row.
+//! One Linear per patch (plus a learned position per patch in Glimpse's own models), then
+//! the newline embedding after each patch row. With a fixed grid (Glimpse's own canvas)
+//! `R` and `C` are the canvas's; when the grid follows the image (Fuyu) they are symbolic.
 
 use anyhow::Result;
 
 use glimpse_runtime::ModelConfig;
-use glimpse_runtime::frame::Canvas;
+use glimpse_runtime::frame::{Canvas, Grid};
 
-use super::builder::{Dim, Elem, GraphBuilder, attr_int, fixed, sym};
-use super::get;
-use crate::model::weights::Weights;
+use super::builder::{Dim, Elem, GraphBuilder, GraphFile, attr_int, fixed, sym};
+use super::{Tensors, get};
 use glimpse_runtime::package::Precision;
 
-/// The vision graph with the patch projection at `precision`.
+/// The vision graph with the patch projection at `precision`. Reads `vision_embed.weight`
+/// (`[3·P·P, d]`), `vision_embed.bias`, `image_newline` (`[d]`) and, when the model has
+/// one, `patch_position` (`[R, C, d]`).
 pub fn build(
-    w: &Weights,
+    w: &dyn Tensors,
     cfg: &ModelConfig,
     canvas: &Canvas,
+    grid: Grid,
     precision: Precision,
-) -> Result<Vec<u8>> {
+    target: &GraphFile,
+) -> Result<()> {
     let d = cfg.d_model;
-    let (rows, cols, pd) = (canvas.rows(), canvas.cols(), canvas.patch_dim());
-    let mut g = GraphBuilder::new("glimpse-vision");
-    let patches = g.input(
-        "patches",
-        Elem::F32,
-        &[sym("B"), fixed(rows), fixed(cols), fixed(pd)],
-    );
+    let pd = canvas.patch_dim();
+    let (rows, cols, tokens) = match grid {
+        Grid::Canvas => (
+            fixed(canvas.rows()),
+            fixed(canvas.cols()),
+            Dim::Fixed(canvas.image_tokens()),
+        ),
+        Grid::Image => (sym("R"), sym("C"), sym("T")),
+    };
+    let mut g = GraphBuilder::for_file("glimpse-vision", target)?;
+    let patches = g.input("patches", Elem::F32, &[sym("B"), rows, cols, fixed(pd)]);
     let wt = get(w, "vision_embed.weight")?;
     let bias = get(w, "vision_embed.bias")?;
     let nl = get(w, "image_newline")?;
     let nl = g.weight("image_newline", &[1, 1, 1, d], &nl.data);
-    let proj =
-        super::precision::linear(&mut g, "vision_embed", &patches, wt, Some(bias), precision)?;
-    let pos = get(w, "patch_position")?;
-    let pos = g.weight("patch_position", &pos.dims, &pos.data);
-    let proj = g.node("Add", "patch_position/add", &[&proj, &pos], vec![]);
+    let mut proj = super::precision::linear(
+        &mut g,
+        "vision_embed",
+        &patches,
+        &wt,
+        Some(&bias),
+        precision,
+    )?;
+    if let Some(pos) = w.tensor("patch_position")? {
+        let pos = g.weight("patch_position", &pos.dims, &pos.data);
+        proj = g.node("Add", "patch_position/add", &[&proj, &pos], vec![]);
+    }
     // newline broadcast to [B, R, 1, d]
     let shape = g.node(
         "Shape",
@@ -59,12 +74,9 @@ pub fn build(
     );
     let flat = g.ints("flatten_shape", &[3], &[0, -1, d as i64]);
     g.node("Reshape", "image_embeds", &[&rows_nl, &flat], vec![]);
-    g.output(
-        "image_embeds",
-        Elem::F32,
-        &[sym("B"), Dim::Fixed(rows * (cols + 1)), fixed(d)],
-    );
-    Ok(super::builder::encode(&g.finish(
+    g.output("image_embeds", Elem::F32, &[sym("B"), tokens, fixed(d)]);
+    g.write(
         "Glimpse vision: patches to image embeddings with row newlines",
-    )))
+        &target.path,
+    )
 }

@@ -5,9 +5,11 @@
 //! row-major order, each flattened channel-last. Training and the runtime both call
 //! [`Canvas::patches`], so the model sees the same numbers in both.
 
+mod format;
 pub(crate) mod load;
 mod resize;
 
+pub use format::{Grid, ImageFormat, Rounding, Size};
 pub use load::{MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
 pub use resize::resize_rgb;
 
@@ -35,9 +37,6 @@ pub struct Patches {
 pub const MAX_CANVAS_SIDE: u32 = 4096;
 /// Largest patch side a package may declare (Fuyu: 30).
 pub const MAX_PATCH: u32 = 256;
-
-/// Value of padding after the `1/255` rescale, as in Fuyu.
-const PAD: f32 = 1.0;
 
 impl Canvas {
     pub fn rows(&self) -> usize {
@@ -89,17 +88,21 @@ impl Canvas {
 
     /// Size a `w × h` frame is scaled to: fit inside the canvas, aspect kept, never enlarged.
     pub fn fitted_size(&self, w: u32, h: u32) -> (u32, u32) {
-        let scale = (self.width as f64 / w as f64)
-            .min(self.height as f64 / h as f64)
-            .min(1.0);
-        let fw = ((w as f64 * scale).round() as u32).clamp(1, self.width.max(1));
-        let fh = ((h as f64 * scale).round() as u32).clamp(1, self.height.max(1));
-        (fw, fh)
+        ImageFormat::default().fitted_size(self, w, h)
     }
 
-    /// The whole preprocessing: fit, pad, normalise and cut into patches.
+    /// The whole preprocessing of Glimpse's own format: fit, pad, normalise and cut
+    /// into patches.
     pub fn patches(&self, frame: &RgbImage) -> Patches {
-        let (fw, fh) = self.fitted_size(frame.width(), frame.height());
+        ImageFormat::default().patches(self, frame)
+    }
+}
+
+impl ImageFormat {
+    /// The whole preprocessing: fit, pad, normalise and cut into patches (row-major,
+    /// each channel-last).
+    pub fn patches(&self, canvas: &Canvas, frame: &RgbImage) -> Patches {
+        let (fw, fh) = self.fitted_size(canvas, frame.width(), frame.height());
         let fitted;
         let img = if (fw, fh) == frame.dimensions() {
             frame
@@ -107,11 +110,13 @@ impl Canvas {
             fitted = resize_rgb(frame, fw, fh);
             &fitted
         };
-        let (rows, cols, p) = (self.rows(), self.cols(), self.patch as usize);
-        let dim = self.patch_dim();
+        let (rows, cols) = self.grid_for(canvas, frame.width(), frame.height());
+        let p = canvas.patch as usize;
+        let dim = canvas.patch_dim();
         let mut data = vec![0.0f32; rows * cols * dim];
         let raw = img.as_raw();
         let stride = fw as usize * 3;
+        let pad = [0, 1, 2].map(|c| self.normalise(self.pad, c));
         for r in 0..rows {
             for c in 0..cols {
                 let base = (r * cols + c) * dim;
@@ -121,12 +126,11 @@ impl Canvas {
                         let x = c * p + px;
                         let o = base + (py * p + px) * 3;
                         for ch in 0..3 {
-                            let v = if x < fw as usize && y < fh as usize {
-                                raw[y * stride + x * 3 + ch] as f32 / 255.0
+                            data[o + ch] = if x < fw as usize && y < fh as usize {
+                                self.normalise(raw[y * stride + x * 3 + ch] as f32, ch)
                             } else {
-                                PAD
+                                pad[ch]
                             };
-                            data[o + ch] = (v - 0.5) / 0.5;
                         }
                     }
                 }

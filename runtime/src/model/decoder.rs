@@ -194,7 +194,8 @@ impl DecoderSession<'_> {
     }
 
     /// Appends `embeds` (`n × d` values) to the sequence and returns the logits of every
-    /// new position (`n × vocab` values).
+    /// new position (`n × vocab` values), or of the last one only (`vocab` values) for
+    /// graphs that compute only those (every graph `glimpse-export` writes now).
     pub fn forward(&mut self, embeds: &[f32]) -> Result<Vec<f32>> {
         Ok(self.run(embeds, false)?.0)
     }
@@ -232,11 +233,12 @@ impl DecoderSession<'_> {
         let out = self.state.run(inputs).map_err(Error::inference)?;
         self.len += n;
         let logits = f32_values(&out[self.graph.logits_output])?;
-        if logits.len() != n * self.graph.vocab_size {
+        // graphs written since computing logits at the last position only give one row
+        let v = self.graph.vocab_size;
+        if logits.len() != n * v && logits.len() != v {
             return Err(Error::Inference(format!(
-                "the decoder gave {} logits for {n} positions of a {}-token vocabulary",
+                "the decoder gave {} logits for {n} positions of a {v}-token vocabulary",
                 logits.len(),
-                self.graph.vocab_size
             )));
         }
         let state = match self.graph.state_output {

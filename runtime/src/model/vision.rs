@@ -1,5 +1,6 @@
 //! `vision.onnx`: patches `[1, R, C, 3·P·P]` → image embeddings `[1, R·(C+1), d]`,
-//! one linear projection per patch and a learned newline after each patch row.
+//! one linear projection per patch and a newline embedding after each patch row. `R` and
+//! `C` are fixed by the canvas, or symbolic when the grid follows the image (Fuyu).
 
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use tract_onnx::prelude::*;
 use super::check::GraphCheck;
 use super::{Plan, f32_values, into_plan, load_typed};
 use crate::error::{Error, Result};
-use crate::frame::{Canvas, Patches};
+use crate::frame::{Canvas, Grid, ImageFormat, Patches};
 
 pub struct VisionGraph {
     plan: Plan,
@@ -16,22 +17,28 @@ pub struct VisionGraph {
 }
 
 impl VisionGraph {
-    /// Loads the graph and checks its patch grid against `canvas` and its width against
-    /// `d_model`.
-    pub fn load(path: &Path, canvas: &Canvas, d_model: usize) -> Result<Self> {
+    /// Loads the graph and checks its patch grid against `canvas` and `format` and its
+    /// width against `d_model`.
+    pub fn load(
+        path: &Path,
+        canvas: &Canvas,
+        format: &ImageFormat,
+        d_model: usize,
+    ) -> Result<Self> {
         let model = load_typed(path)?;
         let c = GraphCheck {
             path,
             model: &model,
         };
+        let fixed = format.grid == Grid::Canvas;
         let patches = c.input("patches")?;
         c.dims(
             patches,
             "patches",
             &[
                 None,
-                Some((canvas.rows(), "canvas.height / canvas.patch")),
-                Some((canvas.cols(), "canvas.width / canvas.patch")),
+                fixed.then_some((canvas.rows(), "canvas.height / canvas.patch")),
+                fixed.then_some((canvas.cols(), "canvas.width / canvas.patch")),
                 Some((canvas.patch_dim(), "3 × canvas.patch²")),
             ],
         )?;
@@ -41,7 +48,7 @@ impl VisionGraph {
             "image_embeds",
             &[
                 None,
-                Some((canvas.image_tokens(), "canvas (image tokens)")),
+                fixed.then_some((canvas.image_tokens(), "canvas (image tokens)")),
                 Some((d_model, "model.d_model")),
             ],
         )?;

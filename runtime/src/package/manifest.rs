@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Precision;
-use crate::frame::Canvas;
+use crate::frame::{Canvas, ImageFormat};
 use crate::model::ModelConfig;
+use crate::text::PromptFormat;
 
 /// Version of the package layout this runtime reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -47,6 +48,45 @@ impl SpecialTokens {
     }
 }
 
+/// The text of each special token in the tokenizer (manifest field `special_token_names`);
+/// Glimpse's own tokenizer uses the names below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialTokenNames {
+    pub pad: String,
+    pub bos: String,
+    pub eos: String,
+    pub boa: String,
+    pub newline: String,
+    pub image: String,
+}
+
+impl Default for SpecialTokenNames {
+    fn default() -> Self {
+        SpecialTokenNames {
+            pad: PAD.into(),
+            bos: BOS.into(),
+            eos: EOS.into(),
+            boa: BOA.into(),
+            newline: NEWLINE.into(),
+            image: IMAGE.into(),
+        }
+    }
+}
+
+impl SpecialTokenNames {
+    /// (token text, id) of every special token.
+    pub fn with_ids(&self, ids: &SpecialTokens) -> [(&str, u32); 6] {
+        [
+            (&self.pad, ids.pad),
+            (&self.bos, ids.bos),
+            (&self.eos, ids.eos),
+            (&self.boa, ids.boa),
+            (&self.newline, ids.newline),
+            (&self.image, ids.image),
+        ]
+    }
+}
+
 pub const PAD: &str = "<pad>";
 pub const BOS: &str = "<s>";
 pub const EOS: &str = "</s>";
@@ -61,6 +101,10 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 fn f32_only() -> Vec<Precision> {
     vec![Precision::F32]
 }
@@ -72,6 +116,15 @@ pub struct Manifest {
     pub model: ModelConfig,
     pub canvas: Canvas,
     pub special_tokens: SpecialTokens,
+    /// The special tokens' texts in the tokenizer, when they are not Glimpse's own.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub special_token_names: SpecialTokenNames,
+    /// How frames become patches, when not Glimpse's own way.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub image: ImageFormat,
+    /// The prompt texts of captions and questions, when not Glimpse's own.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub prompt: PromptFormat,
     /// Numeric precision of the plain-named graphs' weights (`f32`).
     pub precision: String,
     /// Every precision the package carries graphs for (see [`Precision::file`]); packages

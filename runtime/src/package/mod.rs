@@ -80,14 +80,16 @@ impl Package {
         }
         manifest.model.validate().map_err(bad)?;
         manifest.canvas.validate().map_err(bad)?;
+        manifest.image.validate(&manifest.canvas).map_err(bad)?;
+        manifest.prompt.validate().map_err(bad)?;
         if let Some(m) = &manifest.matching {
             check_file_name(&m.file)
                 .map_err(|r| bad(format!("matching.file {:?}: {r}", m.file)))?;
         }
-        if manifest.canvas.image_tokens() >= manifest.model.max_positions {
+        let image_tokens = manifest.image.max_image_tokens(&manifest.canvas);
+        if image_tokens >= manifest.model.max_positions {
             return Err(bad(format!(
-                "the canvas needs {} image tokens but the model's context is {}",
-                manifest.canvas.image_tokens(),
+                "the largest image needs {image_tokens} image tokens but the model's context is {}",
                 manifest.model.max_positions
             )));
         }
@@ -133,6 +135,32 @@ impl Package {
                     reason: format!("{name} is listed in the manifest but missing"),
                 });
             }
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| Error::Io {
+                    path: path.clone(),
+                    source: e,
+                })?
+                .len();
+            if bytes != entry.bytes {
+                return Err(Error::NotAPackage {
+                    path: dir.clone(),
+                    reason: format!(
+                        "{name} has {bytes} bytes but the manifest lists {} (truncated or replaced?)",
+                        entry.bytes
+                    ),
+                });
+            }
+        }
+        Ok(Package { dir, manifest })
+    }
+
+    /// Checks the SHA-256 of the files a run at `precision` reads (its graphs with their
+    /// external data, the tokenizer, the matching heads): the other precisions' files,
+    /// gigabytes in a large package, are not read.
+    pub fn verify(&self, precision: Precision) -> Result<()> {
+        for name in self.files_for(precision) {
+            let entry = &self.manifest.files[&name];
+            let path = self.dir.join(&name);
             let actual = sha256_file(&path)?;
             if actual != entry.sha256 {
                 return Err(Error::Checksum {
@@ -142,12 +170,32 @@ impl Package {
                 });
             }
         }
-        Ok(Package { dir, manifest })
+        Ok(())
+    }
+
+    /// The listed files a run at `precision` reads.
+    pub fn files_for(&self, precision: Precision) -> Vec<String> {
+        let mut names = vec![TOKENIZER_FILE.to_string()];
+        for g in [VISION_FILE, EMBEDDING_FILE, DECODER_FILE] {
+            let graph = precision.file(g);
+            names.push(external_data_file(&graph));
+            names.push(graph);
+        }
+        if let Some(m) = &self.manifest.matching {
+            names.push(m.file.clone());
+        }
+        names.retain(|n| self.manifest.files.contains_key(n));
+        names
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// The file holding a graph's weights when they are stored as ONNX external data.
+pub fn external_data_file(graph: &str) -> String {
+    format!("{graph}.data")
 }
 
 /// A package file name must stay inside the package: relative, no `..`, no root, no

@@ -3,5 +3,5 @@
 mod prompt;
 mod tokenizer;
 
-pub use prompt::{Prompt, TokenStream, match_ids};
+pub use prompt::{Prompt, PromptFormat, QUESTION, TokenStream, match_ids};
 pub use tokenizer::TextTokenizer;

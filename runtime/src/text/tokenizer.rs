@@ -4,17 +4,25 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
+use super::PromptFormat;
 use crate::error::{Error, Result};
-use crate::package::SpecialTokens;
+use crate::package::{SpecialTokenNames, SpecialTokens};
 
 pub struct TextTokenizer {
     inner: Tokenizer,
     special: SpecialTokens,
+    prompt: PromptFormat,
 }
 
 impl TextTokenizer {
-    /// Loads `path` and checks its vocabulary size and special tokens against the manifest.
-    pub fn load(path: &Path, vocab_size: usize, special: SpecialTokens) -> Result<Self> {
+    /// Loads `path` and checks its vocabulary size and special tokens (ids and names)
+    /// against the manifest.
+    pub fn load(
+        path: &Path,
+        vocab_size: usize,
+        special: SpecialTokens,
+        names: &SpecialTokenNames,
+    ) -> Result<Self> {
         let bad = |reason: String| Error::Tokenizer {
             path: path.to_path_buf(),
             reason,
@@ -38,7 +46,7 @@ impl TextTokenizer {
                 tokenizer: size,
             });
         }
-        for (name, id) in special.named() {
+        for (name, id) in names.with_ids(&special) {
             if inner.token_to_id(name) != Some(id) {
                 return Err(Error::Tokenizer {
                     path: path.to_path_buf(),
@@ -52,12 +60,30 @@ impl TextTokenizer {
         // User text is text: `</s>` typed in a question is five characters, not the end
         // of the sequence. The stream's special tokens are placed by id, never by matching.
         inner.set_encode_special_tokens(true);
-        Ok(Self { inner, special })
+        Ok(Self {
+            inner,
+            special,
+            prompt: PromptFormat::default(),
+        })
     }
 
     pub fn from_tokenizer(mut inner: Tokenizer, special: SpecialTokens) -> Self {
         inner.set_encode_special_tokens(true);
-        Self { inner, special }
+        Self {
+            inner,
+            special,
+            prompt: PromptFormat::default(),
+        }
+    }
+
+    /// The same tokenizer with the package's prompt texts.
+    pub fn with_prompt(mut self, prompt: PromptFormat) -> Self {
+        self.prompt = prompt;
+        self
+    }
+
+    pub fn prompt_format(&self) -> &PromptFormat {
+        &self.prompt
     }
 
     pub fn special(&self) -> SpecialTokens {
