@@ -41,6 +41,10 @@ enum Command {
     /// tokenizer.json, preprocessor settings) into a model package.
     #[command(name = "import-hf")]
     ImportHf(ImportHfArgs),
+    /// Write a Fuyu checkpoint folder with random weights at a real model's size (for
+    /// measuring import, load and speed without downloading weights).
+    #[command(name = "random-hf")]
+    RandomHf(RandomHfArgs),
     /// Record tract's inputs and logits on some images as JSON, for checking a package
     /// with another ONNX runtime (scripts/check_onnx.py).
     Reference(ReferenceArgs),
@@ -77,6 +81,16 @@ struct ImportHfArgs {
     /// whole canvas (1920x1080 for Fuyu-8B). `glimpse --max-image` overrides it per run.
     #[arg(long, value_name = "WxH")]
     max_image: Option<glimpse_runtime::frame::Size>,
+}
+
+#[derive(clap::Args)]
+struct RandomHfArgs {
+    /// fuyu-8b (9.4 B parameters, 18.8 GB in bf16), fuyu-1b (1.3 B) or fuyu-tiny.
+    #[arg(long, default_value = "fuyu-tiny")]
+    preset: String,
+    /// Checkpoint folder to create (must not exist yet).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -341,6 +355,29 @@ fn run(cli: Cli) -> Result<()> {
                 bytes as f64 / 1e6,
                 m.canvas.width,
                 m.canvas.height
+            );
+        }
+        Command::RandomHf(a) => {
+            use glimpse_exporter::hf::random;
+            let preset = random::preset(&a.preset).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown --preset {:?}: use {}",
+                    a.preset,
+                    random::PRESETS
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            let t = std::time::Instant::now();
+            let bytes = random::write(&preset, &a.out, true)?;
+            eprintln!(
+                "wrote {} in {:.1} s: {} parameters, {:.2} GB of bf16 weights",
+                a.out.display(),
+                t.elapsed().as_secs_f64(),
+                preset.parameters(),
+                bytes as f64 / 1e9
             );
         }
         Command::Scenes(a) => {

@@ -9,6 +9,7 @@
 //! complete: a failed import leaves nothing behind.
 
 pub mod config;
+pub mod random;
 pub mod safetensors;
 pub mod weights;
 

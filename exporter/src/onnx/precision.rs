@@ -23,25 +23,34 @@ use crate::model::weights::Array;
 pub const Q4_BLOCK: usize = 32;
 
 /// Per-output-column symmetric int8 of an `[in, out]` weight: (values `[in, out]`, scales `[out]`).
+/// Every pass runs along rows, so a weight of gigabytes is read in memory order.
 pub fn quantize_int8(w: &Array) -> (Vec<i8>, Vec<f32>) {
-    let (k, n) = (w.dims[0], w.dims[1]);
-    let scales: Vec<f32> = (0..n)
-        .map(|j| {
-            let amax = (0..k).map(|i| w.data[i * n + j].abs()).fold(0f32, f32::max);
-            if amax > 0.0 { amax / 127.0 } else { 1.0 }
-        })
+    let n = w.dims[1];
+    let mut amax = vec![0f32; n];
+    for row in w.data.chunks_exact(n) {
+        for (m, v) in amax.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
         .collect();
     let q = w
         .data
-        .iter()
-        .enumerate()
-        .map(|(idx, v)| (v / scales[idx % n]).round().clamp(-127.0, 127.0) as i8)
+        .chunks_exact(n)
+        .flat_map(|row| {
+            row.iter()
+                .zip(&scales)
+                .map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8)
+        })
         .collect();
     (q, scales)
 }
 
 /// Q4_0 blocks of an `[in, out]` weight, laid out as MatMulNBits wants: bytes
 /// `[out, in/32, 16]` (element `2i` in the low nibble) and scales `[out · in/32]`.
+/// Each block of 32 rows is read in memory order.
 pub fn quantize_q4(w: &Array) -> Result<(Vec<u8>, Vec<f32>)> {
     let (k, n) = (w.dims[0], w.dims[1]);
     if !k.is_multiple_of(Q4_BLOCK) {
@@ -50,23 +59,29 @@ pub fn quantize_q4(w: &Array) -> Result<(Vec<u8>, Vec<f32>)> {
     let blocks = k / Q4_BLOCK;
     let mut bytes = vec![0u8; n * blocks * Q4_BLOCK / 2];
     let mut scales = vec![0f32; n * blocks];
-    for col in 0..n {
-        for b in 0..blocks {
-            let vals: Vec<f32> = (0..Q4_BLOCK)
-                .map(|i| w.data[(b * Q4_BLOCK + i) * n + col])
-                .collect();
-            // the value of largest magnitude maps to -8, as in Q4_0
-            let extreme = vals
-                .iter()
-                .copied()
-                .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-            let d = extreme / -8.0;
-            let inv = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut extreme = vec![0f32; n];
+    let mut inv = vec![0f32; n];
+    for b in 0..blocks {
+        let rows = &w.data[b * Q4_BLOCK * n..(b + 1) * Q4_BLOCK * n];
+        // the value of largest magnitude (the first of equal ones) maps to -8, as in Q4_0
+        extreme.iter_mut().for_each(|e| *e = 0.0);
+        for row in rows.chunks_exact(n) {
+            for (m, &v) in extreme.iter_mut().zip(row) {
+                if v.abs() > m.abs() {
+                    *m = v;
+                }
+            }
+        }
+        for col in 0..n {
+            let d = extreme[col] / -8.0;
             scales[col * blocks + b] = d;
-            for (i, v) in vals.iter().enumerate() {
-                let q = ((v * inv).round() + 8.0).clamp(0.0, 15.0) as u8;
-                let at = (col * blocks + b) * Q4_BLOCK / 2 + i / 2;
-                bytes[at] |= q << (4 * (i % 2));
+            inv[col] = if d != 0.0 { 1.0 / d } else { 0.0 };
+        }
+        for (i, row) in rows.chunks_exact(n).enumerate() {
+            let shift = 4 * (i % 2);
+            for (col, &v) in row.iter().enumerate() {
+                let q = ((v * inv[col]).round() + 8.0).clamp(0.0, 15.0) as u8;
+                bytes[(col * blocks + b) * Q4_BLOCK / 2 + i / 2] |= q << shift;
             }
         }
     }
