@@ -267,3 +267,104 @@ mod tests {
         );
     }
 }
+
+/// [`light`]'s figures: one of each, for models of gigabytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct LightReport {
+    pub frame: (u32, u32),
+    pub precision: String,
+    /// Image tokens of the frame (after `max_image`).
+    pub image_tokens: usize,
+    /// Tokens prefilled: image and caption prompt.
+    pub prefill_tokens: usize,
+    pub load_ms: f64,
+    /// Peak resident memory right after loading.
+    pub load_rss_mb: Option<f64>,
+    /// Preprocessing, vision, prefill and the first argmax, from the frame.
+    pub first_token_ms: f64,
+    /// Cached decode steps, each timed.
+    pub decode_token: Stat,
+    pub decode_tokens_per_s: f64,
+    pub peak_rss_mb: Option<f64>,
+    /// Bytes of the graphs' weights at this precision (the `.onnx` files and their
+    /// external data): what the process must hold at least.
+    pub weight_bytes: u64,
+}
+
+/// The inputs [`light`] fed the model, for running the same in another runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct LightInputs {
+    pub patches_shape: [usize; 4],
+    pub patches: Vec<f32>,
+    pub text_ids: Vec<u32>,
+}
+
+/// One load, one time to first token on `frame` (caption prompt) and `steps` cached
+/// decode steps: what a model of gigabytes can afford to measure. The patches and prompt
+/// ids are written to `save_inputs` when given.
+pub fn light(
+    dir: &std::path::Path,
+    precision: Option<crate::package::Precision>,
+    max_image: Option<crate::frame::Size>,
+    frame: &RgbImage,
+    steps: usize,
+    save_inputs: Option<&std::path::Path>,
+) -> Result<LightReport> {
+    let (mut g, load_ms) = time(|| Glimpse::load_with(dir, precision))?;
+    let load_rss_mb = peak_rss_mb();
+    g.set_max_image(max_image)?;
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+    let t = Instant::now();
+    let image = g.see(frame)?;
+    let mut prefix = image.embeddings.clone();
+    prefix.extend(g.embed(&stream.text_ids)?);
+    let mut session = g.session()?;
+    let mut next = argmax(&session.forward_last(&prefix)?);
+    let first_token_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut decode = vec![];
+    for _ in 0..steps {
+        if session.len() + 1 > g.max_positions() {
+            break;
+        }
+        let e = g.embed(&[next])?;
+        let (logits, ms) = time(|| session.forward_last(&e))?;
+        decode.push(ms);
+        next = argmax(&logits);
+    }
+    let decode_token = Stat::of(decode);
+    if let Some(path) = save_inputs {
+        let p = g.patches(frame);
+        let inputs = LightInputs {
+            patches_shape: [1, p.rows, p.cols, p.dim],
+            patches: p.data,
+            text_ids: stream.text_ids.clone(),
+        };
+        let text = serde_json::to_string(&inputs)
+            .map_err(|e| crate::Error::Inference(format!("cannot encode the inputs: {e}")))?;
+        std::fs::write(path, text).map_err(|e| crate::Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let m = &g.package.manifest;
+    let weight_bytes = g
+        .package
+        .files_for(g.precision)
+        .iter()
+        .filter(|f| f.contains(".onnx"))
+        .map(|f| m.files[f].bytes)
+        .sum();
+    Ok(LightReport {
+        frame: frame.dimensions(),
+        precision: g.precision.name().to_string(),
+        image_tokens: g.image_tokens(frame.width(), frame.height()),
+        prefill_tokens: prefix.len() / m.model.d_model,
+        load_ms,
+        load_rss_mb,
+        first_token_ms,
+        decode_tokens_per_s: 1e3 / decode_token.median_ms,
+        decode_token,
+        peak_rss_mb: peak_rss_mb(),
+        weight_bytes,
+    })
+}

@@ -39,6 +39,11 @@ struct Cli {
     /// this CPU among those it carries]
     #[arg(long, global = true, value_parser = parse_precision)]
     precision: Option<Precision>,
+    /// Largest image fed to the model, WIDTHxHEIGHT: frames are shrunk to fit, so fewer
+    /// image tokens and a shorter prefill (for packages whose patch grid follows the
+    /// image, such as imported Fuyu models) [default: from the package]
+    #[arg(long, global = true, value_name = "WxH")]
+    max_image: Option<glimpse_runtime::frame::Size>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,6 +114,13 @@ enum Command {
         /// Also write the frame used as PNG (to run the same frame elsewhere).
         #[arg(long, value_name = "PATH")]
         save_frame: Option<PathBuf>,
+        /// For models of gigabytes: one load, one time to first token and this many cached
+        /// decode steps, with peak memory against the weights' size (JSON with --json).
+        #[arg(long, value_name = "STEPS", value_parser = cli::positive::<usize>)]
+        light: Option<usize>,
+        /// With --light: write the patches and prompt ids fed to the model as JSON.
+        #[arg(long, value_name = "PATH", requires = "light")]
+        save_inputs: Option<PathBuf>,
     },
 }
 
@@ -122,6 +134,8 @@ fn load(cli: &Cli) -> Result<Glimpse, String> {
     if let Some(n) = cli.max_tokens {
         g.max_new_tokens = n;
     }
+    g.set_max_image(cli.max_image)
+        .map_err(|e| format!("--max-image: {e}"))?;
     Ok(g)
 }
 
@@ -211,7 +225,7 @@ fn start_loop(
     pacing: &PacingArgs,
 ) -> Result<(Glimpse, Box<dyn glimpse_runtime::source::FrameSource>), String> {
     let g = load(cli)?;
-    let source = cli::sources::open(source, pacing, g.canvas())?;
+    let source = cli::sources::open(source, pacing, g.capture_box())?;
     let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
     Ok((g, source))
 }
@@ -253,6 +267,8 @@ fn run(cli: &Cli) -> Result<bool, String> {
             image,
             runs,
             save_frame,
+            light,
+            save_inputs,
         } => {
             let dir = cli.model.clone().unwrap_or_else(default_package_dir);
             let frame = match image {
@@ -272,6 +288,19 @@ fn run(cli: &Cli) -> Result<bool, String> {
                 frame
                     .save(path)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            if let Some(steps) = light {
+                let r = glimpse_runtime::bench::light(
+                    &dir,
+                    cli.precision,
+                    cli.max_image,
+                    &frame,
+                    *steps,
+                    save_inputs.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                print(serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)?;
+                return Ok(true);
             }
             let r = glimpse_runtime::bench::run_with(&dir, cli.precision, &frame, *runs)
                 .map_err(|e| e.to_string())?;
@@ -337,12 +366,18 @@ fn info_text(g: &Glimpse) -> String {
         format!("package   {} ({})", g.package.dir.display(), m.name),
         format!("model     {:?}", m.model),
         format!(
-            "canvas    {}x{}, patches {}x{} px, {} image tokens",
+            "canvas    {}x{}, patches {}x{} px, {} image tokens{}",
             m.canvas.width,
             m.canvas.height,
             m.canvas.patch,
             m.canvas.patch,
-            m.canvas.image_tokens()
+            m.image.max_image_tokens(&m.canvas),
+            match (m.image.grid, m.image.max_image) {
+                (glimpse_runtime::frame::Grid::Canvas, _) => String::new(),
+                (_, Some(b)) =>
+                    format!(" at most (frames fitted into {b}, grid follows the image)"),
+                (_, None) => " at most (grid follows the image)".into(),
+            }
         ),
         format!(
             "precision {} (carries {}; this CPU: {})",
@@ -357,7 +392,7 @@ fn info_text(g: &Glimpse) -> String {
             "matching  {} ({}-d image and text embeddings, scale 1/τ = {:.2})",
             h.file, h.dim, h.logit_scale
         ),
-        None => "matching  none (trained without the contrastive loss)".into(),
+        None => "matching  none (no matching heads: match and --trigger are unavailable)".into(),
     });
     for (f, e) in &m.files {
         lines.push(format!(
@@ -390,8 +425,10 @@ fn info_json(g: &Glimpse) -> serde_json::Value {
             "width": m.canvas.width,
             "height": m.canvas.height,
             "patch": m.canvas.patch,
-            "image_tokens": m.canvas.image_tokens(),
+            "image_tokens": m.image.max_image_tokens(&m.canvas),
         },
+        "image": m.image,
+        "prompt": m.prompt,
         "precision": g.precision.name(),
         "precisions": m.precisions.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "cpu": CpuFeatures::detect().describe(),

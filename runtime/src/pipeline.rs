@@ -150,6 +150,18 @@ impl Glimpse {
         Ok(())
     }
 
+    /// The area frames are fitted into (the canvas, or the maximum image size): what a
+    /// camera should deliver at least.
+    pub fn capture_box(&self) -> Canvas {
+        let c = self.canvas();
+        let b = self.image_format().fit_box(&c);
+        Canvas {
+            width: b.width,
+            height: b.height,
+            patch: c.patch,
+        }
+    }
+
     /// Image tokens (patches and row newlines) of a `width × height` frame.
     pub fn image_tokens(&self, width: u32, height: u32) -> usize {
         self.image_format()

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Glimpse (tract) beside onnxruntime on large imported packages, one process each.
+
+For each package: `glimpse bench --light STEPS` (one load, one time to first token on the
+frame with the captioning prompt, STEPS cached decode steps, peak memory) saves the
+patches and prompt ids it fed; then onnxruntime runs the package's own graphs on the same
+inputs (one thread, like tract), in a fresh Python process so its memory is its own.
+Prints a Markdown table.
+
+usage: perf_scale.py --glimpse BIN --frame PNG [--steps N] [--max-image WxH] PKG [PKG ...]
+(PKG may be DIR:PRECISION)
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def ort_run(package, precision, inputs, steps):
+    """Runs in a child process: load, first token, decode steps; returns the figures."""
+    import numpy as np
+    import onnxruntime as ort
+
+    def graph(name):
+        f = name if precision == "f32" else name.replace(".onnx", f".{precision}.onnx")
+        return os.path.join(package, f)
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    t = time.perf_counter()
+    s = {n: ort.InferenceSession(graph(n), opts, providers=["CPUExecutionProvider"])
+         for n in ("vision.onnx", "embedding.onnx", "decoder.onnx")}
+    load_ms = (time.perf_counter() - t) * 1e3
+    load_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    m = json.load(open(os.path.join(package, "glimpse.json")))["model"]
+    layers, heads, hd = m["n_layers"], m["n_heads"], m["d_model"] // m["n_heads"]
+    outputs = [o.name for o in s["decoder.onnx"].get_outputs()]
+
+    def embed(ids):
+        return s["embedding.onnx"].run(None, {"input_ids": np.array([ids], dtype=np.int64)})[0]
+
+    def decode(embeds, start, past):
+        feed = {"inputs_embeds": embeds,
+                "position_ids": np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]}
+        for i in range(layers):
+            feed[f"past_key_values.{i}.key"] = past[2 * i]
+            feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
+        out = dict(zip(outputs, s["decoder.onnx"].run(None, feed)))
+        return out["logits"], [out[f"present.{i}.{kv}"] for i in range(layers)
+                                for kv in ("key", "value")]
+
+    patches = np.array(inputs["patches"], dtype=np.float32).reshape(inputs["patches_shape"])
+    t = time.perf_counter()
+    image = s["vision.onnx"].run(None, {"patches": patches})[0]
+    prefix = np.concatenate([image, embed(inputs["text_ids"])], axis=1)
+    empty = [np.zeros((1, heads, 0, hd), dtype=np.float32) for _ in range(2 * layers)]
+    logits, past = decode(prefix, 0, empty)
+    nxt = int(np.argmax(logits[0, -1]))
+    first_ms = (time.perf_counter() - t) * 1e3
+    pos, step_ms = prefix.shape[1], []
+    for _ in range(steps):
+        e = embed([nxt])
+        t = time.perf_counter()
+        logits, past = decode(e, pos, past)
+        step_ms.append((time.perf_counter() - t) * 1e3)
+        pos += 1
+        nxt = int(np.argmax(logits[0, -1]))
+    return {
+        "load_ms": load_ms,
+        "load_rss_mb": load_rss,
+        "first_token_ms": first_ms,
+        "decode_ms": statistics.median(step_ms),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--glimpse", required=True)
+    ap.add_argument("--frame", required=True)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--max-image")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("packages", nargs="*")
+    a = ap.parse_args()
+    if a.child:
+        package, precision, inputs = a.child.split("|")
+        print(json.dumps(ort_run(package, precision, json.load(open(inputs)), a.steps)))
+        return
+    rows = []
+    for spec in a.packages:
+        package, _, precision = spec.partition(":")
+        tmp = tempfile.mkdtemp()
+        inputs = os.path.join(tmp, "inputs.json")
+        cmd = [a.glimpse, "--model", package, "bench", a.frame, "--light", str(a.steps),
+               "--save-inputs", inputs]
+        if precision:
+            cmd[3:3] = ["--precision", precision]
+        if a.max_image:
+            cmd[3:3] = ["--max-image", a.max_image]
+        ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        precision = ours["precision"]
+        child = subprocess.run(
+            [sys.executable, __file__, "--glimpse", a.glimpse, "--frame", a.frame,
+             "--steps", str(a.steps), "--child", f"{package}|{precision}|{inputs}"],
+            capture_output=True, text=True)
+        theirs = json.loads(child.stdout) if child.returncode == 0 else None
+        if theirs is None:
+            print(f"onnxruntime could not run {package} at {precision}: "
+                  f"{child.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        rows.append((package, ours, theirs))
+        print(json.dumps({"package": package, "glimpse": ours, "onnxruntime": theirs}),
+              file=sys.stderr)
+    gb = lambda b: b / 1e9
+    print("| package | precision | weights GB | image tokens | load s (ours / ort) | "
+          "peak RSS GB (ours / ort) | RSS ÷ weights (ours) | first token s (ours / ort) | "
+          "decode tokens/s (ours / ort) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for package, o, t in rows:
+        w = o["weight_bytes"]
+        rss = (o["peak_rss_mb"] or 0) * 1024 * 1024
+        tt = lambda k, f=1e-3: f"{t[k] * f:.1f}" if t else "-"
+        print(f"| {os.path.basename(package.rstrip('/'))} | {o['precision']} | {gb(w):.2f} | "
+              f"{o['image_tokens']} | {o['load_ms'] / 1e3:.1f} / {tt('load_ms')} | "
+              f"{gb(rss):.2f} / {tt('peak_rss_mb', 1024 * 1024 / 1e9)} | {rss / w:.2f} | "
+              f"{o['first_token_ms'] / 1e3:.1f} / {tt('first_token_ms')} | "
+              f"{o['decode_tokens_per_s']:.2f} / "
+              f"{(1e3 / t['decode_ms']) if t else float('nan'):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
