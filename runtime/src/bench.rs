@@ -77,8 +77,17 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 
 /// Peak resident set size of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// Resident set size of this process now (Linux), in MB.
+pub fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
@@ -286,6 +295,8 @@ pub struct LightReport {
     pub decode_token: Stat,
     pub decode_tokens_per_s: f64,
     pub peak_rss_mb: Option<f64>,
+    /// Resident memory after the decode steps: what the loaded model holds.
+    pub rss_mb: Option<f64>,
     /// Bytes of the graphs' weights at this precision (the `.onnx` files and their
     /// external data): what the process must hold at least.
     pub weight_bytes: u64,
@@ -365,6 +376,7 @@ pub fn light(
         decode_tokens_per_s: 1e3 / decode_token.median_ms,
         decode_token,
         peak_rss_mb: peak_rss_mb(),
+        rss_mb: rss_mb(),
         weight_bytes,
     })
 }
