@@ -32,6 +32,8 @@ pub mod fuzz;
 pub mod generate;
 pub mod matching;
 pub mod model;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod package;
 pub mod pipeline;
 pub mod scene;

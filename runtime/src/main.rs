@@ -75,6 +75,8 @@ enum Command {
         count: Option<u64>,
         #[command(flatten)]
         trigger: cli::watch::TriggerArgs,
+        #[command(flatten)]
+        mqtt: cli::mqtt::MqttArgs,
     },
     /// Score how well each text matches an image (image–text matching, no generation).
     ///
@@ -238,10 +240,18 @@ fn run(cli: &Cli) -> Result<bool, String> {
             every,
             count,
             trigger,
+            mqtt,
         } => {
             let (g, source) = start_loop(cli, source, pacing)?;
             let trigger = trigger.open(&g)?;
-            let summary = cli::watch::run(&g, source, *every, *count, trigger, cli.json, &STOP);
+            let mqtt = mqtt.open()?;
+            let opts = glimpse_runtime::watch::WatchOptions {
+                every: *every,
+                max_captions: *count,
+                trigger,
+                ..Default::default()
+            };
+            let summary = cli::watch::run(&g, source, opts, cli.json, mqtt, &STOP);
             Ok(summary.succeeded())
         }
         Command::Serve {

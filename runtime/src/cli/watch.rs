@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use glimpse_runtime::Glimpse;
 use glimpse_runtime::source::FrameSource;
@@ -51,14 +50,13 @@ impl TriggerArgs {
 pub fn run(
     g: &Glimpse,
     source: Box<dyn FrameSource>,
-    every: Duration,
-    count: Option<u64>,
-    trigger: Option<Trigger>,
+    opts: WatchOptions,
     json: bool,
+    mut mqtt: Option<super::mqtt::Mqtt>,
     stop: &AtomicBool,
 ) -> Summary {
     glimpse_runtime::note!("glimpse: watching {}", source.describe());
-    if let Some(t) = &trigger {
+    if let Some(t) = &opts.trigger {
         glimpse_runtime::note!(
             "glimpse: alerting when a frame matches \"{}\" (similarity {} or more; re-armed below {})",
             t.text,
@@ -66,13 +64,10 @@ pub fn run(
             t.levels.release
         );
     }
-    let opts = WatchOptions {
-        every,
-        max_captions: count,
-        trigger,
-        ..WatchOptions::default()
-    };
     let mut summary = watch(g, source, &opts, stop, &mut |event| {
+        if let Some(m) = mqtt.as_mut() {
+            m.on_event(event);
+        }
         let mut out = std::io::stdout().lock();
         match event {
             Event::Caption(c) if json => writeln!(out, "{}", c.to_json())?,
@@ -91,15 +86,23 @@ pub fn run(
         }
         out.flush()
     });
+    let mqtt_stats = mqtt.map(|m| m.finish(&summary)).unwrap_or(None);
     // the summary goes where it can: into the JSON stream if that still works, else stderr
     if json && summary.output_failed.is_none() {
         let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{}", summary.to_json()).and_then(|()| out.flush()) {
+        let mut v = summary.to_json();
+        if let Some(m) = &mqtt_stats {
+            v["mqtt"] = m.clone();
+        }
+        if let Err(e) = writeln!(out, "{v}").and_then(|()| out.flush()) {
             summary.output_failed = Some(e.to_string());
         }
     }
     if !json || summary.output_failed.is_some() {
         glimpse_runtime::note!("glimpse: {}", summary.describe());
+        if let Some(m) = &mqtt_stats {
+            glimpse_runtime::note!("glimpse: mqtt {m}");
+        }
     }
     if let Some(e) = &summary.output_failed {
         glimpse_runtime::note!("glimpse: error: cannot write to stdout ({e}); stopped");

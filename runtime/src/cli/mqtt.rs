@@ -1,0 +1,182 @@
+//! `--mqtt`: the watch loop's captions, alerts and statistics published to a broker
+//! (cargo feature `mqtt`; without it the options are refused with a reason).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use glimpse_runtime::watch::{Event, Summary};
+
+/// Options of `glimpse watch --mqtt`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MqttArgs {
+    /// Publish to this MQTT broker, mqtt://host[:port]: captions on TOPIC/caption (and the
+    /// latest, retained, on TOPIC/state), alerts and notices on TOPIC/event, statistics on
+    /// TOPIC/stats, online/offline on TOPIC/status (needs the `mqtt` build feature).
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// Topic prefix.
+    #[arg(long, default_value = "glimpse", requires = "mqtt")]
+    pub topic: String,
+    /// User name at the broker; the password comes from --mqtt-password-file or the
+    /// environment variable GLIMPSE_MQTT_PASSWORD.
+    #[arg(long, value_name = "USER", requires = "mqtt")]
+    pub mqtt_user: Option<String>,
+    /// File holding the broker password (its first line).
+    #[arg(long, value_name = "FILE", requires = "mqtt_user")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// Messages kept while the broker is unreachable; beyond it the oldest are dropped
+    /// and counted.
+    #[arg(long, value_name = "N", default_value_t = 600, value_parser = super::positive::<usize>, requires = "mqtt")]
+    pub mqtt_queue: usize,
+    /// Seconds between statistics messages.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = super::positive::<u64>, requires = "mqtt")]
+    pub mqtt_stats: u64,
+}
+
+impl MqttArgs {
+    fn password(&self) -> Result<Option<String>, String> {
+        if self.mqtt_user.is_none() {
+            return Ok(None);
+        }
+        if let Some(f) = &self.mqtt_password_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--mqtt-password-file {}: {e}", f.display()))?;
+            return Ok(Some(text.lines().next().unwrap_or("").to_string()));
+        }
+        Ok(std::env::var("GLIMPSE_MQTT_PASSWORD").ok())
+    }
+
+    /// Connects when `--mqtt` is given.
+    pub fn open(&self) -> Result<Option<Mqtt>, String> {
+        let Some(url) = &self.mqtt else {
+            return Ok(None);
+        };
+        Mqtt::open(self, url).map(Some)
+    }
+}
+
+/// The loop's publisher, what it has seen, and when it last sent statistics.
+pub struct Mqtt {
+    #[cfg(feature = "mqtt")]
+    publisher: glimpse_runtime::mqtt::Publisher,
+    every: Duration,
+    last_stats: Instant,
+    seen: Counts,
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct Counts {
+    captioned: u64,
+    alerts: u64,
+    notices: u64,
+    errors: u64,
+}
+
+#[cfg(not(feature = "mqtt"))]
+impl Mqtt {
+    fn open(args: &MqttArgs, url: &str) -> Result<Mqtt, String> {
+        let _ = (args.password(), args.every());
+        Err(format!(
+            "--mqtt {url}: this glimpse was built without MQTT; build it with `--features mqtt`"
+        ))
+    }
+
+    pub fn on_event(&mut self, _event: &Event) {
+        let _ = (self.every, self.last_stats, self.seen);
+    }
+
+    pub fn finish(self, _summary: &Summary) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+impl MqttArgs {
+    fn every(&self) -> Duration {
+        Duration::from_secs(self.mqtt_stats)
+    }
+}
+
+#[cfg(feature = "mqtt")]
+impl Mqtt {
+    fn open(args: &MqttArgs, url: &str) -> Result<Mqtt, String> {
+        use glimpse_runtime::mqtt::{MqttConfig, Publisher};
+        let (host, port) = MqttConfig::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        let cfg = MqttConfig {
+            host,
+            port,
+            topic: args.topic.trim_end_matches('/').to_string(),
+            username: args.mqtt_user.clone(),
+            password: args.password()?,
+            queue: args.mqtt_queue,
+            client_id: format!("glimpse-{}", std::process::id()),
+        };
+        let publisher = Publisher::connect(cfg, Duration::from_secs(3))
+            .map_err(|e| format!("--mqtt {url}: {e}"))?;
+        if !publisher.is_connected() {
+            glimpse_runtime::note!(
+                "glimpse: the MQTT broker at {url} is not reachable yet; messages queue until it is"
+            );
+        }
+        Ok(Mqtt {
+            publisher,
+            every: args.every(),
+            last_stats: Instant::now(),
+            seen: Counts::default(),
+        })
+    }
+
+    /// Publishes what the loop saw; statistics when they are due.
+    pub fn on_event(&mut self, event: &Event) {
+        let p = &self.publisher;
+        match event {
+            Event::Caption(c) => {
+                self.seen.captioned += 1;
+                let json = c.to_json().to_string();
+                p.publish("caption", json.clone(), false);
+                p.publish("state", json, true);
+            }
+            Event::Alert(a) => {
+                self.seen.alerts += 1;
+                p.publish("event", a.to_json().to_string(), false)
+            }
+            Event::Notice(n) => {
+                self.seen.notices += 1;
+                p.publish("event", n.to_json().to_string(), false)
+            }
+            Event::Error { seq, reason } => {
+                self.seen.errors += 1;
+                p.publish(
+                    "event",
+                    serde_json::json!({"event": "error", "seq": seq, "reason": reason}).to_string(),
+                    false,
+                )
+            }
+        }
+        if self.last_stats.elapsed() >= self.every {
+            self.last_stats = Instant::now();
+            let mut v = serde_json::to_value(self.seen).unwrap_or_default();
+            v["event"] = "stats".into();
+            v["mqtt"] = serde_json::to_value(p.stats()).unwrap_or_default();
+            p.publish("stats", v.to_string(), false);
+        }
+    }
+
+    fn stats_json(&self, summary: &Summary) -> serde_json::Value {
+        let mut v = summary.to_json();
+        v["event"] = "stats".into();
+        v["mqtt"] = serde_json::to_value(self.publisher.stats()).unwrap_or_default();
+        v
+    }
+
+    /// The last statistics, then `offline`; waits a few seconds for delivery. Returns the
+    /// publisher's counters.
+    pub fn finish(self, summary: &Summary) -> Option<serde_json::Value> {
+        self.publisher
+            .publish("stats", self.stats_json(summary).to_string(), false);
+        if let Some(e) = self.publisher.fatal() {
+            glimpse_runtime::note!("glimpse: mqtt: {e}");
+        }
+        let stats = self.publisher.finish(Duration::from_secs(5));
+        serde_json::to_value(stats).ok()
+    }
+}

@@ -1,0 +1,367 @@
+//! MQTT output (cargo feature `mqtt`): what the loop sees, published to a broker.
+//!
+//! Messages go into a bounded queue first; a sender thread hands them to the MQTT client
+//! (QoS 1, in order) while the broker is connected, and a network thread keeps the
+//! connection, reconnecting after an outage. When the queue is full the oldest message is
+//! dropped and counted, so a long outage costs the oldest captions, never memory. A last
+//! will marks the board `offline` on `<topic>/status` (retained) if it vanishes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, Packet, QoS,
+};
+
+/// Where to publish, and how.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Topic prefix: `<topic>/caption`, `/state`, `/event`, `/stats`, `/status`.
+    pub topic: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Messages kept while the broker is away.
+    pub queue: usize,
+    pub client_id: String,
+}
+
+/// Default queue: an hour of one caption a second is 3600; ten minutes' worth.
+pub const DEFAULT_QUEUE: usize = 600;
+
+impl MqttConfig {
+    /// `mqtt://host[:port]` (port 1883 by default).
+    pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+        if url.starts_with("mqtts://") {
+            return Err(format!(
+                "{url}: TLS (mqtts://) is not supported yet; use mqtt:// on a trusted network"
+            ));
+        }
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| format!("{url:?} is not an mqtt://host[:port] address"))?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') {
+            return Err(format!(
+                "{url:?}: credentials do not go in the address: use --mqtt-user and a password file or GLIMPSE_MQTT_PASSWORD"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("{url:?}: {p:?} is not a port number"))?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() || host.contains('@') || host.contains('/') {
+            return Err(format!(
+                "{url:?}: give the broker as mqtt://host[:port] (credentials go in --mqtt-user and a password file or GLIMPSE_MQTT_PASSWORD)"
+            ));
+        }
+        Ok((host.to_string(), port))
+    }
+}
+
+struct Message {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Message>,
+    closed: bool,
+}
+
+/// Counters of the publisher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MqttStats {
+    /// Handed to the broker connection.
+    pub sent: u64,
+    /// Acknowledged by the broker.
+    pub acked: u64,
+    /// Dropped because the queue was full (the oldest go first).
+    pub dropped: u64,
+    /// Waiting in the queue now.
+    pub queued: u64,
+    /// Times the connection was lost.
+    pub disconnects: u64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    connected: AtomicBool,
+    /// A refusal the broker will repeat (bad credentials): publishing stops.
+    fatal: Mutex<Option<String>>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    dropped: AtomicU64,
+    disconnects: AtomicU64,
+    stop: AtomicBool,
+}
+
+pub struct Publisher {
+    cfg: MqttConfig,
+    shared: Arc<Shared>,
+    client: Client,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn refusal(code: ConnectReturnCode) -> String {
+    match code {
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password".into(),
+        ConnectReturnCode::NotAuthorized => "not authorized".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Publisher {
+    /// Connects to the broker (waiting up to `wait` for its answer). A refusal (bad
+    /// credentials) is an error; a broker that cannot be reached yet is not: messages
+    /// queue until it can.
+    pub fn connect(cfg: MqttConfig, wait: Duration) -> Result<Publisher, String> {
+        let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_last_will(LastWill::new(
+            format!("{}/status", cfg.topic),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        if let Some(user) = &cfg.username {
+            opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
+        }
+        let (client, connection) = Client::new(opts, 16);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            connected: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = vec![];
+        let net = shared.clone();
+        let status = format!("{}/status", cfg.topic);
+        let online_client = client.clone();
+        threads.push(std::thread::spawn(move || {
+            network(connection, &net, &online_client, &status)
+        }));
+        let send = shared.clone();
+        let sender = client.clone();
+        threads.push(std::thread::spawn(move || send_loop(&sender, &send)));
+        let p = Publisher {
+            cfg,
+            shared,
+            client,
+            threads,
+        };
+        let start = Instant::now();
+        while start.elapsed() < wait && !p.shared.connected.load(Ordering::SeqCst) {
+            if let Some(e) = p.fatal() {
+                p.shutdown();
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(e) = p.fatal() {
+            p.shutdown();
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.cfg.topic
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+    }
+
+    /// Why publishing stopped for good, if it did.
+    pub fn fatal(&self) -> Option<String> {
+        self.shared.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Queues `payload` for `<topic>/<sub>`; the oldest message goes when the queue is full.
+    pub fn publish(&self, sub: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        let Ok(mut q) = self.shared.queue.lock() else {
+            return;
+        };
+        if q.items.len() >= self.cfg.queue.max(1) {
+            q.items.pop_front();
+            self.shared.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        q.items.push_back(Message {
+            topic: format!("{}/{sub}", self.cfg.topic),
+            payload: payload.into(),
+            retain,
+        });
+        self.shared.ready.notify_all();
+    }
+
+    pub fn stats(&self) -> MqttStats {
+        let queued = self.shared.queue.lock().map(|q| q.items.len()).unwrap_or(0) as u64;
+        MqttStats {
+            sent: self.shared.sent.load(Ordering::SeqCst),
+            acked: self.shared.acked.load(Ordering::SeqCst),
+            dropped: self.shared.dropped.load(Ordering::SeqCst),
+            queued,
+            disconnects: self.shared.disconnects.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Publishes `offline`, waits up to `wait` for the queue to be delivered and
+    /// acknowledged, then disconnects. Returns the final counters.
+    pub fn finish(self, wait: Duration) -> MqttStats {
+        self.publish("status", "offline", true);
+        let start = Instant::now();
+        while start.elapsed() < wait && self.fatal().is_none() {
+            let s = self.stats();
+            if s.queued == 0 && s.acked >= s.sent {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stats = self.stats();
+        self.shutdown();
+        stats
+    }
+
+    fn shutdown(self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut q) = self.shared.queue.lock() {
+            q.closed = true;
+        }
+        self.shared.ready.notify_all();
+        let _ = self.client.disconnect();
+        drop(self.client);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keeps the connection: polls it, notes connects, acks and losses, reconnects.
+fn network(mut connection: Connection, shared: &Shared, client: &Client, status: &str) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match connection.recv_timeout(Duration::from_millis(200)) {
+            Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                // announced before anything queued is sent
+                let _ = client.try_publish(status, QoS::AtLeastOnce, true, "online");
+                shared.connected.store(true, Ordering::SeqCst);
+                shared.ready.notify_all();
+            }
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                shared.acked.fetch_add(1, Ordering::SeqCst);
+                shared.ready.notify_all();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(ConnectionError::ConnectionRefused(code))) => {
+                let reason = format!("the MQTT broker refused the connection: {}", refusal(code));
+                if let Ok(mut f) = shared.fatal.lock() {
+                    *f = Some(reason);
+                }
+                shared.connected.store(false, Ordering::SeqCst);
+                shared.ready.notify_all();
+                break;
+            }
+            Ok(Err(_)) => {
+                if shared.connected.swap(false, Ordering::SeqCst) {
+                    shared.disconnects.fetch_add(1, Ordering::SeqCst);
+                }
+                // the next poll reconnects; not in a tight loop
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Hands queued messages to the client, in order, while connected.
+fn send_loop(client: &Client, shared: &Shared) {
+    loop {
+        let msg = {
+            let Ok(mut q) = shared.queue.lock() else {
+                return;
+            };
+            loop {
+                if q.closed || shared.fatal.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    return;
+                }
+                // a bounded number in flight, so an outage leaves them in our queue
+                let in_flight = shared.sent.load(Ordering::SeqCst)
+                    - shared
+                        .acked
+                        .load(Ordering::SeqCst)
+                        .min(shared.sent.load(Ordering::SeqCst));
+                if shared.connected.load(Ordering::SeqCst)
+                    && in_flight < 8
+                    && let Some(m) = q.items.pop_front()
+                {
+                    break m;
+                }
+                q = match shared.ready.wait_timeout(q, Duration::from_millis(100)) {
+                    Ok((q, _)) => q,
+                    Err(_) => return,
+                };
+            }
+        };
+        if client
+            .publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
+            .is_err()
+        {
+            return;
+        }
+        shared.sent.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_addresses_are_parsed_or_refused_with_a_reason() {
+        assert_eq!(
+            MqttConfig::parse_url("mqtt://broker:1884").unwrap(),
+            ("broker".to_string(), 1884)
+        );
+        assert_eq!(
+            MqttConfig::parse_url("mqtt://10.0.0.2").unwrap(),
+            ("10.0.0.2".to_string(), 1883)
+        );
+        assert!(
+            MqttConfig::parse_url("mqtts://b")
+                .unwrap_err()
+                .contains("TLS")
+        );
+        assert!(
+            MqttConfig::parse_url("http://b")
+                .unwrap_err()
+                .contains("mqtt://")
+        );
+        assert!(
+            MqttConfig::parse_url("mqtt://b:99999")
+                .unwrap_err()
+                .contains("port")
+        );
+        assert!(
+            MqttConfig::parse_url("mqtt://u:p@b")
+                .unwrap_err()
+                .contains("--mqtt-user")
+        );
+    }
+}

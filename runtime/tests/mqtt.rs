@@ -1,0 +1,361 @@
+//! `glimpse watch --mqtt` against a real `mosquitto` broker on a free loopback port
+//! (cargo feature `mqtt`; `.ci/run` installs mosquitto).
+
+#![cfg(feature = "mqtt")]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn glimpse() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_glimpse"));
+    c.env_remove("GLIMPSE_MQTT_PASSWORD");
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A broker on `port` with `extra` configuration, up once it accepts connections.
+struct Broker {
+    child: Child,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16, extra: &str) -> Broker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{extra}\n")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (apt-get install mosquitto mosquitto-clients)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child }
+    }
+
+    /// Stops it as systemd would (SIGTERM), so a persistent broker saves its sessions.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mosquitto_sub` printing `topic payload` lines; `-C n` exits after n messages.
+fn subscribe(port: u16, topic: &str, extra: &[&str]) -> Child {
+    let child = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-v",
+            "-q",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto_sub must be installed");
+    // let it subscribe before anything is published
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+/// Lines a subscriber printed, waiting up to `wait` for it to exit (then stopping it).
+fn received(mut sub: Child, wait: Duration) -> Vec<(String, String)> {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        if sub.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sub.kill();
+    let out = sub.wait_with_output().unwrap();
+    BufReader::new(&out.stdout[..])
+        .lines()
+        .map(|l| {
+            let l = l.unwrap();
+            let (t, p) = l.split_once(' ').unwrap_or((&l, ""));
+            (t.to_string(), p.to_string())
+        })
+        .collect()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_caption_arrives_once_with_the_fields_of_watch_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port, "allow_anonymous true");
+    let sub = subscribe(port, "cam/#", &[]);
+    let out = glimpse()
+        .args(["watch", "--synthetic", "--count", "4", "--json"])
+        .args([
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "cam",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = json_lines(&out);
+    let got = received(sub, Duration::from_secs(3));
+    let captions: Vec<Value> = got
+        .iter()
+        .filter(|(t, _)| t == "cam/caption")
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    let printed_captions: Vec<&Value> =
+        printed.iter().filter(|v| v["event"] == "caption").collect();
+    assert_eq!(captions.len(), 4, "{got:?}");
+    for (m, p) in captions.iter().zip(&printed_captions) {
+        assert_eq!(m["seq"], p["seq"]);
+        assert_eq!(m["caption"], p["caption"]);
+        assert_eq!(m["frame"], p["frame"]);
+        assert!(m["ms"].is_object(), "{m}");
+    }
+    // online first, offline last, the final statistics with the loop's counts
+    assert_eq!(
+        got.first().map(|(t, p)| (t.as_str(), p.as_str())),
+        Some(("cam/status", "online"))
+    );
+    assert_eq!(
+        got.last().map(|(t, p)| (t.as_str(), p.as_str())),
+        Some(("cam/status", "offline"))
+    );
+    let stats: Value = got
+        .iter()
+        .find(|(t, _)| t == "cam/stats")
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .expect("statistics at the end");
+    assert_eq!(stats["captioned"], 4);
+    // the summary on stdout counts what was sent: 4 captions, 4 states, the statistics
+    let summary = printed.last().unwrap();
+    assert_eq!(summary["mqtt"]["dropped"], 0, "{summary}");
+    assert_eq!(summary["mqtt"]["queued"], 0, "{summary}");
+
+    // a late subscriber gets the latest caption, retained on cam/state
+    let late = received(
+        subscribe(port, "cam/state", &["-C", "1"]),
+        Duration::from_secs(3),
+    );
+    let state: Value = serde_json::from_str(&late[0].1).unwrap();
+    assert_eq!(state["seq"], printed_captions[3]["seq"]);
+}
+
+#[test]
+fn captions_queued_during_an_outage_arrive_in_order_and_overflow_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = dir.path().join("db");
+    std::fs::create_dir(&db).unwrap();
+    // started as root, mosquitto runs as its own user: it must be able to save there
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.path(), db.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let persistent = format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/",
+        db.display()
+    );
+    // a subscriber with a persistent session, then the broker goes away
+    let broker = Broker::start(dir.path(), port, &persistent);
+    let sub = subscribe(
+        port,
+        "cam/caption",
+        &["-c", "-i", "glimpse-test-subscriber", "-C", "5"],
+    );
+    broker.stop();
+    // the loop runs while the broker is down; it comes back a second later
+    let run = glimpse()
+        .args(["watch", "--synthetic", "--count", "5", "--json"])
+        .args([
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "cam",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let _broker = Broker::start(dir.path(), port, &persistent);
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = json_lines(&out);
+    let seqs: Vec<&Value> = printed
+        .iter()
+        .filter(|v| v["event"] == "caption")
+        .map(|v| &v["seq"])
+        .collect();
+    let got = received(sub, Duration::from_secs(10));
+    let delivered: Vec<Value> = got
+        .iter()
+        .map(|(_, p)| serde_json::from_str::<Value>(p).unwrap()["seq"].clone())
+        .collect();
+    assert_eq!(
+        delivered.iter().collect::<Vec<_>>(),
+        seqs,
+        "in order, each once"
+    );
+
+    // with the broker away for the whole run and room for 2 messages, the rest are
+    // dropped oldest first and counted: 5 captions and 5 states, the statistics, offline
+    let nobody = free_port();
+    let out = glimpse()
+        .args([
+            "watch",
+            "--synthetic",
+            "--count",
+            "5",
+            "--json",
+            "--mqtt-queue",
+            "2",
+        ])
+        .args([
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{nobody}"),
+            "--topic",
+            "cam",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_lines(&out).pop().unwrap();
+    assert_eq!(summary["captioned"], 5);
+    assert_eq!(summary["mqtt"]["dropped"], 10, "{summary}");
+    assert_eq!(summary["mqtt"]["queued"], 2, "{summary}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not reachable yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wrong_credentials_and_bad_addresses_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let passwords = dir.path().join("passwords");
+    std::fs::write(&passwords, "").unwrap();
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b"])
+        .arg(&passwords)
+        .args(["camera", "right-password"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _broker = Broker::start(
+        dir.path(),
+        port,
+        &format!(
+            "allow_anonymous false\npassword_file {}",
+            passwords.display()
+        ),
+    );
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let run = |password: &str| {
+        glimpse()
+            .args(["watch", "--synthetic", "--count", "1"])
+            .args(["--mqtt", &url, "--mqtt-user", "camera"])
+            .env("GLIMPSE_MQTT_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let bad = run("wrong-password");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("refused") && err.contains(&url), "{err}");
+    let good = run("right-password");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    // a password file is read too
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "right-password\n").unwrap();
+    let from_file = glimpse()
+        .args(["watch", "--synthetic", "--count", "1"])
+        .args([
+            "--mqtt",
+            &url,
+            "--mqtt-user",
+            "camera",
+            "--mqtt-password-file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    // addresses
+    for (url, word) in [
+        ("http://x", "mqtt://"),
+        ("mqtts://x", "TLS"),
+        ("mqtt://x:99999", "port"),
+    ] {
+        let out = glimpse()
+            .args(["watch", "--synthetic", "--count", "1", "--mqtt", url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(word), "{url}: {err}");
+    }
+}
