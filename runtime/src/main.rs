@@ -94,8 +94,13 @@ enum Command {
     /// for the commands. Follow-up questions about one frame reuse its image prefix.
     Serve {
         /// Serial device (e.g. /dev/ttyGS0, /dev/ttyAMA0), or - for stdin/stdout.
-        #[arg(long, value_name = "PORT")]
-        serial: PathBuf,
+        #[arg(
+            long,
+            value_name = "PORT",
+            required_unless_present = "mqtt",
+            conflicts_with = "mqtt"
+        )]
+        serial: Option<PathBuf>,
         /// Baud rate.
         #[arg(long, default_value_t = 115_200, value_parser = cli::positive::<u32>)]
         baud: u32,
@@ -103,6 +108,10 @@ enum Command {
         source: SourceArgs,
         #[command(flatten)]
         pacing: PacingArgs,
+        /// Or take JSON requests from MQTT (TOPIC/ask) and publish the replies
+        /// (TOPIC/answer), with the options of `watch --mqtt`.
+        #[command(flatten)]
+        mqtt: cli::mqtt::MqttArgs,
     },
     /// Show what the model package holds.
     Info,
@@ -259,9 +268,21 @@ fn run(cli: &Cli) -> Result<bool, String> {
             baud,
             source,
             pacing,
+            mqtt,
         } => {
             let (g, source) = start_loop(cli, source, pacing)?;
-            cli::serve::run(&g, source, serial, *baud, cli.json, &STOP)?;
+            match serial {
+                Some(serial) => cli::serve::run(&g, source, serial, *baud, cli.json, &STOP)?,
+                None => {
+                    let stats = cli::mqtt::serve(&g, source, mqtt, &STOP)?;
+                    glimpse_runtime::note!(
+                        "glimpse: served {} answers ({} errors, {} rejected requests)",
+                        stats.answered,
+                        stats.errors,
+                        stats.rejected_lines
+                    );
+                }
+            }
             Ok(true)
         }
         Command::Info => {

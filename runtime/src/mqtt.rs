@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,7 +106,15 @@ struct Shared {
     dropped: AtomicU64,
     disconnects: AtomicU64,
     stop: AtomicBool,
+    /// The topic subscribed to and where its messages go (re-subscribed on reconnect).
+    inbox: Mutex<Option<(String, SyncSender<Vec<u8>>)>>,
+    /// Incoming messages dropped because the inbox was full.
+    inbox_dropped: AtomicU64,
 }
+
+/// Largest message accepted from the broker: bigger ones end the connection, so the
+/// limit is generous and the console refuses long requests itself.
+pub const MAX_INCOMING: usize = 2 << 20;
 
 pub struct Publisher {
     cfg: MqttConfig,
@@ -129,6 +138,7 @@ impl Publisher {
     pub fn connect(cfg: MqttConfig, wait: Duration) -> Result<Publisher, String> {
         let mut opts = rumqttc::MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
         opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_max_packet_size(MAX_INCOMING, MAX_INCOMING);
         opts.set_last_will(LastWill::new(
             format!("{}/status", cfg.topic),
             "offline",
@@ -149,6 +159,8 @@ impl Publisher {
             dropped: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            inbox: Mutex::new(None),
+            inbox_dropped: AtomicU64::new(0),
         });
         let mut threads = vec![];
         let net = shared.clone();
@@ -211,6 +223,25 @@ impl Publisher {
         self.shared.ready.notify_all();
     }
 
+    /// Subscribes to `<topic>/<sub>` (again after every reconnect); its messages come out
+    /// of the returned channel, at most `capacity` waiting (more are dropped and counted).
+    pub fn subscribe(&self, sub: &str, capacity: usize) -> Receiver<Vec<u8>> {
+        let topic = format!("{}/{sub}", self.cfg.topic);
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        if let Ok(mut inbox) = self.shared.inbox.lock() {
+            *inbox = Some((topic.clone(), tx));
+        }
+        if self.is_connected() {
+            let _ = self.client.try_subscribe(topic, QoS::AtLeastOnce);
+        }
+        rx
+    }
+
+    /// Incoming messages dropped because too many were waiting.
+    pub fn inbox_dropped(&self) -> u64 {
+        self.shared.inbox_dropped.load(Ordering::SeqCst)
+    }
+
     pub fn stats(&self) -> MqttStats {
         let queued = self.shared.queue.lock().map(|q| q.items.len()).unwrap_or(0) as u64;
         MqttStats {
@@ -262,12 +293,26 @@ fn network(mut connection: Connection, shared: &Shared, client: &Client, status:
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 // announced before anything queued is sent
                 let _ = client.try_publish(status, QoS::AtLeastOnce, true, "online");
+                if let Ok(inbox) = shared.inbox.lock()
+                    && let Some((topic, _)) = inbox.as_ref()
+                {
+                    let _ = client.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                }
                 shared.connected.store(true, Ordering::SeqCst);
                 shared.ready.notify_all();
             }
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
                 shared.acked.fetch_add(1, Ordering::SeqCst);
                 shared.ready.notify_all();
+            }
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if let Ok(inbox) = shared.inbox.lock()
+                    && let Some((topic, tx)) = inbox.as_ref()
+                    && *topic == p.topic
+                    && let Err(TrySendError::Full(_)) = tx.try_send(p.payload.to_vec())
+                {
+                    shared.inbox_dropped.fetch_add(1, Ordering::SeqCst);
+                }
             }
             Ok(Ok(_)) => {}
             Ok(Err(ConnectionError::ConnectionRefused(code))) => {
@@ -326,6 +371,91 @@ fn send_loop(client: &Client, shared: &Shared) {
             return;
         }
         shared.sent.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The serial console's JSON mode over MQTT: each message on `<topic>/ask` is a request
+/// line, each reply line is a message on `<topic>/answer`.
+pub struct MqttWire<'p> {
+    publisher: &'p Publisher,
+    inbox: Receiver<Vec<u8>>,
+    /// The rest of the message being read.
+    pending: VecDeque<u8>,
+    /// A reply line being written.
+    line: Vec<u8>,
+}
+
+impl<'p> MqttWire<'p> {
+    /// Subscribes to `<topic>/ask`, keeping at most `capacity` requests waiting.
+    pub fn new(publisher: &'p Publisher, capacity: usize) -> MqttWire<'p> {
+        MqttWire {
+            inbox: publisher.subscribe("ask", capacity),
+            publisher,
+            pending: VecDeque::new(),
+            line: Vec::new(),
+        }
+    }
+}
+
+impl crate::console::Wire for MqttWire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() {
+            match self.inbox.recv_timeout(crate::console::IO_TIMEOUT) {
+                Ok(mut msg) => {
+                    // one message is one line, whatever it holds
+                    msg.retain(|&b| b != b'\n' && b != b'\r');
+                    msg.push(b'\n');
+                    self.pending.extend(msg);
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other("the MQTT connection ended"));
+                }
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        for (b, p) in buf.iter_mut().zip(self.pending.drain(..n)) {
+            *b = p;
+        }
+        Ok(n)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(e) = self.publisher.fatal() {
+            return Err(std::io::Error::other(e));
+        }
+        self.line.extend_from_slice(bytes);
+        while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.line.drain(..=end).take(end).collect();
+            if !line.is_empty() {
+                self.publisher.publish("answer", line, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn ends_at_eof(&self) -> bool {
+        false
+    }
+
+    fn wants_echo(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "MQTT {}:{} ({}/ask → {}/answer)",
+            self.publisher.cfg.host,
+            self.publisher.cfg.port,
+            self.publisher.topic(),
+            self.publisher.topic()
+        )
     }
 }
 

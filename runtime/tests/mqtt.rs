@@ -359,3 +359,171 @@ fn wrong_credentials_and_bad_addresses_are_clear_errors() {
         assert!(err.contains(word), "{url}: {err}");
     }
 }
+
+/// `glimpse serve --mqtt` on an example frame, stopped with SIGTERM when done.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(port: u16, extra: &[&str]) -> Server {
+        let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scene-1.png");
+        let child = glimpse()
+            .args(["serve", "--image"])
+            .arg(image)
+            .args([
+                "--mqtt",
+                &format!("mqtt://127.0.0.1:{port}"),
+                "--topic",
+                "cam",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // subscribed once its ready message is out
+        std::thread::sleep(Duration::from_millis(1500));
+        Server { child }
+    }
+
+    fn stop(self) -> (bool, String) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let out = self.child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn publish_lines(port: u16, topic: &str, lines: &str) {
+    let mut p = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    p.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(p.wait().unwrap().success());
+}
+
+#[test]
+fn questions_over_mqtt_are_answered_with_their_ids_and_bad_requests_get_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(
+        dir.path(),
+        port,
+        "allow_anonymous true\nmessage_size_limit 0",
+    );
+    let server = Server::start(port, &[]);
+    let sub = subscribe(port, "cam/answer", &["-C", "5"]);
+    let big = format!(
+        "{{\"id\": 3, \"cmd\": \"ask\", \"question\": \"{}\"}}",
+        "a".repeat(1 << 20)
+    );
+    let requests = [
+        r#"{"id": 1, "cmd": "ask", "question": "how many objects are there?"}"#.to_string(),
+        "not json at all".to_string(),
+        r#"{"id": 2, "cmd": "fly"}"#.to_string(),
+        big,
+        r#"{"id": "last", "cmd": "caption"}"#.to_string(),
+    ];
+    for r in &requests {
+        publish_lines(port, "cam/ask", &format!("{r}\n"));
+    }
+    let got = received(sub, Duration::from_secs(20));
+    let (ok, err) = server.stop();
+    assert!(ok, "{err}");
+    let replies: Vec<Value> = got
+        .iter()
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 5, "{got:?}");
+    assert_eq!(replies[0]["id"], 1);
+    assert_eq!(replies[0]["answer"], "four", "{}", replies[0]);
+    assert_eq!(replies[1]["ok"], false);
+    assert!(replies[1]["error"].as_str().unwrap().contains("not JSON"));
+    assert_eq!(replies[2]["id"], 2);
+    assert_eq!(replies[2]["ok"], false);
+    // the 1 MB request is refused, with its id, and the connection keeps working
+    assert_eq!(replies[3]["id"], 3, "{}", replies[3]);
+    assert_eq!(replies[3]["ok"], false);
+    assert_eq!(replies[4]["id"], "last");
+    assert_eq!(replies[4]["ok"], true);
+    assert!(err.contains("served 2 answers"), "{err}");
+}
+
+#[test]
+fn a_flood_of_requests_is_answered_or_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(
+        dir.path(),
+        port,
+        "allow_anonymous true\nmax_queued_messages 0",
+    );
+    let server = Server::start(port, &["--mqtt-queue", "20"]);
+    let n = 500;
+    let sub = subscribe(port, "cam/answer", &[]);
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"id\": {i}, \"cmd\": \"stats\"}}\n"))
+        .collect();
+    publish_lines(port, "cam/ask", &lines);
+    std::thread::sleep(Duration::from_secs(5));
+    // and a question after the flood is still answered
+    publish_lines(
+        port,
+        "cam/ask",
+        "{\"id\": \"after\", \"cmd\": \"ask\", \"question\": \"how many objects are there?\"}\n",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let got = received(sub, Duration::from_millis(100));
+    let (ok, err) = server.stop();
+    assert!(ok, "{err}");
+    let ids: Vec<Value> = got
+        .iter()
+        .map(|(_, p)| serde_json::from_str::<Value>(p).unwrap()["id"].clone())
+        .collect();
+    assert_eq!(ids.last(), Some(&Value::from("after")), "{:?}", got.last());
+    let answered = ids.iter().filter(|i| i.is_u64()).count() as u64;
+    // every request is answered, or counted: dropped on the way in (too many waiting)
+    // or its answer dropped on the way out (the outgoing queue holds --mqtt-queue too)
+    let number_before = |marker: &str| -> u64 {
+        err.lines()
+            .find_map(|l| {
+                let (before, _) = l.split_once(marker)?;
+                before.rsplit(' ').next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let requests_dropped = number_before(" requests dropped");
+    let answers_dropped: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("glimpse: mqtt: sent ")?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        answered + requests_dropped + answers_dropped,
+        n,
+        "answered {answered}, requests dropped {requests_dropped}, answers dropped {answers_dropped}: {err}"
+    );
+}

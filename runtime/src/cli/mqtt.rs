@@ -72,6 +72,58 @@ struct Counts {
     errors: u64,
 }
 
+/// `glimpse serve --mqtt`: the console's JSON mode over the broker (requests on
+/// TOPIC/ask, replies on TOPIC/answer) until stopped.
+#[cfg(feature = "mqtt")]
+pub fn serve(
+    g: &glimpse_runtime::Glimpse,
+    source: Box<dyn glimpse_runtime::source::FrameSource>,
+    args: &MqttArgs,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<glimpse_runtime::console::ConsoleStats, String> {
+    use glimpse_runtime::console::{ServeOptions, serve};
+    use glimpse_runtime::mqtt::{MqttWire, Publisher};
+    let url = args.mqtt.as_deref().unwrap_or_default();
+    let publisher = Publisher::connect(args.config(url)?, Duration::from_secs(3))
+        .map_err(|e| format!("--mqtt {url}: {e}"))?;
+    if !publisher.is_connected() {
+        glimpse_runtime::note!(
+            "glimpse: the MQTT broker at {url} is not reachable yet; waiting for it"
+        );
+    }
+    let mut wire = MqttWire::new(&publisher, args.mqtt_queue);
+    let r = serve(g, source, &mut wire, ServeOptions { json: true }, stop);
+    let dropped = publisher.inbox_dropped();
+    let fatal = publisher.fatal();
+    drop(wire);
+    let sent = publisher.finish(Duration::from_secs(5));
+    if dropped > 0 {
+        glimpse_runtime::note!(
+            "glimpse: mqtt: {dropped} requests dropped (more than --mqtt-queue waiting)"
+        );
+    }
+    glimpse_runtime::note!(
+        "glimpse: mqtt: sent {}, acknowledged {}, dropped {}",
+        sent.sent,
+        sent.acked,
+        sent.dropped
+    );
+    if let Some(e) = fatal {
+        return Err(format!("--mqtt {url}: {e}"));
+    }
+    r
+}
+
+#[cfg(not(feature = "mqtt"))]
+pub fn serve(
+    _g: &glimpse_runtime::Glimpse,
+    _source: Box<dyn glimpse_runtime::source::FrameSource>,
+    args: &MqttArgs,
+    _stop: &std::sync::atomic::AtomicBool,
+) -> Result<glimpse_runtime::console::ConsoleStats, String> {
+    Mqtt::open(args, args.mqtt.as_deref().unwrap_or_default()).map(|_| Default::default())
+}
+
 #[cfg(not(feature = "mqtt"))]
 impl Mqtt {
     fn open(args: &MqttArgs, url: &str) -> Result<Mqtt, String> {
@@ -93,6 +145,21 @@ impl Mqtt {
 impl MqttArgs {
     fn every(&self) -> Duration {
         Duration::from_secs(self.mqtt_stats)
+    }
+
+    #[cfg(feature = "mqtt")]
+    fn config(&self, url: &str) -> Result<glimpse_runtime::mqtt::MqttConfig, String> {
+        use glimpse_runtime::mqtt::MqttConfig;
+        let (host, port) = MqttConfig::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        Ok(MqttConfig {
+            host,
+            port,
+            topic: self.topic.trim_end_matches('/').to_string(),
+            username: self.mqtt_user.clone(),
+            password: self.password()?,
+            queue: self.mqtt_queue,
+            client_id: format!("glimpse-{}", std::process::id()),
+        })
     }
 }
 
