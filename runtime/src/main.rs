@@ -253,7 +253,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
         } => {
             let (g, source) = start_loop(cli, source, pacing)?;
             let trigger = trigger.open(&g)?;
-            let mqtt = mqtt.open()?;
+            let mqtt = mqtt.open(trigger.as_ref().map(|t| t.text.as_str()))?;
             let opts = glimpse_runtime::watch::WatchOptions {
                 every: *every,
                 max_captions: *count,

@@ -208,6 +208,11 @@ impl Publisher {
 
     /// Queues `payload` for `<topic>/<sub>`; the oldest message goes when the queue is full.
     pub fn publish(&self, sub: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.publish_to(&format!("{}/{sub}", self.cfg.topic), payload, retain)
+    }
+
+    /// Queues `payload` for a topic outside the prefix (Home Assistant discovery).
+    pub fn publish_to(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
         let Ok(mut q) = self.shared.queue.lock() else {
             return;
         };
@@ -216,7 +221,7 @@ impl Publisher {
             self.shared.dropped.fetch_add(1, Ordering::SeqCst);
         }
         q.items.push_back(Message {
-            topic: format!("{}/{sub}", self.cfg.topic),
+            topic: topic.to_string(),
             payload: payload.into(),
             retain,
         });

@@ -527,3 +527,82 @@ fn a_flood_of_requests_is_answered_or_counted() {
         "answered {answered}, requests dropped {requests_dropped}, answers dropped {answers_dropped}: {err}"
     );
 }
+
+#[test]
+fn home_assistant_finds_a_caption_sensor_and_the_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port, "allow_anonymous true");
+    let out = glimpse()
+        // with seed 3 the trigger fires (and clears) within six scenes
+        .args([
+            "watch",
+            "--synthetic",
+            "--seed",
+            "3",
+            "--count",
+            "6",
+            "--json",
+        ])
+        .args(["--trigger", "a large red circle"])
+        .args([
+            "--mqtt",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "site/kitchen",
+        ])
+        .arg("--ha-discovery")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // retained: a subscriber that comes later (as Home Assistant restarting) finds both
+    let got = received(
+        subscribe(port, "homeassistant/#", &["-C", "2"]),
+        Duration::from_secs(3),
+    );
+    let config = |kind: &str| -> Value {
+        let (_, p) = got
+            .iter()
+            .find(|(t, _)| {
+                t == &format!(
+                    "homeassistant/{kind}/glimpse_site_kitchen/{}/config",
+                    if kind == "sensor" {
+                        "caption"
+                    } else {
+                        "trigger"
+                    }
+                )
+            })
+            .unwrap_or_else(|| panic!("no {kind} config in {got:?}"));
+        serde_json::from_str(p).unwrap()
+    };
+    let sensor = config("sensor");
+    assert_eq!(sensor["state_topic"], "site/kitchen/state");
+    assert_eq!(sensor["value_template"], "{{ value_json.caption }}");
+    assert_eq!(sensor["availability_topic"], "site/kitchen/status");
+    let binary = config("binary_sensor");
+    assert_eq!(binary["state_topic"], "site/kitchen/trigger");
+    assert_eq!(binary["name"], "Sees: a large red circle");
+    assert_eq!(binary["device"], sensor["device"]);
+    // the trigger's state is retained too: ON after an alert, OFF after a clear or none
+    let last_edge = json_lines(&out)
+        .into_iter()
+        .rfind(|v| v["event"] == "alert" || v["event"] == "clear");
+    assert!(
+        last_edge.is_some(),
+        "the trigger should fire on these scenes"
+    );
+    let want = match last_edge {
+        Some(v) if v["event"] == "alert" => "ON",
+        _ => "OFF",
+    };
+    let state = received(
+        subscribe(port, "site/kitchen/trigger", &["-C", "1"]),
+        Duration::from_secs(3),
+    );
+    assert_eq!(state[0].1, want, "{state:?}");
+}

@@ -31,6 +31,10 @@ pub struct MqttArgs {
     /// Seconds between statistics messages.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = super::positive::<u64>, requires = "mqtt")]
     pub mqtt_stats: u64,
+    /// Announce the board to Home Assistant (MQTT discovery under this prefix): a
+    /// caption sensor, and a binary sensor for the --trigger text (watch).
+    #[arg(long, value_name = "PREFIX", num_args = 0..=1, default_missing_value = "homeassistant", requires = "mqtt")]
+    pub ha_discovery: Option<String>,
 }
 
 impl MqttArgs {
@@ -46,12 +50,13 @@ impl MqttArgs {
         Ok(std::env::var("GLIMPSE_MQTT_PASSWORD").ok())
     }
 
-    /// Connects when `--mqtt` is given.
-    pub fn open(&self) -> Result<Option<Mqtt>, String> {
+    /// Connects when `--mqtt` is given; `trigger` is the watch loop's trigger text, for
+    /// Home Assistant discovery.
+    pub fn open(&self, trigger: Option<&str>) -> Result<Option<Mqtt>, String> {
         let Some(url) = &self.mqtt else {
             return Ok(None);
         };
-        Mqtt::open(self, url).map(Some)
+        Mqtt::open(self, url, trigger).map(Some)
     }
 }
 
@@ -91,6 +96,9 @@ pub fn serve(
             "glimpse: the MQTT broker at {url} is not reachable yet; waiting for it"
         );
     }
+    if let Some(prefix) = &args.ha_discovery {
+        announce(&publisher, prefix, None);
+    }
     let mut wire = MqttWire::new(&publisher, args.mqtt_queue);
     let r = serve(g, source, &mut wire, ServeOptions { json: true }, stop);
     let dropped = publisher.inbox_dropped();
@@ -114,6 +122,56 @@ pub fn serve(
     r
 }
 
+/// Home Assistant MQTT discovery: the board as a device with a caption sensor and, when
+/// there is a trigger, a binary sensor for it (retained, so Home Assistant finds them
+/// whenever it starts).
+#[cfg(feature = "mqtt")]
+fn announce(p: &glimpse_runtime::mqtt::Publisher, prefix: &str, trigger: Option<&str>) {
+    let topic = p.topic().to_string();
+    let node: String = topic
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let device = serde_json::json!({
+        "identifiers": [format!("glimpse_{node}")],
+        "name": format!("Glimpse {topic}"),
+        "manufacturer": "Glimpse",
+    });
+    let caption = serde_json::json!({
+        "name": "Caption",
+        "unique_id": format!("glimpse_{node}_caption"),
+        "state_topic": format!("{topic}/state"),
+        "value_template": "{{ value_json.caption }}",
+        "json_attributes_topic": format!("{topic}/state"),
+        "availability_topic": format!("{topic}/status"),
+        "device": device,
+    });
+    let prefix = prefix.trim_end_matches('/');
+    p.publish_to(
+        &format!("{prefix}/sensor/glimpse_{node}/caption/config"),
+        caption.to_string(),
+        true,
+    );
+    if let Some(text) = trigger {
+        let sensor = serde_json::json!({
+            "name": format!("Sees: {text}"),
+            "unique_id": format!("glimpse_{node}_trigger"),
+            "state_topic": format!("{topic}/trigger"),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "availability_topic": format!("{topic}/status"),
+            "device": device,
+        });
+        p.publish_to(
+            &format!("{prefix}/binary_sensor/glimpse_{node}/trigger/config"),
+            sensor.to_string(),
+            true,
+        );
+        // off until the first alert
+        p.publish("trigger", "OFF", true);
+    }
+}
+
 #[cfg(not(feature = "mqtt"))]
 pub fn serve(
     _g: &glimpse_runtime::Glimpse,
@@ -121,12 +179,12 @@ pub fn serve(
     args: &MqttArgs,
     _stop: &std::sync::atomic::AtomicBool,
 ) -> Result<glimpse_runtime::console::ConsoleStats, String> {
-    Mqtt::open(args, args.mqtt.as_deref().unwrap_or_default()).map(|_| Default::default())
+    Mqtt::open(args, args.mqtt.as_deref().unwrap_or_default(), None).map(|_| Default::default())
 }
 
 #[cfg(not(feature = "mqtt"))]
 impl Mqtt {
-    fn open(args: &MqttArgs, url: &str) -> Result<Mqtt, String> {
+    fn open(args: &MqttArgs, url: &str, _trigger: Option<&str>) -> Result<Mqtt, String> {
         let _ = (args.password(), args.every());
         Err(format!(
             "--mqtt {url}: this glimpse was built without MQTT; build it with `--features mqtt`"
@@ -165,20 +223,13 @@ impl MqttArgs {
 
 #[cfg(feature = "mqtt")]
 impl Mqtt {
-    fn open(args: &MqttArgs, url: &str) -> Result<Mqtt, String> {
-        use glimpse_runtime::mqtt::{MqttConfig, Publisher};
-        let (host, port) = MqttConfig::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
-        let cfg = MqttConfig {
-            host,
-            port,
-            topic: args.topic.trim_end_matches('/').to_string(),
-            username: args.mqtt_user.clone(),
-            password: args.password()?,
-            queue: args.mqtt_queue,
-            client_id: format!("glimpse-{}", std::process::id()),
-        };
-        let publisher = Publisher::connect(cfg, Duration::from_secs(3))
+    fn open(args: &MqttArgs, url: &str, trigger: Option<&str>) -> Result<Mqtt, String> {
+        use glimpse_runtime::mqtt::Publisher;
+        let publisher = Publisher::connect(args.config(url)?, Duration::from_secs(3))
             .map_err(|e| format!("--mqtt {url}: {e}"))?;
+        if let Some(prefix) = &args.ha_discovery {
+            announce(&publisher, prefix, trigger);
+        }
         if !publisher.is_connected() {
             glimpse_runtime::note!(
                 "glimpse: the MQTT broker at {url} is not reachable yet; messages queue until it is"
@@ -204,7 +255,9 @@ impl Mqtt {
             }
             Event::Alert(a) => {
                 self.seen.alerts += 1;
-                p.publish("event", a.to_json().to_string(), false)
+                p.publish("event", a.to_json().to_string(), false);
+                let on = matches!(a.edge, glimpse_runtime::watch::Edge::Rise);
+                p.publish("trigger", if on { "ON" } else { "OFF" }, true);
             }
             Event::Notice(n) => {
                 self.seen.notices += 1;
