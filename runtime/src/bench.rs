@@ -77,19 +77,15 @@ fn time<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 
 /// Peak resident set size of this process (Linux), in MB.
 pub fn peak_rss_mb() -> Option<f64> {
-    status_mb("VmHWM:")
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Resident set size of this process now (Linux), in MB.
 pub fn rss_mb() -> Option<f64> {
-    status_mb("VmRSS:")
-}
-
-fn status_mb(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    crate::watch::resident_kib().map(|kib| kib as f64 / 1024.0)
 }
 
 pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<BenchReport> {

@@ -87,18 +87,9 @@ pub fn serve(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<glimpse_runtime::console::ConsoleStats, String> {
     use glimpse_runtime::console::{ServeOptions, serve};
-    use glimpse_runtime::mqtt::{MqttWire, Publisher};
+    use glimpse_runtime::mqtt::MqttWire;
     let url = args.mqtt.as_deref().unwrap_or_default();
-    let publisher = Publisher::connect(args.config(url)?, Duration::from_secs(3))
-        .map_err(|e| format!("--mqtt {url}: {e}"))?;
-    if !publisher.is_connected() {
-        glimpse_runtime::note!(
-            "glimpse: the MQTT broker at {url} is not reachable yet; waiting for it"
-        );
-    }
-    if let Some(prefix) = &args.ha_discovery {
-        announce(&publisher, prefix, None);
-    }
+    let publisher = args.connect(url, None)?;
     let mut wire = MqttWire::new(&publisher, args.mqtt_queue);
     let r = serve(g, source, &mut wire, ServeOptions { json: true }, stop);
     let dropped = publisher.inbox_dropped();
@@ -205,6 +196,28 @@ impl MqttArgs {
         Duration::from_secs(self.mqtt_stats)
     }
 
+    /// Connects to the broker at `url`, announcing the board to Home Assistant when asked
+    /// (`trigger`: the watch loop's trigger text).
+    #[cfg(feature = "mqtt")]
+    fn connect(
+        &self,
+        url: &str,
+        trigger: Option<&str>,
+    ) -> Result<glimpse_runtime::mqtt::Publisher, String> {
+        let publisher =
+            glimpse_runtime::mqtt::Publisher::connect(self.config(url)?, Duration::from_secs(3))
+                .map_err(|e| format!("--mqtt {url}: {e}"))?;
+        if !publisher.is_connected() {
+            glimpse_runtime::note!(
+                "glimpse: the MQTT broker at {url} is not reachable yet; messages queue until it is"
+            );
+        }
+        if let Some(prefix) = &self.ha_discovery {
+            announce(&publisher, prefix, trigger);
+        }
+        Ok(publisher)
+    }
+
     #[cfg(feature = "mqtt")]
     fn config(&self, url: &str) -> Result<glimpse_runtime::mqtt::MqttConfig, String> {
         use glimpse_runtime::mqtt::MqttConfig;
@@ -224,17 +237,7 @@ impl MqttArgs {
 #[cfg(feature = "mqtt")]
 impl Mqtt {
     fn open(args: &MqttArgs, url: &str, trigger: Option<&str>) -> Result<Mqtt, String> {
-        use glimpse_runtime::mqtt::Publisher;
-        let publisher = Publisher::connect(args.config(url)?, Duration::from_secs(3))
-            .map_err(|e| format!("--mqtt {url}: {e}"))?;
-        if let Some(prefix) = &args.ha_discovery {
-            announce(&publisher, prefix, trigger);
-        }
-        if !publisher.is_connected() {
-            glimpse_runtime::note!(
-                "glimpse: the MQTT broker at {url} is not reachable yet; messages queue until it is"
-            );
-        }
+        let publisher = args.connect(url, trigger)?;
         Ok(Mqtt {
             publisher,
             every: args.every(),
