@@ -22,6 +22,8 @@ use rumqttc::{
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
+    /// TLS settings for an `mqtts://` broker (see [`tls_config`]); `None` is plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Topic prefix: `<topic>/caption`, `/state`, `/event`, `/stats`, `/status`.
     pub topic: String,
     pub username: Option<String>,
@@ -34,17 +36,27 @@ pub struct MqttConfig {
 /// Default queue: an hour of one caption a second is 3600; ten minutes' worth.
 pub const DEFAULT_QUEUE: usize = 600;
 
+/// A broker's address: `mqtt://host[:port]` (port 1883) or `mqtts://host[:port]` (TLS,
+/// port 8883).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
 impl MqttConfig {
-    /// `mqtt://host[:port]` (port 1883 by default).
-    pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-        if url.starts_with("mqtts://") {
+    /// Reads `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub fn parse_url(url: &str) -> Result<BrokerAddress, String> {
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (r, true, 8883)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (r, false, 1883)
+        } else {
             return Err(format!(
-                "{url}: TLS (mqtts://) is not supported yet; use mqtt:// on a trusted network"
+                "{url:?} is not an mqtt://host[:port] or mqtts://host[:port] address"
             ));
-        }
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("{url:?} is not an mqtt://host[:port] address"))?;
+        };
         let rest = rest.trim_end_matches('/');
         if rest.contains('@') {
             return Err(format!(
@@ -57,15 +69,65 @@ impl MqttConfig {
                 p.parse::<u16>()
                     .map_err(|_| format!("{url:?}: {p:?} is not a port number"))?,
             ),
-            None => (rest, 1883),
+            None => (rest, default_port),
         };
-        if host.is_empty() || host.contains('@') || host.contains('/') {
+        if host.is_empty() || host.contains('/') {
             return Err(format!(
-                "{url:?}: give the broker as mqtt://host[:port] (credentials go in --mqtt-user and a password file or GLIMPSE_MQTT_PASSWORD)"
+                "{url:?}: give the broker as mqtt://host[:port] or mqtts://host[:port]"
             ));
         }
-        Ok((host.to_string(), port))
+        Ok(BrokerAddress {
+            host: host.to_string(),
+            port,
+            tls,
+        })
     }
+}
+
+/// TLS settings that trust the CA certificates in the PEM file `ca` (the broker's own
+/// CA, as most home and site brokers have), or the system's CA store when `ca` is `None`.
+pub fn tls_config(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let named = |e: &dyn std::fmt::Display| format!("--mqtt-ca {}: {e}", path.display());
+            if !path.is_file() {
+                return Err(named(&"no such file"));
+            }
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| named(&e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| named(&e))?;
+            if certs.is_empty() {
+                return Err(named(
+                    &"no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                ));
+            }
+            for c in certs {
+                roots.add(c).map_err(|e| named(&e))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "no CA certificates found on this system; give the broker's CA with --mqtt-ca FILE"
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 struct Message {
@@ -101,6 +163,8 @@ struct Shared {
     connected: AtomicBool,
     /// A refusal the broker will repeat (bad credentials): publishing stops.
     fatal: Mutex<Option<String>>,
+    /// Why the last try to connect failed.
+    last_error: Mutex<Option<String>>,
     sent: AtomicU64,
     acked: AtomicU64,
     dropped: AtomicU64,
@@ -131,6 +195,34 @@ fn refusal(code: ConnectReturnCode) -> String {
     }
 }
 
+/// Why the connection failed, when trying again would fail the same way: a refusal by
+/// the broker, or a TLS handshake that failed on the certificate or the protocol (a
+/// broken connection during it is an outage like any other).
+fn lasting(e: &ConnectionError) -> Option<String> {
+    match e {
+        ConnectionError::ConnectionRefused(code) => Some(format!(
+            "the MQTT broker refused the connection: {}",
+            refusal(*code)
+        )),
+        ConnectionError::Tls(rumqttc::TlsError::Io(io)) => {
+            let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    " (is --mqtt-ca the CA that signed the broker's certificate, and is the host in --mqtt the name on it?)"
+                }
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    " (is that port a TLS listener?)"
+                }
+                _ => "",
+            };
+            Some(format!("TLS: {tls}{hint}"))
+        }
+        ConnectionError::Tls(rumqttc::TlsError::Addr(_)) => None,
+        ConnectionError::Tls(other) => Some(format!("TLS: {other}")),
+        _ => None,
+    }
+}
+
 impl Publisher {
     /// Connects to the broker (waiting up to `wait` for its answer). A refusal (bad
     /// credentials) is an error; a broker that cannot be reached yet is not: messages
@@ -145,6 +237,11 @@ impl Publisher {
             QoS::AtLeastOnce,
             true,
         ));
+        if let Some(tls) = &cfg.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         if let Some(user) = &cfg.username {
             opts.set_credentials(user, cfg.password.clone().unwrap_or_default());
         }
@@ -154,6 +251,7 @@ impl Publisher {
             ready: Condvar::new(),
             connected: AtomicBool::new(false),
             fatal: Mutex::new(None),
+            last_error: Mutex::new(None),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -204,6 +302,11 @@ impl Publisher {
     /// Why publishing stopped for good, if it did.
     pub fn fatal(&self) -> Option<String> {
         self.shared.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Why the last try to connect failed, if one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().ok().and_then(|f| f.clone())
     }
 
     /// Queues `payload` for `<topic>/<sub>`; the oldest message goes when the queue is full.
@@ -320,16 +423,18 @@ fn network(mut connection: Connection, shared: &Shared, client: &Client, status:
                 }
             }
             Ok(Ok(_)) => {}
-            Ok(Err(ConnectionError::ConnectionRefused(code))) => {
-                let reason = format!("the MQTT broker refused the connection: {}", refusal(code));
-                if let Ok(mut f) = shared.fatal.lock() {
-                    *f = Some(reason);
+            Ok(Err(e)) => {
+                if let Some(reason) = lasting(&e) {
+                    if let Ok(mut f) = shared.fatal.lock() {
+                        *f = Some(reason);
+                    }
+                    shared.connected.store(false, Ordering::SeqCst);
+                    shared.ready.notify_all();
+                    break;
                 }
-                shared.connected.store(false, Ordering::SeqCst);
-                shared.ready.notify_all();
-                break;
-            }
-            Ok(Err(_)) => {
+                if let Ok(mut last) = shared.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
                 if shared.connected.swap(false, Ordering::SeqCst) {
                     shared.disconnects.fetch_add(1, Ordering::SeqCst);
                 }
@@ -470,18 +575,26 @@ mod tests {
 
     #[test]
     fn broker_addresses_are_parsed_or_refused_with_a_reason() {
+        let addr = |host: &str, port, tls| BrokerAddress {
+            host: host.into(),
+            port,
+            tls,
+        };
         assert_eq!(
             MqttConfig::parse_url("mqtt://broker:1884").unwrap(),
-            ("broker".to_string(), 1884)
+            addr("broker", 1884, false)
         );
         assert_eq!(
             MqttConfig::parse_url("mqtt://10.0.0.2").unwrap(),
-            ("10.0.0.2".to_string(), 1883)
+            addr("10.0.0.2", 1883, false)
         );
-        assert!(
-            MqttConfig::parse_url("mqtts://b")
-                .unwrap_err()
-                .contains("TLS")
+        assert_eq!(
+            MqttConfig::parse_url("mqtts://b").unwrap(),
+            addr("b", 8883, true)
+        );
+        assert_eq!(
+            MqttConfig::parse_url("mqtts://b:9000/").unwrap(),
+            addr("b", 9000, true)
         );
         assert!(
             MqttConfig::parse_url("http://b")
@@ -498,5 +611,17 @@ mod tests {
                 .unwrap_err()
                 .contains("--mqtt-user")
         );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = tls_config(Some(&empty)).unwrap_err();
+        assert!(err.contains("ca.pem") && err.contains("no PEM"), "{err}");
+        let missing = dir.path().join("missing.pem");
+        let err = tls_config(Some(&missing)).unwrap_err();
+        assert!(err.contains("missing.pem"), "{err}");
     }
 }

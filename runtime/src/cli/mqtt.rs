@@ -9,11 +9,16 @@ use glimpse_runtime::watch::{Event, Summary};
 /// Options of `glimpse watch --mqtt`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MqttArgs {
-    /// Publish to this MQTT broker, mqtt://host[:port]: captions on TOPIC/caption (and the
+    /// Publish to this MQTT broker, mqtt://host[:port] or mqtts://host[:port] (TLS):
+    /// captions on TOPIC/caption (and the
     /// latest, retained, on TOPIC/state), alerts and notices on TOPIC/event, statistics on
     /// TOPIC/stats, online/offline on TOPIC/status (needs the `mqtt` build feature).
     #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
+    /// CA certificate(s), PEM, that signed an mqtts:// broker's certificate (default: the
+    /// system's CA store).
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    pub mqtt_ca: Option<PathBuf>,
     /// Topic prefix.
     #[arg(long, default_value = "glimpse", requires = "mqtt")]
     pub topic: String,
@@ -208,8 +213,12 @@ impl MqttArgs {
             glimpse_runtime::mqtt::Publisher::connect(self.config(url)?, Duration::from_secs(3))
                 .map_err(|e| format!("--mqtt {url}: {e}"))?;
         if !publisher.is_connected() {
+            let why = publisher
+                .last_error()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
             glimpse_runtime::note!(
-                "glimpse: the MQTT broker at {url} is not reachable yet; messages queue until it is"
+                "glimpse: the MQTT broker at {url} is not reachable yet{why}; messages queue until it is"
             );
         }
         if let Some(prefix) = &self.ha_discovery {
@@ -221,10 +230,21 @@ impl MqttArgs {
     #[cfg(feature = "mqtt")]
     fn config(&self, url: &str) -> Result<glimpse_runtime::mqtt::MqttConfig, String> {
         use glimpse_runtime::mqtt::MqttConfig;
-        let (host, port) = MqttConfig::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        let address = MqttConfig::parse_url(url).map_err(|e| format!("--mqtt: {e}"))?;
+        let tls = match (address.tls, &self.mqtt_ca) {
+            (true, ca) => Some(glimpse_runtime::mqtt::tls_config(ca.as_deref())?),
+            (false, Some(_)) => {
+                return Err(format!(
+                    "--mqtt-ca is for TLS brokers: give the address as mqtts://{}:{}",
+                    address.host, address.port
+                ));
+            }
+            (false, None) => None,
+        };
         Ok(MqttConfig {
-            host,
-            port,
+            host: address.host,
+            port: address.port,
+            tls,
             topic: self.topic.trim_end_matches('/').to_string(),
             username: self.mqtt_user.clone(),
             password: self.password()?,
