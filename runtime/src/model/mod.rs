@@ -8,6 +8,7 @@ mod config;
 mod decoder;
 mod embedding;
 mod heads;
+mod q4;
 mod vision;
 
 use std::path::Path;
@@ -30,7 +31,9 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
         path: path.to_path_buf(),
         reason: format!("{e:#}"),
     };
-    let model = tract_onnx::onnx().model_for_path(path).map_err(err)?;
+    let mut onnx = tract_onnx::onnx();
+    onnx.op_register.insert("MatMulNBits", q4::mat_mul_nbits);
+    let model = onnx.model_for_path(path).map_err(err)?;
     model.into_typed().map_err(err)
 }
 
