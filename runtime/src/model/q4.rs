@@ -212,6 +212,38 @@ mod tests {
         }
     }
 
+    /// Packing for the matrix kernels (the patched `BaseQ4_0::pack` in vendor/) keeps every
+    /// weight: read back through tract's own extractor, for panel widths with and without
+    /// zipping, scales first or last, and a partial last panel.
+    #[test]
+    fn packed_panels_hold_every_weight() {
+        use tract_onnx::tract_core::tract_linalg::block_quant::PackedBlockQuantFormat;
+        let (m, k) = (37, 96);
+        let codes: Vec<u8> = (0..m * k).map(|i| ((i * 11 + i / 7) % 16) as u8).collect();
+        let scales: Vec<f32> = (0..m * k / BLOCK)
+            .map(|i| 0.125 * (1 + i % 9) as f32)
+            .collect();
+        let blocks = Q4_0.pack_prequantized(&codes, &scales, m, k).unwrap();
+        for (r, zip, scales_at_end) in [(4, 0, false), (8, 0, true), (16, 8, false), (32, 16, true)]
+        {
+            let format = PackedBlockQuantFormat {
+                bq: Box::new(Q4_0),
+                r,
+                zip,
+                scales_at_end,
+            };
+            let packed = format.pack(&blocks, k).unwrap();
+            let mut row = vec![0f32; k];
+            for mn in 0..m {
+                Q4_0.extract_at_mn_f32(&packed, mn, &mut row).unwrap();
+                for (kk, got) in row.iter().enumerate() {
+                    let want = (codes[mn * k + kk] as f32 - 8.0) * scales[(mn * k + kk) / BLOCK];
+                    assert_eq!(*got, want, "r {r} zip {zip}: row {mn}, weight {kk}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_weight_of_the_wrong_size_is_refused() {
         let err = reorder_blocks(&[0; 15], &[1.0], 1, 32).unwrap_err();
