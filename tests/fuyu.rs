@@ -392,6 +392,13 @@ fn tokenizers_and_image_settings_that_do_not_fit_are_refused() {
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     import_fails(&dir, &["tokenizer.json", "missing"]);
 
+    // a tokenizer cut short, as by an interrupted download
+    let (_t, dir) = copy_fixture("tiny-a");
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    import_fails(&dir, &["tokenizer.json", "not valid JSON"]);
+
     // a patch size the config does not have
     let (_t, dir) = copy_fixture("tiny-a");
     edit_json(&dir.join("processor_config.json"), |v| {

@@ -67,6 +67,20 @@ pub struct Imported {
 
 /// The checkpoint's tokenizer: its size must be the config's vocabulary, and the
 /// special tokens must be in it. Returns the ids and texts of the special tokens.
+/// A progress bar drawn with `template` when `shown`, hidden otherwise.
+fn progress_bar(shown: bool, len: u64, template: &str) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 fn read_tokenizer(dir: &Path, cfg: &FuyuConfig) -> Result<(SpecialTokens, SpecialTokenNames)> {
     let path = dir.join(TOKENIZER);
     if !path.is_file() {
@@ -75,18 +89,7 @@ fn read_tokenizer(dir: &Path, cfg: &FuyuConfig) -> Result<(SpecialTokens, Specia
             path.display()
         );
     }
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let tok = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{}: the tokenizer library could not read it",
-                path.display()
-            )
-        })?
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let tok = glimpse_runtime::text::parse_tokenizer(&path)?;
     let size = tok.get_vocab_size(true);
     if size != cfg.model.vocab_size {
         bail!(
@@ -191,17 +194,11 @@ pub fn import(o: &ImportOptions) -> Result<Imported> {
     // tensors each precision reads: the decoder's, the embedding table and newline row,
     // the vision projection
     let per_precision = cfg.model.n_layers * 16 + 3 + 2 + 3;
-    let bar = if o.progress {
-        let b = ProgressBar::new((per_precision * o.precisions.len()) as u64);
-        b.set_style(
-            ProgressStyle::with_template("{msg:24} [{bar:30}] {pos}/{len} tensors, {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(
+        o.progress,
+        (per_precision * o.precisions.len()) as u64,
+        "{msg:24} [{bar:30}] {pos}/{len} tensors, {elapsed}",
+    );
     let w = FuyuWeights {
         ckpt: &ckpt,
         config: &cfg,

@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::safetensors::{self, Dtype};
 
@@ -250,17 +249,11 @@ pub fn write(preset: &Preset, out: &Path, progress: bool) -> Result<u64> {
         .iter()
         .map(|(_, s)| s.iter().product::<usize>() as u64 * 2)
         .sum();
-    let bar = if progress {
-        let b = ProgressBar::new(total);
-        b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}, {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = super::progress_bar(
+        progress,
+        total,
+        "{msg} [{bar:30}] {bytes}/{total_bytes}, {elapsed}",
+    );
     let mut weight_map = serde_json::Map::new();
     let count = shards.len();
     for (k, idx) in shards.iter().enumerate() {

@@ -4,4 +4,4 @@ mod prompt;
 mod tokenizer;
 
 pub use prompt::{Prompt, PromptFormat, QUESTION, TokenStream, match_ids};
-pub use tokenizer::TextTokenizer;
+pub use tokenizer::{TextTokenizer, parse_tokenizer};

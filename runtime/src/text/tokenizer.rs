@@ -8,6 +8,26 @@ use super::PromptFormat;
 use crate::error::{Error, Result};
 use crate::package::{SpecialTokenNames, SpecialTokens};
 
+/// Reads a `tokenizer.json` (a package's, or a checkpoint's at import): an unreadable
+/// file, bad JSON, or one the tokenizer library refuses is an error naming it.
+pub fn parse_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let bad = |reason: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    // tokenizers panics on some malformed files (a decoder cut short): the JSON is checked
+    // first, and a panic that still escapes becomes an error
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+        .map_err(|_| bad("the tokenizer library could not read it".into()))?;
+    parsed.map_err(|e| bad(e.to_string()))
+}
+
 pub struct TextTokenizer {
     inner: Tokenizer,
     special: SpecialTokens,
@@ -23,21 +43,7 @@ impl TextTokenizer {
         special: SpecialTokens,
         names: &SpecialTokenNames,
     ) -> Result<Self> {
-        let bad = |reason: String| Error::Tokenizer {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        // tokenizers panics on some malformed files (a decoder cut short): the JSON is
-        // checked first, and a panic that still escapes becomes an error
-        serde_json::from_str::<serde_json::Value>(&text)
-            .map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let parsed = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
-            .map_err(|_| bad("the tokenizer library could not read it".into()))?;
-        let mut inner = parsed.map_err(|e| bad(e.to_string()))?;
+        let mut inner = parse_tokenizer(path)?;
         let size = inner.get_vocab_size(true);
         if size != vocab_size {
             return Err(Error::VocabMismatch {
