@@ -33,8 +33,45 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     };
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert("MatMulNBits", q4::mat_mul_nbits);
+    onnx.provider = Arc::new(ReadAt);
     let model = onnx.model_for_path(path).map_err(err)?;
     model.into_typed().map_err(err)
+}
+
+/// Reads a tensor's ONNX external data with one positioned read into its buffer.
+/// (tract-onnx's default maps the whole data file for every tensor and copies out of the
+/// mapping, a page fault per 4 KiB.)
+struct ReadAt;
+
+impl tract_onnx::data_resolver::ModelDataResolver for ReadAt {
+    fn read_bytes_from_path(
+        &self,
+        buf: &mut Vec<u8>,
+        p: &Path,
+        offset: usize,
+        length: Option<usize>,
+    ) -> TractResult<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file =
+            std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let size = file.metadata()?.len() as usize;
+        let length = length.unwrap_or(size.saturating_sub(offset));
+        anyhow::ensure!(
+            offset.checked_add(length).is_some_and(|end| end <= size),
+            "{}: external data {offset}..{} is past its end ({size} bytes): truncated",
+            p.display(),
+            offset.saturating_add(length)
+        );
+        file.seek(SeekFrom::Start(offset as u64))?;
+        buf.reserve_exact(length);
+        let read = file.take(length as u64).read_to_end(buf)?;
+        anyhow::ensure!(
+            read == length,
+            "{}: read {read} of {length} bytes of external data",
+            p.display()
+        );
+        Ok(())
+    }
 }
 
 pub(crate) fn into_plan(path: &Path, model: TypedModel) -> Result<Plan> {
