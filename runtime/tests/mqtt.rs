@@ -195,6 +195,15 @@ impl Live {
     }
 }
 
+/// Asserts that a run exited 0, showing its stderr when not.
+fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn json_lines(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -208,21 +217,10 @@ fn every_caption_arrives_once_with_the_fields_of_watch_json() {
     let port = free_port();
     let _broker = Broker::start(dir.path(), port, "allow_anonymous true");
     let sub = subscribe(port, "cam/#", &[]);
-    let out = glimpse()
-        .args(["watch", "--synthetic", "--count", "4", "--json"])
-        .args([
-            "--mqtt",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--topic",
-            "cam",
-        ])
+    let out = watch(&format!("mqtt://127.0.0.1:{port}"), 4, &[])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let printed = json_lines(&out);
     let got = received(sub, Duration::from_secs(3));
     let captions: Vec<Value> = got
@@ -292,14 +290,7 @@ fn captions_queued_during_an_outage_arrive_in_order_and_overflow_is_counted() {
     );
     broker.stop();
     // the loop runs while the broker is down; it comes back a second later
-    let run = glimpse()
-        .args(["watch", "--synthetic", "--count", "5", "--json"])
-        .args([
-            "--mqtt",
-            &format!("mqtt://127.0.0.1:{port}"),
-            "--topic",
-            "cam",
-        ])
+    let run = watch(&format!("mqtt://127.0.0.1:{port}"), 5, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -307,11 +298,7 @@ fn captions_queued_during_an_outage_arrive_in_order_and_overflow_is_counted() {
     std::thread::sleep(Duration::from_secs(1));
     let _broker = Broker::start(dir.path(), port, &persistent);
     let out = run.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let printed = json_lines(&out);
     let seqs: Vec<&Value> = printed
         .iter()
@@ -332,29 +319,14 @@ fn captions_queued_during_an_outage_arrive_in_order_and_overflow_is_counted() {
     // with the broker away for the whole run and room for 2 messages, the rest are
     // dropped oldest first and counted: 5 captions and 5 states, the statistics, offline
     let nobody = free_port();
-    let out = glimpse()
-        .args([
-            "watch",
-            "--synthetic",
-            "--count",
-            "5",
-            "--json",
-            "--mqtt-queue",
-            "2",
-        ])
-        .args([
-            "--mqtt",
-            &format!("mqtt://127.0.0.1:{nobody}"),
-            "--topic",
-            "cam",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = watch(
+        &format!("mqtt://127.0.0.1:{nobody}"),
+        5,
+        &["--mqtt-queue", "2"],
+    )
+    .output()
+    .unwrap();
+    succeeded(&out);
     let summary = json_lines(&out).pop().unwrap();
     assert_eq!(summary["captioned"], 5);
     assert_eq!(summary["mqtt"]["dropped"], 10, "{summary}");
@@ -401,11 +373,7 @@ fn wrong_credentials_and_bad_addresses_are_clear_errors() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("refused") && err.contains(&url), "{err}");
     let good = run("right-password");
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    succeeded(&good);
     // a password file is read too
     let file = dir.path().join("pw");
     std::fs::write(&file, "right-password\n").unwrap();
@@ -421,11 +389,7 @@ fn wrong_credentials_and_bad_addresses_are_clear_errors() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        from_file.status.success(),
-        "{}",
-        String::from_utf8_lossy(&from_file.stderr)
-    );
+    succeeded(&from_file);
     // addresses
     for (url, word) in [
         ("http://x", "mqtt://"),
@@ -637,11 +601,7 @@ fn home_assistant_finds_a_caption_sensor_and_the_trigger() {
         .arg("--ha-discovery")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     // retained: a subscriber that comes later (as Home Assistant restarting) finds both
     let got = received(
         subscribe(port, "homeassistant/#", &["-C", "2"]),
@@ -771,11 +731,7 @@ fn tls_brokers_are_reached_with_their_ca_and_refused_clearly_without_it() {
     let sub = subscribe(port, "cam/caption", &["--cafile", ca, "-C", "3"]);
     let url = format!("mqtts://127.0.0.1:{port}");
     let out = watch(&url, 3, &["--mqtt-ca", ca]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let got = received(sub, Duration::from_secs(5));
     let printed: Vec<Value> = json_lines(&out)
         .into_iter()
@@ -792,11 +748,7 @@ fn tls_brokers_are_reached_with_their_ca_and_refused_clearly_without_it() {
     let by_name = watch(&format!("mqtts://localhost:{port}"), 1, &["--mqtt-ca", ca])
         .output()
         .unwrap();
-    assert!(
-        by_name.status.success(),
-        "{}",
-        String::from_utf8_lossy(&by_name.stderr)
-    );
+    succeeded(&by_name);
 
     // without the broker's CA (the system's store does not have it): a clear error
     let out = watch(&url, 1, &[]).output().unwrap();
@@ -929,11 +881,7 @@ fn a_connection_cut_at_random_loses_no_caption_within_the_bound() {
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let got = received(sub, Duration::from_secs(2));
     let cuts = proxy.stop();
     let summary = json_lines(&out).pop().unwrap();
