@@ -397,6 +397,9 @@ impl<const QK: usize> BlockQuant for BaseQ4_0<QK> {
         ensure!(k % self.block_len() == 0);
         // ensure!(input.len() == k * r / self.block_len() * self.block_bytes());
         ensure!(zip < r);
+        // Glimpse: panels are an even number of rows wide, as every kernel's are (the
+        // extractors read two rows' weights per byte)
+        ensure!(r % 2 == 0, "Q4_0 packing needs an even panel width, got {r}");
         let m = if input.len() == 0 {
             0
         } else {
@@ -431,33 +434,15 @@ impl<const QK: usize> BlockQuant for BaseQ4_0<QK> {
                         out += 2;
                     }
                 }
-                if r % 2 == 0 {
-                    // weights 0..half are the low nibbles of the block's bytes, half.. the
-                    // high ones; each output byte holds one weight of two rows
-                    for shift in [0, 4] {
-                        for j in 0..half {
-                            for pair in order.chunks_exact(2) {
-                                let lo = (rows[pair[0]][at + 2 + j] >> shift) & 0x0F;
-                                let hi = (rows[pair[1]][at + 2 + j] >> shift) & 0x0F;
-                                blob[out] = lo | (hi << 4);
-                                out += 1;
-                            }
-                        }
-                    }
-                } else {
-                    let mut low: Option<u8> = None;
-                    for pos in 0..self.block_len() {
-                        for &row in &order {
-                            let q = &rows[row][at + 2..];
-                            let nib =
-                                if pos < half { q[pos] & 0x0F } else { q[pos - half] >> 4 };
-                            match low.take() {
-                                None => low = Some(nib),
-                                Some(l) => {
-                                    blob[out] = l | (nib << 4);
-                                    out += 1;
-                                }
-                            }
+                // weights 0..half are the low nibbles of the block's bytes, half.. the
+                // high ones; each output byte holds one weight of two rows
+                for shift in [0, 4] {
+                    for j in 0..half {
+                        for pair in order.chunks_exact(2) {
+                            let lo = (rows[pair[0]][at + 2 + j] >> shift) & 0x0F;
+                            let hi = (rows[pair[1]][at + 2 + j] >> shift) & 0x0F;
+                            blob[out] = lo | (hi << 4);
+                            out += 1;
                         }
                     }
                 }
