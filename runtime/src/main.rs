@@ -1,6 +1,7 @@
 //! `glimpse`: caption frames and answer questions about them, on the board.
 
-#![forbid(unsafe_code)]
+// One exception, allowed where it is: no_error_backtraces sets an environment variable.
+#![deny(unsafe_code)]
 
 mod cli;
 
@@ -470,7 +471,24 @@ fn info_json(g: &Glimpse) -> serde_json::Value {
     })
 }
 
+/// tract returns errors as part of loading a model, and each error built while
+/// `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) is set captures a stack trace. glimpse shows
+/// errors as messages and never prints those traces, yet with `RUST_BACKTRACE=1` in the
+/// environment they add 7 % to load and first token under the gcc-linked unwinder, and
+/// make it 8.5x as long under the LLVM libunwind that a zig-linked board binary carries
+/// (targets/README.md, "Load: the unwinder"). So
+/// error backtraces are off unless `RUST_LIB_BACKTRACE` asks for them; panics still print
+/// theirs under `RUST_BACKTRACE`.
+#[allow(unsafe_code)]
+fn no_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 fn main() -> ExitCode {
+    no_error_backtraces();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(true) => ExitCode::SUCCESS,
