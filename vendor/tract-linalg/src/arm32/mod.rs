@@ -28,12 +28,28 @@ fn cpu_part() -> Option<usize> {
     })
 }
 
+/// The kernel's answer for this process: `AT_HWCAP` carries `HWCAP_NEON` (bit 12) for a
+/// 32-bit process on an ARMv7 or an ARMv8 kernel alike, and under qemu-user it describes
+/// the emulated core, where `/proc/cpuinfo` is the host's.
+#[cfg(target_os = "linux")]
+fn has_neon_hwcap() -> Option<bool> {
+    const HWCAP_NEON: libc::c_ulong = 1 << 12;
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process.
+    let hwcap = unsafe { libc::getauxval(libc::AT_HWCAP) };
+    (hwcap != 0).then_some(hwcap & HWCAP_NEON != 0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn has_neon_hwcap() -> Option<bool> {
+    None
+}
+
 pub(crate) fn has_neon() -> bool {
     if let Some(forced) = crate::knobs::TRACT_CPU_ARM32_NEON.get() {
         return forced;
     }
     static NEON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *NEON.get_or_init(|| has_neon_cpuinfo().unwrap_or(false))
+    *NEON.get_or_init(|| has_neon_hwcap().unwrap_or_else(|| has_neon_cpuinfo().unwrap_or(false)))
 }
 
 fn prefer_8x4(n: Option<usize>) -> bool {
