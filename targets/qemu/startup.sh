@@ -15,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/glimpse}"
 check="${2:-}"
-case "$(file -b "$bin")" in
-  *aarch64*) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72); arch=aarch64 ;;
-  *ARM*) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a7); arch=arm ;;
+# the ELF header's machine field: 0xb7 aarch64, 0x28 32-bit ARM
+case "$(od -An -tx1 -j18 -N1 "$bin" | tr -d ' ')" in
+  b7) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72); arch=aarch64 ;;
+  28) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a7); arch=arm ;;
   *) echo "$bin: not an aarch64 or 32-bit ARM executable" >&2; exit 2 ;;
 esac
 work="$(mktemp -d)"
