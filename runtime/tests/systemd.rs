@@ -109,13 +109,28 @@ fn glimpse_args(unit: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of the unit whose file name starts with `prefix`.
+fn unit(prefix: &str) -> String {
+    units()
+        .into_iter()
+        .find(|(n, _)| n.starts_with(prefix))
+        .map(|(_, text)| text)
+        .unwrap_or_else(|| panic!("no unit {prefix}*"))
+}
+
+/// This build of glimpse run with `args` on the bundled model, as the units' environment
+/// (`GLIMPSE_MODEL`) points it at the installed one.
+fn run(args: &[String]) -> std::process::Output {
+    Command::new(GLIMPSE)
+        .args(args)
+        .env("GLIMPSE_MODEL", root().join("models/glimpse-default"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_watch_unit_command_captions_when_its_camera_is_a_generator() {
-    let (_, watch) = units()
-        .into_iter()
-        .find(|(n, _)| n.starts_with("glimpse-watch"))
-        .unwrap();
-    let mut args = glimpse_args(&watch);
+    let mut args = glimpse_args(&unit("glimpse-watch"));
     assert!(args.contains(&"watch".to_owned()), "{args:?}");
     // no camera here: the same command with the scene generator in its place
     let cam = args.iter().position(|a| a == "--camera").expect("--camera");
@@ -123,11 +138,7 @@ fn the_watch_unit_command_captions_when_its_camera_is_a_generator() {
         cam..cam + 2,
         ["--synthetic", "--count", "2"].map(String::from),
     );
-    let out = Command::new(GLIMPSE)
-        .args(&args)
-        .env("GLIMPSE_MODEL", root().join("models/glimpse-default"))
-        .output()
-        .unwrap();
+    let out = run(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -145,19 +156,11 @@ fn the_watch_unit_command_captions_when_its_camera_is_a_generator() {
 
 #[test]
 fn the_serve_unit_command_is_accepted_up_to_its_missing_port() {
-    let (_, serve) = units()
-        .into_iter()
-        .find(|(n, _)| n.starts_with("glimpse-serve@"))
-        .unwrap();
-    let args: Vec<String> = glimpse_args(&serve)
+    let args: Vec<String> = glimpse_args(&unit("glimpse-serve@"))
         .into_iter()
         .map(|a| a.replace("/dev/%I", "/dev/glimpse-no-such-port"))
         .collect();
-    let out = Command::new(GLIMPSE)
-        .args(&args)
-        .env("GLIMPSE_MODEL", root().join("models/glimpse-default"))
-        .output()
-        .unwrap();
+    let out = run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // a usage error is exit code 2 with clap's "Usage:"; a missing port or camera is a
     // runtime error naming the device
