@@ -65,8 +65,6 @@ pub struct Imported {
     pub checkpoint_bytes: u64,
 }
 
-/// The checkpoint's tokenizer: its size must be the config's vocabulary, and the
-/// special tokens must be in it. Returns the ids and texts of the special tokens.
 /// A progress bar drawn with `template` when `shown`, hidden otherwise.
 fn progress_bar(shown: bool, len: u64, template: &str) -> ProgressBar {
     if !shown {
@@ -81,6 +79,8 @@ fn progress_bar(shown: bool, len: u64, template: &str) -> ProgressBar {
     bar
 }
 
+/// The checkpoint's tokenizer: its size must be the config's vocabulary, and the
+/// special tokens must be in it. Returns the ids and texts of the special tokens.
 fn read_tokenizer(dir: &Path, cfg: &FuyuConfig) -> Result<(SpecialTokens, SpecialTokenNames)> {
     let path = dir.join(TOKENIZER);
     if !path.is_file() {
