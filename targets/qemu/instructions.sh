@@ -18,16 +18,17 @@ bin="${2:-${CARGO_TARGET_DIR:-target}/$target/release/glimpse}"
 # board's core is emulated: Pi 4 (A72), Pi 5 (A76); armv7: the A53 of a Pi Zero 2 / Pi 3
 # runs 32-bit code as an A7-class core with NEON.
 case "$target" in
-  aarch64-*) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu); cpus=(cortex-a72 cortex-a76) ;;
-  armv7-*) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf); cpus=(cortex-a7) ;;
+  aarch64-*) cpus=(cortex-a72 cortex-a76) ;;
+  armv7-*) cpus=(cortex-a7) ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 [ -x "$bin" ] || { echo "no binary at $bin: build it with cargo build --release -p glimpse-runtime --target $target" >&2; exit 2; }
+source targets/qemu/common.sh
+qemu_for "$bin"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-gcc -O2 -Wall -shared -fPIC -o "$work/insn_count.so" targets/qemu/insn_count.c
+counter_plugin "$work"
 image=examples/scene-1.png
-arch=aarch64; [[ "$target" == armv7-* ]] && arch=arm
 count() { # cpu precision -> "load_and_first_token per_token tokens"
   "${qemu[@]}" -cpu "$1" -plugin "$work/insn_count.so,out=$work/n,arch=$arch" "$bin" \
     --model models/glimpse-default --precision "$2" caption "$image" > /dev/null

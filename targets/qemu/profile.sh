@@ -17,26 +17,21 @@ shift
 top=25
 if [[ "${1:-}" != "--" && -n "${1:-}" ]]; then top="$1"; shift; fi
 [[ "${1:-}" == "--" ]] && shift
-# the ELF header's machine field: 0xb7 aarch64, 0x28 32-bit ARM
-case "$(od -An -tx1 -j18 -N1 "$bin" | tr -d ' ')" in
-  b7) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu); sysroot=/usr/aarch64-linux-gnu; nm=aarch64-linux-gnu-nm; arch=aarch64 ;;
-  28) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf); sysroot=/usr/arm-linux-gnueabihf; nm=arm-linux-gnueabihf-nm; arch=arm ;;
-  *) echo "$bin: not an aarch64 or 32-bit ARM executable" >&2; exit 2 ;;
-esac
+source targets/qemu/common.sh
+qemu_for "$bin"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-gcc -O2 -Wall -shared -fPIC -o "$work/insn_count.so" targets/qemu/insn_count.c
+counter_plugin "$work"
 "${qemu[@]}" ${QEMU_CPU:+-cpu "$QEMU_CPU"} -d page -D "$work/pages" \
   -plugin "$work/insn_count.so,out=$work/n,profile=$work/blocks,arch=$arch" "$bin" "$@" > /dev/null
 # where ld.so put the libraries (qemu-user maps the same way on every run)
 "${qemu[@]}" -E LD_TRACE_LOADED_OBJECTS=1 "$bin" > "$work/libs" 2>/dev/null || true
-python3 - "$work" "$bin" "$sysroot" "$nm" "$top" <<'PY'
+python3 - "$work" "$bin" "$sysroot" "${cross}nm" "$top" <<'PY'
 import bisect, collections, re, subprocess, sys
 work, binary, sysroot, nm, top = sys.argv[1:6]
 objects = []  # (base, path)
 pages = open(f"{work}/pages").read()
 # the program itself: a PIE is placed at the first mapping qemu reports
-m = re.search(r"^start_code\s+0x([0-9a-f]+)", pages, re.M)
 with open(binary, "rb") as f:
     e_type = int.from_bytes(f.read(18)[16:18], "little")  # 2: fixed addresses, 3: PIE
 base = 0

@@ -15,15 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/glimpse}"
 check="${2:-}"
-# the ELF header's machine field: 0xb7 aarch64, 0x28 32-bit ARM
-case "$(od -An -tx1 -j18 -N1 "$bin" | tr -d ' ')" in
-  b7) qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a72); arch=aarch64 ;;
-  28) qemu=(qemu-arm -L /usr/arm-linux-gnueabihf -cpu cortex-a7); arch=arm ;;
-  *) echo "$bin: not an aarch64 or 32-bit ARM executable" >&2; exit 2 ;;
-esac
+source targets/qemu/common.sh
+qemu_for "$bin"
+# the cores of a Pi 4 and of a Pi 2 (the 32-bit build's NEON baseline)
+if [[ "$arch" == aarch64 ]]; then qemu+=(-cpu cortex-a72); else qemu+=(-cpu cortex-a7); fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-gcc -O2 -Wall -shared -fPIC -o "$work/insn_count.so" targets/qemu/insn_count.c
+counter_plugin "$work"
 first_write() { # ENV-ARGS... -- GLIMPSE-ARGS... -> instructions up to the first stdout write
   local envs=()
   while [[ "$1" != "--" ]]; do envs+=("$1"); shift; done
