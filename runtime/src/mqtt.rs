@@ -1,15 +1,20 @@
 //! MQTT output (cargo feature `mqtt`): what the loop sees, published to a broker.
 //!
-//! Messages go into a bounded queue first; a sender thread hands them to the MQTT client
-//! (QoS 1, in order) while the broker is connected, and a network thread keeps the
-//! connection, reconnecting after an outage. When the queue is full the oldest message is
-//! dropped and counted, so a long outage costs the oldest captions, never memory. A last
-//! will marks the board `offline` on `<topic>/status` (retained) if it vanishes.
+//! Messages go into a bounded queue first. One network thread keeps the connection
+//! (reconnecting after an outage) and hands queued messages to the MQTT client (QoS 1, in
+//! order, a few in flight) while the broker is connected. A message stays ours until the
+//! broker acknowledges it: when the connection drops, the client forgets what it had not
+//! yet got acknowledged (the session is clean), so those messages go back to the front of
+//! the queue and are sent again, in their order, after the reconnect. Delivery is at least
+//! once: a message whose acknowledgement was lost arrives twice. When the queue is full the
+//! oldest message is dropped and counted, so a long outage costs the oldest captions, never
+//! memory. A last will marks the board `offline` on `<topic>/status` (retained) if it
+//! vanishes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -130,6 +135,7 @@ pub fn tls_config(ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConf
     Ok(Arc::new(config))
 }
 
+#[derive(Clone)]
 struct Message {
     topic: String,
     payload: Vec<u8>,
@@ -139,7 +145,6 @@ struct Message {
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Message>,
-    closed: bool,
 }
 
 /// Counters of the publisher.
@@ -149,6 +154,8 @@ pub struct MqttStats {
     pub sent: u64,
     /// Acknowledged by the broker.
     pub acked: u64,
+    /// Sent again because the connection dropped before the broker acknowledged them.
+    pub resent: u64,
     /// Dropped because the queue was full (the oldest go first).
     pub dropped: u64,
     /// Waiting in the queue now.
@@ -159,7 +166,6 @@ pub struct MqttStats {
 
 struct Shared {
     queue: Mutex<Queue>,
-    ready: Condvar,
     connected: AtomicBool,
     /// A refusal the broker will repeat (bad credentials): publishing stops.
     fatal: Mutex<Option<String>>,
@@ -167,6 +173,9 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     sent: AtomicU64,
     acked: AtomicU64,
+    resent: AtomicU64,
+    /// Handed to the client and not yet acknowledged.
+    in_flight: AtomicU64,
     dropped: AtomicU64,
     disconnects: AtomicU64,
     stop: AtomicBool,
@@ -248,12 +257,13 @@ impl Publisher {
         let (client, connection) = Client::new(opts, 16);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
-            ready: Condvar::new(),
             connected: AtomicBool::new(false),
             fatal: Mutex::new(None),
             last_error: Mutex::new(None),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -262,14 +272,14 @@ impl Publisher {
         });
         let mut threads = vec![];
         let net = shared.clone();
-        let status = format!("{}/status", cfg.topic);
-        let online_client = client.clone();
-        threads.push(std::thread::spawn(move || {
-            network(connection, &net, &online_client, &status)
-        }));
-        let send = shared.clone();
-        let sender = client.clone();
-        threads.push(std::thread::spawn(move || send_loop(&sender, &send)));
+        let link = Link {
+            client: client.clone(),
+            status: format!("{}/status", cfg.topic),
+            capacity: cfg.queue.max(1),
+            handed: VecDeque::new(),
+            unacked: VecDeque::new(),
+        };
+        threads.push(std::thread::spawn(move || network(connection, &net, link)));
         let p = Publisher {
             cfg,
             shared,
@@ -328,7 +338,6 @@ impl Publisher {
             payload: payload.into(),
             retain,
         });
-        self.shared.ready.notify_all();
     }
 
     /// Subscribes to `<topic>/<sub>` (again after every reconnect); its messages come out
@@ -355,6 +364,7 @@ impl Publisher {
         MqttStats {
             sent: self.shared.sent.load(Ordering::SeqCst),
             acked: self.shared.acked.load(Ordering::SeqCst),
+            resent: self.shared.resent.load(Ordering::SeqCst),
             dropped: self.shared.dropped.load(Ordering::SeqCst),
             queued,
             disconnects: self.shared.disconnects.load(Ordering::SeqCst),
@@ -368,7 +378,7 @@ impl Publisher {
         let start = Instant::now();
         while start.elapsed() < wait && self.fatal().is_none() {
             let s = self.stats();
-            if s.queued == 0 && s.acked >= s.sent {
+            if s.queued == 0 && self.shared.in_flight.load(Ordering::SeqCst) == 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -380,10 +390,6 @@ impl Publisher {
 
     fn shutdown(self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        if let Ok(mut q) = self.shared.queue.lock() {
-            q.closed = true;
-        }
-        self.shared.ready.notify_all();
         let _ = self.client.disconnect();
         drop(self.client);
         for t in self.threads {
@@ -392,26 +398,132 @@ impl Publisher {
     }
 }
 
-/// Keeps the connection: polls it, notes connects, acks and losses, reconnects.
-fn network(mut connection: Connection, shared: &Shared, client: &Client, status: &str) {
+/// Most messages handed to the client and not yet acknowledged.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// The network thread's view of what it handed to the client.
+struct Link {
+    client: Client,
+    status: String,
+    /// The queue's bound, kept when messages come back to it.
+    capacity: usize,
+    /// Handed to the client, in order, not yet written (no packet id yet).
+    handed: VecDeque<Message>,
+    /// Written with a packet id, in order, waiting for the broker's acknowledgement.
+    unacked: VecDeque<(u16, Message)>,
+}
+
+impl Link {
+    fn in_flight(&self) -> usize {
+        self.handed.len() + self.unacked.len()
+    }
+
+    fn count(&self, shared: &Shared) {
+        shared
+            .in_flight
+            .store(self.in_flight() as u64, Ordering::SeqCst);
+    }
+
+    /// Hands queued messages to the client while connected and few are in flight. Only
+    /// this thread publishes, between polls, so nothing reaches the client's channel
+    /// while a lost connection is being cleaned up.
+    fn pump(&mut self, shared: &Shared) {
+        if !shared.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut q) = shared.queue.lock() else {
+            return;
+        };
+        while self.in_flight() < MAX_IN_FLIGHT
+            && let Some(msg) = q.items.pop_front()
+        {
+            let publish = self.client.try_publish(
+                msg.topic.clone(),
+                QoS::AtLeastOnce,
+                msg.retain,
+                msg.payload.clone(),
+            );
+            if publish.is_err() {
+                q.items.push_front(msg);
+                break;
+            }
+            self.handed.push_back(msg);
+            shared.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        self.count(shared);
+    }
+
+    /// The client wrote a publish with packet id `pkid`. A publish it sends again from a
+    /// resumed session has an id already waiting.
+    fn written(&mut self, pkid: u16) {
+        if self.unacked.iter().any(|(id, _)| *id == pkid) {
+            return;
+        }
+        if let Some(msg) = self.handed.pop_front() {
+            self.unacked.push_back((pkid, msg));
+        }
+    }
+
+    fn acknowledged(&mut self, pkid: u16, shared: &Shared) {
+        if let Some(i) = self.unacked.iter().position(|(id, _)| *id == pkid) {
+            self.unacked.remove(i);
+            shared.acked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.count(shared);
+    }
+
+    /// A new connection. Without a session the client has forgotten every message not
+    /// acknowledged: they go back to the front of the queue, oldest first, behind the
+    /// `online` status. The queue keeps its bound by dropping the oldest.
+    fn connected(&mut self, session_present: bool, shared: &Shared) {
+        let Ok(mut q) = shared.queue.lock() else {
+            return;
+        };
+        if !session_present {
+            let back: Vec<Message> = self
+                .unacked
+                .drain(..)
+                .map(|(_, m)| m)
+                .chain(self.handed.drain(..))
+                .collect();
+            shared.resent.fetch_add(back.len() as u64, Ordering::SeqCst);
+            for msg in back.into_iter().rev() {
+                q.items.push_front(msg);
+            }
+        }
+        while q.items.len() >= self.capacity {
+            q.items.pop_front();
+            shared.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        q.items.push_front(Message {
+            topic: self.status.clone(),
+            payload: b"online".to_vec(),
+            retain: true,
+        });
+        self.count(shared);
+    }
+}
+
+/// Keeps the connection: polls it, hands it queued messages, notes connects, acks and
+/// losses, reconnects.
+fn network(mut connection: Connection, shared: &Shared, mut link: Link) {
     while !shared.stop.load(Ordering::SeqCst) {
-        match connection.recv_timeout(Duration::from_millis(200)) {
+        link.pump(shared);
+        match connection.recv_timeout(Duration::from_millis(20)) {
             Err(rumqttc::RecvTimeoutError::Timeout) => {}
             Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                // announced before anything queued is sent
-                let _ = client.try_publish(status, QoS::AtLeastOnce, true, "online");
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
+                link.connected(ack.session_present, shared);
                 if let Ok(inbox) = shared.inbox.lock()
                     && let Some((topic, _)) = inbox.as_ref()
                 {
-                    let _ = client.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                    let _ = link.client.try_subscribe(topic.clone(), QoS::AtLeastOnce);
                 }
                 shared.connected.store(true, Ordering::SeqCst);
-                shared.ready.notify_all();
             }
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
-                shared.acked.fetch_add(1, Ordering::SeqCst);
-                shared.ready.notify_all();
+            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => link.written(pkid),
+            Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                link.acknowledged(ack.pkid, shared);
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 if let Ok(inbox) = shared.inbox.lock()
@@ -429,7 +541,6 @@ fn network(mut connection: Connection, shared: &Shared, client: &Client, status:
                         *f = Some(reason);
                     }
                     shared.connected.store(false, Ordering::SeqCst);
-                    shared.ready.notify_all();
                     break;
                 }
                 if let Ok(mut last) = shared.last_error.lock() {
@@ -442,45 +553,6 @@ fn network(mut connection: Connection, shared: &Shared, client: &Client, status:
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-    }
-}
-
-/// Hands queued messages to the client, in order, while connected.
-fn send_loop(client: &Client, shared: &Shared) {
-    loop {
-        let msg = {
-            let Ok(mut q) = shared.queue.lock() else {
-                return;
-            };
-            loop {
-                if q.closed || shared.fatal.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                // a bounded number in flight, so an outage leaves them in our queue
-                let in_flight = shared.sent.load(Ordering::SeqCst)
-                    - shared
-                        .acked
-                        .load(Ordering::SeqCst)
-                        .min(shared.sent.load(Ordering::SeqCst));
-                if shared.connected.load(Ordering::SeqCst)
-                    && in_flight < 8
-                    && let Some(m) = q.items.pop_front()
-                {
-                    break m;
-                }
-                q = match shared.ready.wait_timeout(q, Duration::from_millis(100)) {
-                    Ok((q, _)) => q,
-                    Err(_) => return,
-                };
-            }
-        };
-        if client
-            .publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload)
-            .is_err()
-        {
-            return;
-        }
-        shared.sent.fetch_add(1, Ordering::SeqCst);
     }
 }
 

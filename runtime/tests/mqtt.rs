@@ -784,7 +784,10 @@ fn tls_brokers_are_reached_with_their_ca_and_refused_clearly_without_it() {
 }
 
 /// A TCP proxy to `target` that cuts every connection through it at pseudo-random
-/// intervals (`cut_ms` apart on average) until stopped; counts the cuts.
+/// intervals (`cut_ms` apart on average) until stopped; counts the cuts. Each cut comes
+/// after `silent_ms` in which the proxy swallows what either side sends, as a Wi-Fi link
+/// that fades before it drops: what the client wrote then never reaches the broker, and
+/// no acknowledgement comes back.
 struct FlakyProxy {
     port: u16,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -793,7 +796,7 @@ struct FlakyProxy {
 }
 
 impl FlakyProxy {
-    fn start(target: u16, cut_ms: u64, seed: u64) -> FlakyProxy {
+    fn start(target: u16, cut_ms: u64, silent_ms: u64, seed: u64) -> FlakyProxy {
         use std::net::{Shutdown, TcpStream};
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::{Arc, Mutex};
@@ -803,7 +806,8 @@ impl FlakyProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (s, o) = (stop.clone(), open.clone());
+        let silent = Arc::new(AtomicBool::new(false));
+        let (s, o, quiet) = (stop.clone(), open.clone(), silent.clone());
         let accept = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -821,8 +825,15 @@ impl FlakyProxy {
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
+                    let quiet = quiet.clone();
                     std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if !quiet.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(Shutdown::Both);
                         let _ = from.shutdown(Shutdown::Both);
                     });
@@ -839,6 +850,8 @@ impl FlakyProxy {
                 x ^= x << 17;
                 let wait = cut_ms / 2 + x % cut_ms.max(1);
                 std::thread::sleep(Duration::from_millis(wait));
+                silent.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(silent_ms));
                 let mut open = o.lock().unwrap();
                 if !open.is_empty() {
                     c.fetch_add(1, Ordering::SeqCst);
@@ -846,6 +859,8 @@ impl FlakyProxy {
                 for stream in open.drain(..) {
                     let _ = stream.shutdown(Shutdown::Both);
                 }
+                drop(open);
+                silent.store(false, Ordering::SeqCst);
             }
         });
         FlakyProxy {
@@ -871,7 +886,9 @@ fn a_connection_cut_at_random_loses_no_caption_within_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _broker = Broker::start(dir.path(), port, "allow_anonymous true");
-    let proxy = FlakyProxy::start(port, 700, 0x9e3779b97f4a7c15);
+    // at 8 frames a second, a quarter second of silence before each cut swallows a
+    // caption or two the client wrote: it must send them again after the reconnect
+    let proxy = FlakyProxy::start(port, 700, 250, 0x9e3779b97f4a7c15);
     let sub = subscribe(port, "cam/caption", &[]);
     let n = 40;
     let out = watch(
@@ -891,6 +908,10 @@ fn a_connection_cut_at_random_loses_no_caption_within_the_bound() {
         "{summary}"
     );
     assert_eq!(summary["mqtt"]["dropped"], 0, "{summary}");
+    assert!(
+        summary["mqtt"]["resent"].as_u64().unwrap() >= 1,
+        "nothing was swallowed by the silences: {summary}"
+    );
     // QoS 1 is at least once: a message whose acknowledgement was cut off is sent again,
     // so duplicates may come; none may be missing, and the first arrivals are in order
     let mut seqs: Vec<u64> = got
