@@ -118,7 +118,7 @@ fn train_on_a_folder_of_images_with_captions() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     data::write_scenes(&images, 3, Split::Train, 0, 12).unwrap();
-    let folder = data::load_folder(&images).unwrap();
+    let folder = data::load_folder(&images, Default::default()).unwrap();
     let mut options = tiny_options(3);
     options.data = Some(images.clone());
     let run = dir.path().join("run");
@@ -135,7 +135,7 @@ fn train_on_a_folder_of_images_with_captions() {
         "{\"image\": \"scene-0.png\", \"caption\": \"a scene\"}\nnot json\n",
     )
     .unwrap();
-    let e = data::load_folder(&images)
+    let e = data::load_folder(&images, Default::default())
         .err()
         .expect("broken index loads");
     assert!(format!("{e:#}").contains("captions.jsonl:2"), "{e:#}");
@@ -159,4 +159,126 @@ fn the_same_seed_and_command_give_the_same_model() {
     let c = weights("c", 12);
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+/// `eval --data`: the bundled package on a folder whose expected answers are, by design,
+/// partly the model's own (right) and partly "zebra" (wrong). Every figure is checked
+/// against a count made here from the runtime's plain `caption` and `ask`.
+#[test]
+fn a_folder_is_scored_with_figures_that_match_a_count_by_hand() {
+    use std::collections::{BTreeMap, HashMap};
+    let dir = tempfile::tempdir().unwrap();
+    data::write_scenes(dir.path(), 11, Split::Test, 0, 6).unwrap();
+    let pkg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let g = Glimpse::load(&pkg).unwrap();
+    let index = dir.path().join("captions.jsonl");
+    let text = std::fs::read_to_string(&index).unwrap();
+    let mut lines = String::new();
+    // by hand: (correct, asked) overall, per expected answer, per question; wrong pairs
+    let (mut correct, mut asked) = (0, 0);
+    let mut by_answer: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut by_question: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut wrong: HashMap<(String, String), usize> = HashMap::new();
+    let mut exact_captions = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let frame = image::open(dir.path().join(v["image"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let scored = i < 4;
+        v["split"] = if scored { "test" } else { "train" }.into();
+        let said = g.caption(&frame).unwrap().text;
+        v["caption"] = if i % 2 == 0 {
+            said.clone()
+        } else {
+            "a zebra".into()
+        }
+        .into();
+        exact_captions += usize::from(scored && i % 2 == 0);
+        // one question every line repeats, so that per-question figures exist
+        let qa = v["qa"].as_array_mut().unwrap();
+        qa.push(serde_json::json!({"q": "how many objects are there?", "a": "x"}));
+        for (k, q) in qa.iter_mut().enumerate() {
+            let question = q["q"].as_str().unwrap().to_string();
+            let got = g.ask(&frame, &question).unwrap().text;
+            assert_ne!(got, "zebra");
+            let expected = if (i + k) % 3 == 0 {
+                "zebra".to_string()
+            } else {
+                got.clone()
+            };
+            q["a"] = expected.clone().into();
+            if !scored {
+                continue;
+            }
+            let ok = expected == got;
+            correct += usize::from(ok);
+            asked += 1;
+            for (key, map) in [(&expected, &mut by_answer), (&question, &mut by_question)] {
+                let e = map.entry(key.clone()).or_default();
+                e.0 += usize::from(ok);
+                e.1 += 1;
+            }
+            if !ok {
+                *wrong.entry((expected, got)).or_default() += 1;
+            }
+        }
+        lines += &format!("{v}\n");
+    }
+    std::fs::write(&index, lines).unwrap();
+
+    let folder = data::FolderIndex::read(dir.path(), Default::default()).unwrap();
+    let r = eval::evaluate_folder(&g, &folder, eval::Lines::Test, false).unwrap();
+    assert_eq!(r.images, 4);
+    assert_eq!((r.qa.correct, r.qa.asked), (correct, asked));
+    assert!(correct > 0 && correct < asked, "{correct} of {asked}");
+    assert_eq!(r.qa_accuracy, Some(correct as f64 / asked as f64));
+    let tallies = |m: &BTreeMap<String, eval::Tally>| -> BTreeMap<String, (usize, usize)> {
+        m.iter()
+            .map(|(k, t)| (k.clone(), (t.correct, t.asked)))
+            .collect()
+    };
+    assert_eq!(tallies(&r.by_answer), by_answer);
+    by_question.retain(|_, t| t.1 > 1);
+    assert_eq!(tallies(&r.by_question), by_question);
+    assert!(by_question["how many objects are there?"].1 >= 4);
+    let mut wrong: Vec<(usize, String, String)> =
+        wrong.into_iter().map(|((e, g), n)| (n, e, g)).collect();
+    wrong.sort_by(|a, b| b.0.cmp(&a.0).then((&a.1, &a.2).cmp(&(&b.1, &b.2))));
+    wrong.truncate(eval::CONFUSIONS);
+    let got: Vec<(usize, String, String)> = r
+        .confusions
+        .iter()
+        .map(|c| (c.count, c.expected.clone(), c.got.clone()))
+        .collect();
+    assert_eq!(got, wrong);
+    assert_eq!((r.captions.correct, r.captions.asked), (exact_captions, 4));
+    assert_eq!(r.caption_exact, Some(0.5));
+    if g.can_match() {
+        assert_eq!(r.retrieval.unwrap().queries, 4);
+    }
+
+    // the train lines are scored with --split all, and a folder with no test lines says
+    // how to mark them
+    let all = eval::evaluate_folder(&g, &folder, eval::Lines::All, false).unwrap();
+    assert_eq!((all.images, all.captions.asked), (6, 6));
+    let text = std::fs::read_to_string(&index)
+        .unwrap()
+        .replace("\"test\"", "\"val\"");
+    std::fs::write(&index, text).unwrap();
+    let folder = data::FolderIndex::read(dir.path(), Default::default()).unwrap();
+    let e = eval::evaluate_folder(&g, &folder, eval::Lines::Test, false).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("captions.jsonl has no test lines") && e.contains("--split all"),
+        "{e}"
+    );
+    // an image that went missing is named with its line
+    std::fs::remove_file(dir.path().join("scene-2.png")).unwrap();
+    let e = eval::evaluate_folder(&g, &folder, eval::Lines::Val, false).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("captions.jsonl:3") && e.contains("scene-2.png"),
+        "{e}"
+    );
 }

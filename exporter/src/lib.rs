@@ -13,6 +13,7 @@ pub mod hf;
 pub mod model;
 pub mod onnx;
 pub mod package;
+pub mod progress;
 pub mod report;
 pub mod tokenizer;
 pub mod train;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use glimpse_exporter::data::{FolderIndex, IndexOptions};
+use glimpse_exporter::eval::Lines;
 use glimpse_exporter::train::{self, TrainOptions};
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::package::Precision;
@@ -30,7 +32,8 @@ enum Command {
     Train(TrainArgs),
     /// Write a model package (ONNX graphs, tokenizer, manifest) from a run directory.
     Export(ExportArgs),
-    /// Evaluate a package with the runtime on the synthetic test splits.
+    /// Evaluate a package with the runtime on the synthetic test splits, or on a folder of
+    /// your own images (--data).
     Eval(EvalArgs),
     /// Compare the precisions a package carries: accuracy, token agreement with f32,
     /// size, load time, time to first token, decode speed and tract kernels.
@@ -166,9 +169,18 @@ struct TrainArgs {
     /// Patch size in pixels.
     #[arg(long, default_value_t = TrainOptions::default().canvas.patch)]
     patch: u32,
-    /// Train on a folder of images with captions.jsonl instead of synthetic scenes.
+    /// Train on a folder of images with captions.jsonl instead of synthetic scenes. Lines
+    /// marked "split": "test" are never trained on.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// With --data: share of the lines without a "split" that go to validation (picked by
+    /// a hash of the image name, so adding lines moves no others).
+    #[arg(long, value_name = "F", default_value_t = IndexOptions::default().val_fraction)]
+    val_fraction: f64,
+    /// With --data: skip bad lines and unreadable images (counted and named) instead of
+    /// stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
     /// Validate (and record the loss curve) every N steps.
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().val_every)]
     val_every: usize,
@@ -204,10 +216,44 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use f32, f16, int8 or q4"))
 }
 
+/// A user's folder to score instead of the synthetic scenes.
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Score a folder of your own images (the captions.jsonl layout of `train --data`)
+    /// instead of synthetic scenes.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// With --data: which lines to score. `test` are the lines marked "split": "test";
+    /// `all` is for a folder kept apart from training altogether.
+    #[arg(long, value_enum, default_value = "test")]
+    split: Lines,
+    /// With --data: the validation share used in training (for --split val).
+    #[arg(long, value_name = "F", default_value_t = IndexOptions::default().val_fraction)]
+    val_fraction: f64,
+    /// With --data: skip bad lines and unreadable images (counted and named).
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+impl DataArgs {
+    fn folder(&self) -> Result<Option<(FolderIndex, Lines)>> {
+        let Some(dir) = &self.data else {
+            return Ok(None);
+        };
+        let options = IndexOptions {
+            val_fraction: self.val_fraction,
+            skip_bad: self.skip_bad,
+        };
+        Ok(Some((FolderIndex::read(dir, options)?, self.split)))
+    }
+}
+
 #[derive(clap::Args)]
 struct CompareArgs {
     /// Model package carrying f32 and other precisions.
     package: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Test scenes for accuracy and agreement.
     #[arg(long, value_parser = positive_u64, default_value_t = 100)]
     scenes: u64,
@@ -226,6 +272,8 @@ struct CompareArgs {
 struct EvalArgs {
     /// Model package to evaluate.
     package: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Scenes per split.
     #[arg(long, value_parser = positive_u64, default_value_t = 200)]
     scenes: u64,
@@ -275,6 +323,10 @@ fn run(cli: Cli) -> Result<()> {
                 max_positions: a.max_positions,
                 canvas: parse_canvas(&a.canvas, a.patch)?,
                 data: a.data,
+                folder: IndexOptions {
+                    val_fraction: a.val_fraction,
+                    skip_bad: a.skip_bad,
+                },
                 val_every: a.val_every.max(1),
                 checkpoint_every: a.checkpoint_every.max(1),
                 contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
@@ -318,7 +370,14 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Compare(a) => {
-            let rows = glimpse_exporter::compare::compare(&a.package, a.scenes, a.seed, a.runs)?;
+            let cases = match a.data.folder()? {
+                Some((folder, lines)) => glimpse_exporter::compare::Cases::Folder(folder, lines),
+                None => glimpse_exporter::compare::Cases::Scenes {
+                    scenes: a.scenes,
+                    seed: a.seed,
+                },
+            };
+            let rows = glimpse_exporter::compare::compare(&a.package, &cases, a.runs)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -403,6 +462,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             std::fs::write(&a.out, serde_json::to_string(&refs)?)?;
             eprintln!("wrote {} references to {}", refs.len(), a.out.display());
+        }
+        Command::Eval(a) if a.data.data.is_some() => {
+            anyhow::ensure!(
+                !a.write,
+                "--write records the synthetic splits' figures; it does not take --data"
+            );
+            if let Some((folder, lines)) = a.data.folder()? {
+                let g = glimpse_runtime::Glimpse::load(&a.package)?;
+                let report = glimpse_exporter::eval::evaluate_folder(&g, &folder, lines, true)?;
+                if a.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
         }
         Command::Eval(a) => {
             let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;

@@ -23,7 +23,7 @@ use glimpse_runtime::ModelConfig;
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::text::TextTokenizer;
 
-use crate::data::{Batch, BatchBuilder, ExampleSource, SyntheticData, load_folder};
+use crate::data::{Batch, BatchBuilder, ExampleSource, IndexOptions, SyntheticData, load_folder};
 use crate::model::contrastive::contrastive_loss;
 use crate::model::fuyu::{Layout, masked_cross_entropy};
 use crate::model::{Fuyu, Rotary};
@@ -51,6 +51,9 @@ pub struct TrainOptions {
     pub canvas: Canvas,
     /// A folder with `captions.jsonl`; synthetic scenes when absent.
     pub data: Option<PathBuf>,
+    /// How the folder's lines are split and what happens to bad ones.
+    #[serde(default)]
+    pub folder: IndexOptions,
     pub val_every: usize,
     pub checkpoint_every: usize,
     pub val_examples: usize,
@@ -110,6 +113,7 @@ impl Default for TrainOptions {
                 patch: 24,
             },
             data: None,
+            folder: IndexOptions::default(),
             val_every: 250,
             checkpoint_every: 250,
             val_examples: 320,
@@ -315,7 +319,7 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
             caption_share: o.caption_share,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
-        Some(dir) => Box::new(load_folder(dir)?),
+        Some(dir) => Box::new(load_folder(dir, o.folder)?),
     })
 }
 
@@ -621,8 +625,9 @@ mod tests {
     use super::*;
     use crate::data::text_corpus;
 
-    /// Packing a scene's examples into one row changes the cost, not the result: the same
-    /// captioning and contrastive losses as one row per example.
+    /// Packing an image's examples into one row changes the cost, not the result: the
+    /// same captioning and contrastive losses as one row per example, for synthetic scenes
+    /// and for a folder of images.
     #[test]
     fn packed_rows_give_the_losses_of_separate_rows() {
         let tok = tokenizer::train(&text_corpus(1, 100), 2000).unwrap();
@@ -639,42 +644,56 @@ mod tests {
         let device = Device::default();
         let model = Fuyu::new(&cfg, &canvas, 8, &device);
         let rotary = Rotary::new(&cfg, &device);
-        let examples = SyntheticData::new(3, 4).train_batch(0, 12);
-        let build = |pack| {
-            BatchBuilder {
-                tokenizer: &tok,
-                canvas,
-                max_positions: cfg.max_positions,
-                pack,
-            }
-            .build(&examples)
+        let synthetic = SyntheticData::new(3, 4).train_batch(0, 12);
+        // a user's folder: its images' captions and questions come together too
+        let dir = tempfile::tempdir().unwrap();
+        crate::data::write_scenes(dir.path(), 3, glimpse_runtime::scene::Split::Val, 0, 4).unwrap();
+        let options = crate::data::IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        };
+        let folder = crate::data::load_folder(dir.path(), options)
             .unwrap()
-        };
-        let (separate, packed) = (build(0), build(200));
-        assert_eq!((separate.size, packed.size), (12, 3));
-        assert_eq!(separate.examples, packed.examples);
-        assert_eq!(separate.answer_tokens, packed.answer_tokens);
-        let losses = |b: Batch| {
-            let l = batch_loss(
-                &model,
-                &rotary,
-                &cfg,
-                &canvas,
-                to_tensors(b, &canvas, &device),
-                true,
-            );
-            (
-                l.text.into_scalar::<f32>(),
-                l.matching.expect("three scenes match").into_scalar::<f32>(),
-            )
-        };
-        let (a, b) = (losses(separate), losses(packed));
-        assert!((a.0 - b.0).abs() < 1e-5, "text loss {} vs {}", a.0, b.0);
-        assert!((a.1 - b.1).abs() < 1e-5, "match loss {} vs {}", a.1, b.1);
-        // and the layout matters: the same packed ids read as one causal text differ
-        let mut wrong = build(200);
-        wrong.segments.iter_mut().for_each(|s| *s = 0);
-        assert!((losses(wrong).0 - a.0).abs() > 1e-4);
+            .train_batch(0, 12);
+        for (examples, rows) in [(synthetic, 3), (folder, 2)] {
+            let build = |pack| {
+                BatchBuilder {
+                    tokenizer: &tok,
+                    canvas,
+                    max_positions: cfg.max_positions,
+                    pack,
+                }
+                .build(&examples)
+                .unwrap()
+            };
+            let (separate, packed) = (build(0), build(200));
+            assert_eq!((separate.size, packed.size), (12, rows));
+            assert_eq!(separate.examples, packed.examples);
+            assert_eq!(separate.answer_tokens, packed.answer_tokens);
+            let losses = |b: Batch| {
+                let l = batch_loss(
+                    &model,
+                    &rotary,
+                    &cfg,
+                    &canvas,
+                    to_tensors(b, &canvas, &device),
+                    true,
+                );
+                (
+                    l.text.into_scalar::<f32>(),
+                    l.matching
+                        .expect("the images have captions")
+                        .into_scalar::<f32>(),
+                )
+            };
+            let (a, b) = (losses(separate), losses(packed));
+            assert!((a.0 - b.0).abs() < 1e-5, "text loss {} vs {}", a.0, b.0);
+            assert!((a.1 - b.1).abs() < 1e-5, "match loss {} vs {}", a.1, b.1);
+            // and the layout matters: the same packed ids read as one causal text differ
+            let mut wrong = build(200);
+            wrong.segments.iter_mut().for_each(|s| *s = 0);
+            assert!((losses(wrong).0 - a.0).abs() > 1e-4);
+        }
     }
 
     #[test]

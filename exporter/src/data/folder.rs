@@ -1,16 +1,40 @@
 //! A user's own data: a folder of images and a `captions.jsonl` beside them, one line per
 //! image: `{"image": "a.jpg", "caption": "...", "qa": [{"q": "...", "a": "..."}]}`.
-//! Every tenth image is kept for validation.
+//!
+//! A line may say which split it belongs to (`"split": "train" | "val" | "test"`). A line
+//! that does not goes to validation with probability `val_fraction`, decided by a hash of
+//! its image name (so adding lines never moves the others), else to training. Only lines
+//! marked `test` are test lines: training never reads them, `eval --data` scores them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
 
 use glimpse_runtime::frame::load_image;
 
 use super::{Example, ExampleSource, MatchText};
+
+/// The part of a folder a line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FolderSplit {
+    Train,
+    Val,
+    Test,
+}
+
+impl FolderSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            FolderSplit::Train => "train",
+            FolderSplit::Val => "val",
+            FolderSplit::Test => "test",
+        }
+    }
+}
 
 /// One record of `captions.jsonl`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -19,6 +43,9 @@ pub struct Record {
     pub caption: Option<String>,
     #[serde(default)]
     pub qa: Vec<QaLine>,
+    /// The split the line belongs to, when the folder says.
+    #[serde(default)]
+    pub split: Option<FolderSplit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -30,105 +57,286 @@ pub struct QaLine {
     pub kind: Option<String>,
 }
 
+/// Longest caption, question or answer, in characters: the models read a few hundred
+/// tokens, and a longer text is a mistake in the file (a pasted paragraph).
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+/// How a folder's lines are read and split (recorded in a run's options).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IndexOptions {
+    /// Share of the lines without a `split` that go to validation.
+    pub val_fraction: f64,
+    /// Skip (and count) bad lines and unreadable images instead of stopping at the first.
+    pub skip_bad: bool,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            val_fraction: 0.1,
+            skip_bad: false,
+        }
+    }
+}
+
+/// What is wrong with a record that parsed, if anything.
+fn problem(r: &Record) -> Option<String> {
+    let long = |what: &str, text: &str| {
+        let n = text.chars().count();
+        (n > MAX_TEXT_CHARS)
+            .then(|| format!("{what} is {n} characters, more than {MAX_TEXT_CHARS}"))
+    };
+    if r.image.trim().is_empty() {
+        return Some("the record names no image".into());
+    }
+    if r.caption.is_none() && r.qa.is_empty() {
+        return Some("the record has neither a caption nor questions".into());
+    }
+    if let Some(c) = &r.caption {
+        if c.trim().is_empty() {
+            return Some("the caption is empty".into());
+        }
+        if let Some(e) = long("the caption", c) {
+            return Some(e);
+        }
+    }
+    for (i, qa) in r.qa.iter().enumerate() {
+        if qa.q.trim().is_empty() {
+            return Some(format!("question {} (qa[{i}]) is empty", i + 1));
+        }
+        if qa.a.trim().is_empty() {
+            return Some(format!("the answer to {:?} (qa[{i}]) is empty", qa.q));
+        }
+        if let Some(e) = long(&format!("question {} (qa[{i}])", i + 1), &qa.q).or_else(|| {
+            long(
+                &format!("the answer to question {} (qa[{i}])", i + 1),
+                &qa.a,
+            )
+        }) {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// Records with their line numbers (from 0), and the messages of the lines skipped.
+pub type Parsed = (Vec<(usize, Record)>, Vec<String>);
+
 /// The records of a `captions.jsonl` (read from `index`, for messages), with their line
-/// numbers; blank lines are skipped. A bad line is an error naming the file and line.
-pub fn parse_index(text: &str, index: &Path) -> Result<Vec<(usize, Record)>> {
+/// numbers (from 0); blank lines are skipped. A bad line is an error naming the file and
+/// line, or with `skip_bad` a message in the second list.
+pub fn parse_index(text: &str, index: &Path, skip_bad: bool) -> Result<Parsed> {
     let mut records = Vec::new();
+    let mut skipped = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r: Record = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a valid record", index.display(), n + 1))?;
-        if r.image.trim().is_empty() {
-            bail!("{}:{}: the record names no image", index.display(), n + 1);
+        let why = match serde_json::from_str::<Record>(line) {
+            Ok(r) => match problem(&r) {
+                None => {
+                    records.push((n, r));
+                    continue;
+                }
+                Some(why) => why,
+            },
+            Err(e) => format!("not a valid record: {e}"),
+        };
+        let message = format!("{}:{}: {why}", index.display(), n + 1);
+        if !skip_bad {
+            bail!(message);
         }
-        if r.caption.is_none() && r.qa.is_empty() {
+        skipped.push(message);
+    }
+    Ok((records, skipped))
+}
+
+/// Where a line without a `split` goes: validation for a `val_fraction` share of image
+/// names (FNV-1a hash), training for the rest.
+pub fn assigned_split(image: &str, val_fraction: f64) -> FolderSplit {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in image.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+    if u < val_fraction {
+        FolderSplit::Val
+    } else {
+        FolderSplit::Train
+    }
+}
+
+/// One line of the index, where it belongs.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Line number in `captions.jsonl`, from 1.
+    pub number: usize,
+    pub record: Record,
+    pub split: FolderSplit,
+}
+
+/// A folder's `captions.jsonl`, read and split; images are read when asked for.
+#[derive(Debug, Clone)]
+pub struct FolderIndex {
+    pub dir: PathBuf,
+    /// `dir/captions.jsonl`.
+    pub index: PathBuf,
+    pub lines: Vec<Line>,
+    /// Bad lines and unreadable images passed over (with `skip_bad`), each with its reason.
+    pub skipped: Vec<String>,
+    /// Whether bad lines and images are passed over rather than errors.
+    pub skip_bad: bool,
+}
+
+impl FolderIndex {
+    /// Reads `dir/captions.jsonl` (the images are not read yet).
+    pub fn read(dir: &Path, options: IndexOptions) -> Result<FolderIndex> {
+        if !(0.0..1.0).contains(&options.val_fraction) {
             bail!(
-                "{}:{}: the record has neither a caption nor questions",
-                index.display(),
-                n + 1
+                "--val-fraction must be at least 0 and less than 1, not {}",
+                options.val_fraction
             );
         }
-        records.push((n, r));
+        let index = dir.join("captions.jsonl");
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("cannot read {}", index.display()))?;
+        let (records, skipped) = parse_index(&text, &index, options.skip_bad)?;
+        let lines = records
+            .into_iter()
+            .map(|(n, record)| Line {
+                number: n + 1,
+                split: record
+                    .split
+                    .unwrap_or_else(|| assigned_split(&record.image, options.val_fraction)),
+                record,
+            })
+            .collect();
+        Ok(FolderIndex {
+            dir: dir.to_path_buf(),
+            index,
+            lines,
+            skipped,
+            skip_bad: options.skip_bad,
+        })
     }
-    Ok(records)
+
+    /// The lines of one split, in file order.
+    pub fn split(&self, split: FolderSplit) -> impl Iterator<Item = &Line> {
+        self.lines.iter().filter(move |l| l.split == split)
+    }
+
+    /// `dir/captions.jsonl:N`, for messages.
+    pub fn at(&self, line: &Line) -> String {
+        format!("{}:{}", self.index.display(), line.number)
+    }
+
+    /// The image of `line`; an error names the file, the line and the image.
+    pub fn image(&self, line: &Line) -> Result<RgbImage> {
+        load_image(&self.dir.join(&line.record.image)).with_context(|| self.at(line))
+    }
+}
+
+/// The training examples of one line: its caption, then its questions.
+fn examples(record: &Record, image: Arc<RgbImage>) -> Vec<Example> {
+    let matching = record.caption.as_ref().map(|c| {
+        Arc::new(MatchText {
+            text: c.clone(),
+            image_facts: Vec::new(),
+            text_facts: Vec::new(),
+            exhaustive: true,
+        })
+    });
+    let caption = record.caption.iter().map(|c| (String::new(), c.clone()));
+    let questions = record.qa.iter().map(|qa| (qa.q.clone(), qa.a.clone()));
+    caption
+        .chain(questions)
+        .map(|(prompt, answer)| Example {
+            image: image.clone(),
+            prompt,
+            answer,
+            kind: None,
+            matching: matching.clone(),
+        })
+        .collect()
 }
 
 pub struct FolderData {
     pub dir: PathBuf,
-    train: Vec<Example>,
+    /// Training examples grouped by image, so that a batch holds an image's examples
+    /// together and the batch builder packs them into one row.
+    train: Vec<Vec<Example>>,
     val: Vec<Example>,
+    /// Lines held out as the test split (never read for training).
+    test_lines: usize,
+    /// Lines and images passed over with `skip_bad`.
+    skipped: usize,
 }
 
-/// Reads `dir/captions.jsonl` and every image it names.
-pub fn load_folder(dir: &Path) -> Result<FolderData> {
-    let index = dir.join("captions.jsonl");
-    let text = std::fs::read_to_string(&index)
-        .with_context(|| format!("cannot read {}", index.display()))?;
+/// Reads `dir/captions.jsonl` and the image of every training and validation line.
+pub fn load_folder(dir: &Path, options: IndexOptions) -> Result<FolderData> {
+    let mut folder = FolderIndex::read(dir, options)?;
     let mut train = Vec::new();
     let mut val = Vec::new();
-    for (n, l) in parse_index(&text, &index)? {
-        let image = Arc::new(
-            load_image(&dir.join(&l.image))
-                .with_context(|| format!("{}:{}", index.display(), n + 1))?,
+    for line in &folder.lines {
+        if line.split == FolderSplit::Test {
+            continue;
+        }
+        match folder.image(line) {
+            Ok(image) => {
+                let e = examples(&line.record, Arc::new(image));
+                match line.split {
+                    FolderSplit::Val => val.extend(e),
+                    _ => train.push(e),
+                }
+            }
+            Err(e) if options.skip_bad => folder.skipped.push(format!("{e:#}")),
+            Err(e) => return Err(e),
+        }
+    }
+    if !folder.skipped.is_empty() {
+        eprintln!(
+            "skipped {} bad lines or images of {} (first: {})",
+            folder.skipped.len(),
+            folder.index.display(),
+            folder.skipped[0]
         );
-        let mut examples = Vec::new();
-        let matching = l.caption.as_ref().map(|c| {
-            Arc::new(MatchText {
-                text: c.clone(),
-                image_facts: Vec::new(),
-                text_facts: Vec::new(),
-                exhaustive: true,
-            })
-        });
-        if let Some(c) = l.caption {
-            examples.push(Example {
-                image: image.clone(),
-                prompt: String::new(),
-                answer: c,
-                kind: None,
-                matching: matching.clone(),
-            });
-        }
-        for qa in l.qa {
-            examples.push(Example {
-                image: image.clone(),
-                prompt: qa.q,
-                answer: qa.a,
-                kind: None,
-                matching: matching.clone(),
-            });
-        }
-        if n % 10 == 9 {
-            val.extend(examples);
-        } else {
-            train.extend(examples);
-        }
     }
     if train.is_empty() {
-        bail!("{} holds no training examples", index.display());
+        bail!("{} holds no training examples", folder.index.display());
     }
     if val.is_empty() {
-        val = train.iter().take(8).cloned().collect();
+        val = train.iter().flatten().take(8).cloned().collect();
     }
     Ok(FolderData {
         dir: dir.to_path_buf(),
         train,
         val,
+        test_lines: folder.split(FolderSplit::Test).count(),
+        skipped: folder.skipped.len(),
     })
 }
 
 impl ExampleSource for FolderData {
+    /// Whole images in a fixed pseudo-random walk (batch `index` takes the walk's
+    /// positions from `index * count` on), each image's examples together: the caption
+    /// and questions of one image become one packed row. An image cut off at the end of
+    /// the batch gives the examples its rotation puts first; the rotation moves on with
+    /// every pass, so each example is drawn as often.
     fn train_batch(&self, index: u64, count: usize) -> Vec<Example> {
         let n = self.train.len() as u64;
-        (0..count as u64)
-            .map(|i| {
-                // a fixed permutation-like walk: stride coprime with most sizes
-                let k = (index * count as u64 + i).wrapping_mul(2_654_435_761) % n;
-                self.train[k as usize].clone()
-            })
-            .collect()
+        let mut out = Vec::with_capacity(count);
+        let mut position = index * count as u64;
+        while out.len() < count {
+            // a stride coprime with every size below it walks each image once per n
+            let group = &self.train[(position.wrapping_mul(2_654_435_761) % n) as usize];
+            // each pass over the images starts each one at its next example
+            let start = ((position / n) % group.len() as u64) as usize;
+            let take = group.len().min(count - out.len());
+            out.extend((0..take).map(|t| group[(start + t) % group.len()].clone()));
+            position += 1;
+        }
+        out
     }
 
     fn validation(&self, count: usize) -> Vec<Example> {
@@ -138,6 +346,7 @@ impl ExampleSource for FolderData {
     fn corpus(&self) -> Vec<String> {
         self.train
             .iter()
+            .flatten()
             .flat_map(|e| [e.prompt.clone(), e.answer.clone()])
             .filter(|t| !t.is_empty())
             .collect()
@@ -147,8 +356,11 @@ impl ExampleSource for FolderData {
         serde_json::json!({
             "source": "folder",
             "dir": self.dir.display().to_string(),
-            "train_examples": self.train.len(),
+            "train_images": self.train.len(),
+            "train_examples": self.train.iter().map(Vec::len).sum::<usize>(),
             "val_examples": self.val.len(),
+            "test_lines": self.test_lines,
+            "skipped": self.skipped,
         })
     }
 }
@@ -161,30 +373,201 @@ mod tests {
     #[test]
     fn bad_lines_are_named_by_file_and_line() {
         let index = Path::new("shots/captions.jsonl");
-        let ok = "{\"image\": \"a.jpg\", \"caption\": \"a cat\"}\n\n{\"image\": \"b.jpg\", \"qa\": [{\"q\": \"what?\", \"a\": \"cat\"}]}";
-        let r = parse_index(ok, index).unwrap();
+        let ok = "{\"image\": \"a.jpg\", \"caption\": \"a cat\"}\n\n{\"image\": \"b.jpg\", \"qa\": [{\"q\": \"what?\", \"a\": \"cat\"}], \"split\": \"test\"}";
+        let (r, skipped) = parse_index(ok, index, false).unwrap();
         assert_eq!((r[0].0, r[1].0), (0, 2));
         assert_eq!(r[1].1.qa[0].a, "cat");
-        for (bad, why) in [
+        assert_eq!(
+            (r[0].1.split, r[1].1.split),
+            (None, Some(FolderSplit::Test))
+        );
+        assert!(skipped.is_empty());
+        let long = "x".repeat(10_000);
+        let bad_lines = [
             (
-                "{\"image\": \"a.jpg\", \"caption\": 3}",
+                "{\"image\": \"a.jpg\", \"caption\": 3}".to_string(),
                 "not a valid record",
             ),
-            ("{\"image\": \"\", \"caption\": \"x\"}", "names no image"),
-            ("{\"image\": \"a.jpg\"}", "neither a caption"),
             (
-                "{\"image\": \"a.jpg\", \"captoin\": \"typo\"}",
+                "{\"image\": \"\", \"caption\": \"x\"}".into(),
+                "names no image",
+            ),
+            ("{\"image\": \"a.jpg\"}".into(), "neither a caption"),
+            (
+                "{\"image\": \"a.jpg\", \"captoin\": \"typo\"}".into(),
                 "neither a caption",
             ),
-            ("garbage", "not a valid record"),
-        ] {
+            ("garbage".into(), "not a valid record"),
+            (
+                "{\"image\": \"a.jpg\", \"qa\": [{\"q\": \"what?\", \"a\": \" \"}]}".into(),
+                "the answer to \"what?\" (qa[0]) is empty",
+            ),
+            (
+                "{\"image\": \"a.jpg\", \"qa\": [{\"q\": \"\", \"a\": \"cat\"}]}".into(),
+                "question 1 (qa[0]) is empty",
+            ),
+            (
+                "{\"image\": \"a.jpg\", \"caption\": \"\"}".into(),
+                "caption is empty",
+            ),
+            (
+                format!(
+                    "{{\"image\": \"a.jpg\", \"qa\": [{{\"q\": \"ok?\", \"a\": \"y\"}}, {{\"q\": \"{long}\", \"a\": \"y\"}}]}}"
+                ),
+                "question 2 (qa[1]) is 10000 characters, more than 1000",
+            ),
+            (
+                "{\"image\": \"a.jpg\", \"caption\": \"x\", \"split\": \"tset\"}".into(),
+                "unknown variant `tset`",
+            ),
+        ];
+        for (bad, why) in &bad_lines {
             let text = format!("{ok}\n{bad}");
-            let e = format!("{:#}", parse_index(&text, index).unwrap_err());
+            let e = format!("{:#}", parse_index(&text, index, false).unwrap_err());
             assert!(
                 e.contains("shots/captions.jsonl:4") && e.contains(why),
                 "{bad}: {e}"
             );
         }
+        // with skip_bad every bad line is passed over and named, the good ones kept
+        let all: Vec<&str> = bad_lines.iter().map(|(l, _)| l.as_str()).collect();
+        let text = format!("{ok}\n{}", all.join("\n"));
+        let (r, skipped) = parse_index(&text, index, true).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(skipped.len(), bad_lines.len());
+        for (k, ((_, why), message)) in bad_lines.iter().zip(&skipped).enumerate() {
+            assert!(
+                message.contains(&format!("captions.jsonl:{}", 4 + k)) && message.contains(why),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unmarked_lines_go_to_validation_by_a_stable_share_of_image_names() {
+        let names: Vec<String> = (0..4000).map(|i| format!("frame-{i:05}.jpg")).collect();
+        for fraction in [0.0, 0.1, 0.25] {
+            let val = names
+                .iter()
+                .filter(|n| assigned_split(n, fraction) == FolderSplit::Val)
+                .count();
+            let share = val as f64 / names.len() as f64;
+            assert!((share - fraction).abs() < 0.02, "{fraction}: {share}");
+        }
+        // a line's split depends on its image only, never on the lines around it
+        for n in &names[..50] {
+            assert_eq!(assigned_split(n, 0.1), assigned_split(n, 0.1));
+        }
+        let (a, b) = (assigned_split("x.jpg", 0.3), assigned_split("x.jpg", 0.9));
+        assert!(a == b || (a == FolderSplit::Train && b == FolderSplit::Val));
+    }
+
+    /// A folder of 12 one-colour images; lines 1, 2 and 3 are marked `test`, and their
+    /// images do not exist.
+    fn folder(dir: &Path) {
+        let mut lines = String::new();
+        for i in 0..12 {
+            let name = format!("im-{i}.png");
+            let split = match i {
+                0..3 => ", \"split\": \"test\"",
+                3 => ", \"split\": \"val\"",
+                _ => "",
+            };
+            if i >= 3 {
+                RgbImage::from_pixel(8, 8, image::Rgb([i as u8 * 20, 0, 0]))
+                    .save(dir.join(&name))
+                    .unwrap();
+            }
+            lines += &format!(
+                "{{\"image\": \"{name}\", \"caption\": \"colour {i}\", \"qa\": [{{\"q\": \"which?\", \"a\": \"{i}\"}}]{split}}}\n"
+            );
+        }
+        std::fs::write(dir.join("captions.jsonl"), lines).unwrap();
+    }
+
+    #[test]
+    fn test_lines_are_never_read_for_training() {
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path());
+        let options = IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        };
+        let index = FolderIndex::read(dir.path(), options).unwrap();
+        let numbers = |s| index.split(s).map(|l| l.number).collect::<Vec<_>>();
+        assert_eq!(numbers(FolderSplit::Test), [1, 2, 3]);
+        assert_eq!(numbers(FolderSplit::Val), [4]);
+        assert_eq!(numbers(FolderSplit::Train), (5..=12).collect::<Vec<_>>());
+        // the test images are missing: loading for training succeeds without them
+        let data = load_folder(dir.path(), options).unwrap();
+        assert_eq!(
+            (data.train.len(), data.val.len(), data.test_lines),
+            (8, 2, 3)
+        );
+        let answers: Vec<&str> = data
+            .train
+            .iter()
+            .flatten()
+            .map(|e| e.answer.as_str())
+            .collect();
+        assert_eq!(answers.len(), 16);
+        for held_out in ["0", "1", "2", "colour 0", "colour 1", "colour 2"] {
+            assert!(!answers.contains(&held_out), "{held_out} was trained on");
+        }
+        // an image that cannot be read is named with its line, or skipped and counted
+        std::fs::write(dir.path().join("im-7.png"), b"not a png").unwrap();
+        let e = format!("{:#}", load_folder(dir.path(), options).err().unwrap());
+        assert!(
+            e.contains("captions.jsonl:8") && e.contains("im-7.png"),
+            "{e}"
+        );
+        let skipping = IndexOptions {
+            skip_bad: true,
+            ..options
+        };
+        let data = load_folder(dir.path(), skipping).unwrap();
+        assert_eq!((data.train.len(), data.skipped), (7, 1));
+        assert!(
+            FolderIndex::read(
+                dir.path(),
+                IndexOptions {
+                    val_fraction: 1.0,
+                    ..options
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn batches_hold_each_images_examples_together() {
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path());
+        let options = IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        };
+        let data = load_folder(dir.path(), options).unwrap();
+        let answers = |b: Vec<Example>| b.iter().map(|e| e.answer.clone()).collect::<Vec<_>>();
+        let b = data.train_batch(3, 6);
+        assert_eq!(b.len(), 6);
+        for pair in b.chunks(2) {
+            assert!(Arc::ptr_eq(&pair[0].image, &pair[1].image));
+            assert_ne!(pair[0].answer, pair[1].answer);
+        }
+        assert_eq!(answers(data.train_batch(3, 6)), answers(b));
+        // eight batches of one example walk every one of the eight images once
+        let mut images: Vec<*const RgbImage> = (0..8)
+            .map(|i| Arc::as_ptr(&data.train_batch(i, 1)[0].image))
+            .collect();
+        images.sort();
+        images.dedup();
+        assert_eq!(images.len(), 8);
+        // a batch ending inside an image takes a different one of its examples each time
+        let firsts: std::collections::HashSet<String> = (0..16)
+            .map(|i| data.train_batch(i, 1)[0].answer.clone())
+            .collect();
+        assert_eq!(firsts.len(), 16);
     }
 
     #[test]
@@ -194,8 +577,9 @@ mod tests {
             std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/captions.jsonl"))
                 .unwrap();
         assert_eq!(
-            parse_index(std::str::from_utf8(&seed).unwrap(), index)
+            parse_index(std::str::from_utf8(&seed).unwrap(), index, false)
                 .unwrap()
+                .0
                 .len(),
             6
         );
@@ -203,8 +587,10 @@ mod tests {
         for case in 0..3000 {
             let input = m.mutate(&seed, None);
             let text = String::from_utf8_lossy(&input);
-            let r = std::panic::catch_unwind(|| parse_index(&text, index));
-            assert!(r.is_ok(), "case {case} panicked on {text:?}");
+            for skip_bad in [false, true] {
+                let r = std::panic::catch_unwind(|| parse_index(&text, index, skip_bad));
+                assert!(r.is_ok(), "case {case} panicked on {text:?}");
+            }
         }
     }
 }

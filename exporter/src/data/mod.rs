@@ -12,7 +12,9 @@ use image::RgbImage;
 use glimpse_runtime::scene::QuestionKind;
 
 pub use batch::{Batch, BatchBuilder, MatchBatch};
-pub use folder::{FolderData, load_folder};
+pub use folder::{
+    FolderData, FolderIndex, FolderSplit, IndexOptions, Line, MAX_TEXT_CHARS, Record, load_folder,
+};
 pub use synthetic::{SyntheticData, text_corpus, write_scenes};
 
 /// One (frame, prompt, answer) example. An empty prompt asks for the caption.

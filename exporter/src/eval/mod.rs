@@ -1,8 +1,10 @@
 //! `glimpse-export eval`: runs a package with the *runtime* (tract) on the synthetic test
 //! and compositional splits: caption exact match and BLEU-4, QA accuracy per kind, and,
-//! for packages with matching heads, image↔text retrieval recall.
+//! for packages with matching heads, image↔text retrieval recall. With `--data` it scores
+//! a user's own folder instead (`folder.rs`).
 
 mod bleu;
+mod folder;
 mod retrieval;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use glimpse_runtime::scene::{self, QuestionKind, Split};
 use glimpse_runtime::text::{Prompt, TokenStream};
 
 pub use bleu::corpus_bleu4;
+pub use folder::{CONFUSIONS, Confusion, FolderReport, Lines, Scorer, Tally, evaluate_folder};
 pub use retrieval::{Retrieval, recall};
 
 /// Candidates per retrieval query.

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use glimpse_runtime::frame::{Grid, Size};
 use glimpse_runtime::package::{
@@ -63,20 +62,6 @@ pub struct Imported {
     pub seconds: f64,
     /// Bytes of the checkpoint's weight files.
     pub checkpoint_bytes: u64,
-}
-
-/// A progress bar drawn with `template` when `shown`, hidden otherwise.
-fn progress_bar(shown: bool, len: u64, template: &str) -> ProgressBar {
-    if !shown {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 /// The checkpoint's tokenizer: its size must be the config's vocabulary, and the
@@ -194,7 +179,7 @@ pub fn import(o: &ImportOptions) -> Result<Imported> {
     // tensors each precision reads: the decoder's, the embedding table and newline row,
     // the vision projection
     let per_precision = cfg.model.n_layers * 16 + 3 + 2 + 3;
-    let bar = progress_bar(
+    let bar = crate::progress::bar(
         o.progress,
         (per_precision * o.precisions.len()) as u64,
         "{msg:24} [{bar:30}] {pos}/{len} tensors, {elapsed}",

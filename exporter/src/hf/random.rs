@@ -249,7 +249,7 @@ pub fn write(preset: &Preset, out: &Path, progress: bool) -> Result<u64> {
         .iter()
         .map(|(_, s)| s.iter().product::<usize>() as u64 * 2)
         .sum();
-    let bar = super::progress_bar(
+    let bar = crate::progress::bar(
         progress,
         total,
         "{msg} [{bar:30}] {bytes}/{total_bytes}, {elapsed}",
