@@ -118,7 +118,7 @@ fn train_on_a_folder_of_images_with_captions() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     data::write_scenes(&images, 3, Split::Train, 0, 12).unwrap();
-    let folder = data::load_folder(&images, Default::default()).unwrap();
+    let folder = data::load_folder(&images, Default::default(), 8, 1 << 20).unwrap();
     let mut options = tiny_options(3);
     options.data = Some(images.clone());
     let run = dir.path().join("run");
@@ -135,7 +135,7 @@ fn train_on_a_folder_of_images_with_captions() {
         "{\"image\": \"scene-0.png\", \"caption\": \"a scene\"}\nnot json\n",
     )
     .unwrap();
-    let e = data::load_folder(&images, Default::default())
+    let e = data::load_folder(&images, Default::default(), 8, 1 << 20)
         .err()
         .expect("broken index loads");
     assert!(format!("{e:#}").contains("captions.jsonl:2"), "{e:#}");

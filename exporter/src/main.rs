@@ -181,6 +181,10 @@ struct TrainArgs {
     /// stopping at the first.
     #[arg(long)]
     skip_bad: bool,
+    /// With --data: megabytes of decoded images kept in memory (images are read as
+    /// training reaches them).
+    #[arg(long, value_name = "MB", default_value_t = TrainOptions::default().image_cache_mb)]
+    image_cache_mb: u64,
     /// Validate (and record the loss curve) every N steps.
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().val_every)]
     val_every: usize,
@@ -327,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                     val_fraction: a.val_fraction,
                     skip_bad: a.skip_bad,
                 },
+                image_cache_mb: a.image_cache_mb,
                 val_every: a.val_every.max(1),
                 checkpoint_every: a.checkpoint_every.max(1),
                 contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),

@@ -23,7 +23,9 @@ use glimpse_runtime::ModelConfig;
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::text::TextTokenizer;
 
-use crate::data::{Batch, BatchBuilder, ExampleSource, IndexOptions, SyntheticData, load_folder};
+use crate::data::{
+    Batch, BatchBuilder, DEFAULT_CACHE_MB, ExampleSource, IndexOptions, SyntheticData, load_folder,
+};
 use crate::model::contrastive::contrastive_loss;
 use crate::model::fuyu::{Layout, masked_cross_entropy};
 use crate::model::{Fuyu, Rotary};
@@ -54,6 +56,10 @@ pub struct TrainOptions {
     /// How the folder's lines are split and what happens to bad ones.
     #[serde(default)]
     pub folder: IndexOptions,
+    /// Megabytes of decoded folder images kept in memory (they are read as batches need
+    /// them).
+    #[serde(default = "default_image_cache_mb")]
+    pub image_cache_mb: u64,
     pub val_every: usize,
     pub checkpoint_every: usize,
     pub val_examples: usize,
@@ -80,6 +86,10 @@ pub struct TrainOptions {
     /// and canvas are taken too); a new schedule and optimiser state.
     #[serde(default)]
     pub init: Option<PathBuf>,
+}
+
+fn default_image_cache_mb() -> u64 {
+    DEFAULT_CACHE_MB
 }
 
 fn default_match_dim() -> usize {
@@ -114,6 +124,7 @@ impl Default for TrainOptions {
             },
             data: None,
             folder: IndexOptions::default(),
+            image_cache_mb: DEFAULT_CACHE_MB,
             val_every: 250,
             checkpoint_every: 250,
             val_examples: 320,
@@ -319,7 +330,12 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
             caption_share: o.caption_share,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
-        Some(dir) => Box::new(load_folder(dir, o.folder)?),
+        Some(dir) => Box::new(load_folder(
+            dir,
+            o.folder,
+            o.val_examples,
+            o.image_cache_mb << 20,
+        )?),
     })
 }
 
@@ -473,7 +489,9 @@ pub fn train(
                 pack: o.pack,
             };
             for step in first..o.steps {
-                let b = builder.build(&src.train_batch(step as u64, o.batch_size));
+                let b = src
+                    .train_batch(step as u64, o.batch_size)
+                    .and_then(|examples| builder.build(&examples));
                 if tx.send(b).is_err() {
                     break;
                 }
@@ -644,7 +662,7 @@ mod tests {
         let device = Device::default();
         let model = Fuyu::new(&cfg, &canvas, 8, &device);
         let rotary = Rotary::new(&cfg, &device);
-        let synthetic = SyntheticData::new(3, 4).train_batch(0, 12);
+        let synthetic = SyntheticData::new(3, 4).train_batch(0, 12).unwrap();
         // a user's folder: its images' captions and questions come together too
         let dir = tempfile::tempdir().unwrap();
         crate::data::write_scenes(dir.path(), 3, glimpse_runtime::scene::Split::Val, 0, 4).unwrap();
@@ -652,9 +670,10 @@ mod tests {
             val_fraction: 0.0,
             skip_bad: false,
         };
-        let folder = crate::data::load_folder(dir.path(), options)
+        let folder = crate::data::load_folder(dir.path(), options, 8, 1 << 20)
             .unwrap()
-            .train_batch(0, 12);
+            .train_batch(0, 12)
+            .unwrap();
         for (examples, rows) in [(synthetic, 3), (folder, 2)] {
             let build = |pack| {
                 BatchBuilder {

@@ -48,7 +48,11 @@ impl ImageCache {
 
     /// The image under `key`, from the cache or from `load` (called without the lock, so
     /// other threads are not held up while an image decodes).
-    pub fn get(&self, key: usize, load: impl FnOnce() -> Result<RgbImage>) -> Result<Arc<RgbImage>> {
+    pub fn get(
+        &self,
+        key: usize,
+        load: impl FnOnce() -> Result<RgbImage>,
+    ) -> Result<Arc<RgbImage>> {
         {
             let mut inner = self.lock();
             inner.clock += 1;
@@ -65,7 +69,7 @@ impl ImageCache {
         let mut inner = self.lock();
         inner.clock += 1;
         let now = inner.clock;
-        if let Some((_, old)) = inner.images.insert(key, (image.clone(), now)) {
+        if let Some((old, _)) = inner.images.insert(key, (image.clone(), now)) {
             inner.bytes -= bytes_of(&old);
         }
         inner.bytes += bytes_of(&image);

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use glimpse_runtime::frame::load_image;
 
+use super::cache::{CacheStats, ImageCache};
 use super::{Example, ExampleSource, MatchText};
 
 /// The part of a folder a line belongs to.
@@ -263,37 +264,67 @@ fn examples(record: &Record, image: Arc<RgbImage>) -> Vec<Example> {
 
 pub struct FolderData {
     pub dir: PathBuf,
-    /// Training examples grouped by image, so that a batch holds an image's examples
-    /// together and the batch builder packs them into one row.
-    train: Vec<Vec<Example>>,
+    folder: FolderIndex,
+    /// Training lines (indices into `folder.lines`), one image each.
+    train: Vec<usize>,
+    /// The validation examples, read once.
     val: Vec<Example>,
-    /// Lines held out as the test split (never read for training).
-    test_lines: usize,
-    /// Lines and images passed over with `skip_bad`.
-    skipped: usize,
+    /// Decoded images, read as batches need them.
+    cache: ImageCache,
+    /// Images that could not be read during training (with `skip_bad`).
+    unreadable: std::sync::atomic::AtomicUsize,
+    /// The last batch placed on the walk: (examples per batch, index, first position).
+    walked: std::sync::Mutex<(usize, u64, u64)>,
 }
 
-/// Reads `dir/captions.jsonl` and the image of every training and validation line.
-pub fn load_folder(dir: &Path, options: IndexOptions) -> Result<FolderData> {
+/// Default budget of decoded training images kept in memory.
+pub const DEFAULT_CACHE_MB: u64 = 512;
+
+/// Reads `dir/captions.jsonl`, checks that every image of a training or validation line
+/// exists, and reads the validation images (at most `val_examples` examples' worth).
+/// Training images are read as batches need them, at most `cache_bytes` of them kept.
+pub fn load_folder(
+    dir: &Path,
+    options: IndexOptions,
+    val_examples: usize,
+    cache_bytes: u64,
+) -> Result<FolderData> {
     let mut folder = FolderIndex::read(dir, options)?;
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    for line in &folder.lines {
-        if line.split == FolderSplit::Test {
+    let mut kept = Vec::with_capacity(folder.lines.len());
+    for line in std::mem::take(&mut folder.lines) {
+        let path = folder.dir.join(&line.record.image);
+        if line.split == FolderSplit::Test || path.is_file() {
+            kept.push(line);
             continue;
         }
+        let message = format!(
+            "{}:{}: no image file {}",
+            folder.index.display(),
+            line.number,
+            path.display()
+        );
+        if !options.skip_bad {
+            bail!(message);
+        }
+        folder.skipped.push(message);
+    }
+    folder.lines = kept;
+    let mut val = Vec::new();
+    let mut unreadable = Vec::new();
+    for line in folder.split(FolderSplit::Val) {
+        if val.len() >= val_examples {
+            break;
+        }
         match folder.image(line) {
-            Ok(image) => {
-                let e = examples(&line.record, Arc::new(image));
-                match line.split {
-                    FolderSplit::Val => val.extend(e),
-                    _ => train.push(e),
-                }
-            }
-            Err(e) if options.skip_bad => folder.skipped.push(format!("{e:#}")),
+            Ok(image) => val.extend(examples(&line.record, Arc::new(image))),
+            Err(e) if options.skip_bad => unreadable.push(format!("{e:#}")),
             Err(e) => return Err(e),
         }
     }
+    folder.skipped.extend(unreadable);
+    let train: Vec<usize> = (0..folder.lines.len())
+        .filter(|&i| folder.lines[i].split == FolderSplit::Train)
+        .collect();
     if !folder.skipped.is_empty() {
         eprintln!(
             "skipped {} bad lines or images of {} (first: {})",
@@ -306,37 +337,109 @@ pub fn load_folder(dir: &Path, options: IndexOptions) -> Result<FolderData> {
         bail!("{} holds no training examples", folder.index.display());
     }
     if val.is_empty() {
-        val = train.iter().flatten().take(8).cloned().collect();
+        // validate on the first training images rather than on nothing
+        for &i in train.iter().take(8) {
+            let line = &folder.lines[i];
+            val.extend(examples(&line.record, Arc::new(folder.image(line)?)));
+        }
+        val.truncate(8);
     }
     Ok(FolderData {
         dir: dir.to_path_buf(),
+        folder,
         train,
         val,
-        test_lines: folder.split(FolderSplit::Test).count(),
-        skipped: folder.skipped.len(),
+        cache: ImageCache::new(cache_bytes),
+        unreadable: Default::default(),
+        walked: Default::default(),
     })
 }
 
+impl FolderData {
+    /// The examples of training line `i`, its image from the cache or the disk.
+    fn train_examples(&self, i: usize) -> Result<Vec<Example>> {
+        let line = &self.folder.lines[i];
+        let image = self.cache.get(i, || self.folder.image(line))?;
+        Ok(examples(&line.record, image))
+    }
+
+    /// The image at `position` of the walk: a stride coprime with every size below it
+    /// visits each training line once per `n` positions.
+    fn line_at(&self, position: u64) -> usize {
+        let n = self.train.len() as u64;
+        self.train[(position.wrapping_mul(2_654_435_761) % n) as usize]
+    }
+
+    /// Examples of a line (its caption and questions), known without its image.
+    fn size_of(&self, line: usize) -> usize {
+        let r = &self.folder.lines[line].record;
+        r.qa.len() + usize::from(r.caption.is_some())
+    }
+
+    /// Where batch `index` of `count` examples starts on the walk: each batch takes the
+    /// images that follow the previous batch's, so every pass reads every image once.
+    /// Batches come in order, so the last one's end is remembered; a resumed run walks
+    /// the sizes from the start once (no image is read for it).
+    fn first_position(&self, index: u64, count: usize) -> u64 {
+        let mut walked = self.walked.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut i, mut position) = match *walked {
+            (c, i, p) if c == count && i <= index => (i, p),
+            _ => (0, 0),
+        };
+        while i < index {
+            let mut filled = 0;
+            while filled < count {
+                filled += self.size_of(self.line_at(position));
+                position += 1;
+            }
+            i += 1;
+        }
+        *walked = (count, i, position);
+        position
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+}
+
 impl ExampleSource for FolderData {
-    /// Whole images in a fixed pseudo-random walk (batch `index` takes the walk's
-    /// positions from `index * count` on), each image's examples together: the caption
-    /// and questions of one image become one packed row. An image cut off at the end of
+    /// Whole images in a fixed pseudo-random walk, each image's examples together: the
+    /// caption and questions of one image become one packed row. An image cut off at the end of
     /// the batch gives the examples its rotation puts first; the rotation moves on with
-    /// every pass, so each example is drawn as often.
-    fn train_batch(&self, index: u64, count: usize) -> Vec<Example> {
+    /// every pass, so each example is drawn as often. Images are read here, on the
+    /// batch thread; one that cannot be read is an error naming its line, or with
+    /// `skip_bad` is passed over and counted.
+    fn train_batch(&self, index: u64, count: usize) -> Result<Vec<Example>> {
         let n = self.train.len() as u64;
         let mut out = Vec::with_capacity(count);
-        let mut position = index * count as u64;
+        let mut position = self.first_position(index, count);
+        let mut failures = 0;
         while out.len() < count {
-            // a stride coprime with every size below it walks each image once per n
-            let group = &self.train[(position.wrapping_mul(2_654_435_761) % n) as usize];
+            let line = self.line_at(position);
+            let pass = position / n;
+            position += 1;
+            let group = match self.train_examples(line) {
+                Ok(g) => g,
+                Err(e) if self.folder.skip_bad && failures < n => {
+                    failures += 1;
+                    let first = self
+                        .unreadable
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        == 0;
+                    if first {
+                        eprintln!("skipping unreadable images, first: {e:#}");
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // each pass over the images starts each one at its next example
-            let start = ((position / n) % group.len() as u64) as usize;
+            let start = (pass % group.len() as u64) as usize;
             let take = group.len().min(count - out.len());
             out.extend((0..take).map(|t| group[(start + t) % group.len()].clone()));
-            position += 1;
         }
-        out
+        Ok(out)
     }
 
     fn validation(&self, count: usize) -> Vec<Example> {
@@ -346,9 +449,13 @@ impl ExampleSource for FolderData {
     fn corpus(&self) -> Vec<String> {
         self.train
             .iter()
-            .flatten()
-            .flat_map(|e| [e.prompt.clone(), e.answer.clone()])
-            .filter(|t| !t.is_empty())
+            .flat_map(|&i| {
+                let r = &self.folder.lines[i].record;
+                r.caption
+                    .iter()
+                    .cloned()
+                    .chain(r.qa.iter().flat_map(|qa| [qa.q.clone(), qa.a.clone()]))
+            })
             .collect()
     }
 
@@ -357,10 +464,17 @@ impl ExampleSource for FolderData {
             "source": "folder",
             "dir": self.dir.display().to_string(),
             "train_images": self.train.len(),
-            "train_examples": self.train.iter().map(Vec::len).sum::<usize>(),
+            "train_examples": self
+                .train
+                .iter()
+                .map(|&i| {
+                    let r = &self.folder.lines[i].record;
+                    r.qa.len() + usize::from(r.caption.is_some())
+                })
+                .sum::<usize>(),
             "val_examples": self.val.len(),
-            "test_lines": self.test_lines,
-            "skipped": self.skipped,
+            "test_lines": self.folder.split(FolderSplit::Test).count(),
+            "skipped": self.folder.skipped.len(),
         })
     }
 }
@@ -499,34 +613,65 @@ mod tests {
         assert_eq!(numbers(FolderSplit::Val), [4]);
         assert_eq!(numbers(FolderSplit::Train), (5..=12).collect::<Vec<_>>());
         // the test images are missing: loading for training succeeds without them
-        let data = load_folder(dir.path(), options).unwrap();
+        let data = load_folder(dir.path(), options, 100, 1 << 20).unwrap();
+        assert_eq!((data.train.len(), data.val.len()), (8, 2));
+        let described = data.describe();
         assert_eq!(
-            (data.train.len(), data.val.len(), data.test_lines),
-            (8, 2, 3)
+            (&described["train_examples"], &described["test_lines"]),
+            (&serde_json::json!(16), &serde_json::json!(3))
         );
-        let answers: Vec<&str> = data
-            .train
-            .iter()
-            .flatten()
-            .map(|e| e.answer.as_str())
+        let answers: Vec<String> = (0..8)
+            .flat_map(|i| data.train_batch(i, 2).unwrap())
+            .map(|e| e.answer)
             .collect();
-        assert_eq!(answers.len(), 16);
         for held_out in ["0", "1", "2", "colour 0", "colour 1", "colour 2"] {
-            assert!(!answers.contains(&held_out), "{held_out} was trained on");
+            assert!(
+                !answers.iter().any(|a| a == held_out),
+                "{held_out} was trained on"
+            );
         }
-        // an image that cannot be read is named with its line, or skipped and counted
-        std::fs::write(dir.path().join("im-7.png"), b"not a png").unwrap();
-        let e = format!("{:#}", load_folder(dir.path(), options).err().unwrap());
+        // a missing training image is named with its line when the folder is opened
+        std::fs::remove_file(dir.path().join("im-5.png")).unwrap();
+        let e = format!(
+            "{:#}",
+            load_folder(dir.path(), options, 100, 1 << 20)
+                .err()
+                .unwrap()
+        );
         assert!(
-            e.contains("captions.jsonl:8") && e.contains("im-7.png"),
+            e.contains("captions.jsonl:6") && e.contains("im-5.png"),
             "{e}"
         );
+        // one that cannot be decoded when a batch reaches it
         let skipping = IndexOptions {
             skip_bad: true,
             ..options
         };
-        let data = load_folder(dir.path(), skipping).unwrap();
-        assert_eq!((data.train.len(), data.skipped), (7, 1));
+        std::fs::write(dir.path().join("im-7.png"), b"not a png").unwrap();
+        let data = load_folder(dir.path(), skipping, 100, 1 << 20).unwrap();
+        assert_eq!((data.train.len(), data.folder.skipped.len()), (7, 1));
+        for i in 0..7 {
+            let batch = data.train_batch(i, 2).unwrap();
+            assert_eq!(batch.len(), 2);
+            assert!(batch.iter().all(|e| e.answer != "7"));
+        }
+        assert!(data.unreadable.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        let strict = load_folder(dir.path(), skipping, 100, 1 << 20).unwrap();
+        let strict = FolderData {
+            folder: FolderIndex {
+                skip_bad: false,
+                ..strict.folder.clone()
+            },
+            ..strict
+        };
+        let e = (0..7)
+            .find_map(|i| strict.train_batch(i, 2).err())
+            .expect("no batch reached im-7.png");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("captions.jsonl:8") && e.contains("im-7.png"),
+            "{e}"
+        );
         assert!(
             FolderIndex::read(
                 dir.path(),
@@ -540,6 +685,32 @@ mod tests {
     }
 
     #[test]
+    fn the_images_read_stay_within_the_cache_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path());
+        let options = IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        };
+        // room for three 8×8 images
+        let data = load_folder(dir.path(), options, 100, 3 * 192).unwrap();
+        assert_eq!(data.cache_stats().images, 0, "nothing read before training");
+        for i in 0..40 {
+            data.train_batch(i, 2).unwrap();
+            let s = data.cache_stats();
+            assert!(s.images <= 3 && s.bytes <= 3 * 192, "{s:?}");
+        }
+        let s = data.cache_stats();
+        assert_eq!(s.hits + s.misses, 40);
+        // a budget that holds every image reads each once
+        let data = load_folder(dir.path(), options, 100, 1 << 20).unwrap();
+        for i in 0..40 {
+            data.train_batch(i, 2).unwrap();
+        }
+        assert_eq!(data.cache_stats().misses, 8);
+    }
+
+    #[test]
     fn batches_hold_each_images_examples_together() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
@@ -547,25 +718,25 @@ mod tests {
             val_fraction: 0.0,
             skip_bad: false,
         };
-        let data = load_folder(dir.path(), options).unwrap();
+        let data = load_folder(dir.path(), options, 100, 1 << 20).unwrap();
         let answers = |b: Vec<Example>| b.iter().map(|e| e.answer.clone()).collect::<Vec<_>>();
-        let b = data.train_batch(3, 6);
+        let b = data.train_batch(3, 6).unwrap();
         assert_eq!(b.len(), 6);
         for pair in b.chunks(2) {
             assert!(Arc::ptr_eq(&pair[0].image, &pair[1].image));
             assert_ne!(pair[0].answer, pair[1].answer);
         }
-        assert_eq!(answers(data.train_batch(3, 6)), answers(b));
+        assert_eq!(answers(data.train_batch(3, 6).unwrap()), answers(b));
         // eight batches of one example walk every one of the eight images once
         let mut images: Vec<*const RgbImage> = (0..8)
-            .map(|i| Arc::as_ptr(&data.train_batch(i, 1)[0].image))
+            .map(|i| Arc::as_ptr(&data.train_batch(i, 1).unwrap()[0].image))
             .collect();
         images.sort();
         images.dedup();
         assert_eq!(images.len(), 8);
         // a batch ending inside an image takes a different one of its examples each time
         let firsts: std::collections::HashSet<String> = (0..16)
-            .map(|i| data.train_batch(i, 1)[0].answer.clone())
+            .map(|i| data.train_batch(i, 1).unwrap()[0].answer.clone())
             .collect();
         assert_eq!(firsts.len(), 16);
     }

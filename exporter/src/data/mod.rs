@@ -2,6 +2,7 @@
 //! and batches of them as the model reads them.
 
 mod batch;
+mod cache;
 mod folder;
 mod synthetic;
 
@@ -12,8 +13,10 @@ use image::RgbImage;
 use glimpse_runtime::scene::QuestionKind;
 
 pub use batch::{Batch, BatchBuilder, MatchBatch};
+pub use cache::{CacheStats, ImageCache};
 pub use folder::{
-    FolderData, FolderIndex, FolderSplit, IndexOptions, Line, MAX_TEXT_CHARS, Record, load_folder,
+    DEFAULT_CACHE_MB, FolderData, FolderIndex, FolderSplit, IndexOptions, Line, MAX_TEXT_CHARS,
+    Record, load_folder,
 };
 pub use synthetic::{SyntheticData, text_corpus, write_scenes};
 
@@ -67,7 +70,9 @@ impl MatchText {
 /// Where training examples come from.
 pub trait ExampleSource: Send {
     /// Examples for training batch `index`, `count` of them, deterministic in `index`.
-    fn train_batch(&self, index: u64, count: usize) -> Vec<Example>;
+    /// Batches are asked for in order, on the batch thread; an image that cannot be read
+    /// is an error.
+    fn train_batch(&self, index: u64, count: usize) -> anyhow::Result<Vec<Example>>;
     /// A fixed validation set.
     fn validation(&self, count: usize) -> Vec<Example>;
     /// Texts to train the tokenizer on.

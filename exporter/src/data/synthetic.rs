@@ -127,9 +127,9 @@ pub fn match_text(s: &scene::Scene, caption: &str, rng: &mut Rng) -> MatchText {
 }
 
 impl ExampleSource for SyntheticData {
-    fn train_batch(&self, index: u64, count: usize) -> Vec<Example> {
+    fn train_batch(&self, index: u64, count: usize) -> anyhow::Result<Vec<Example>> {
         let scenes = count.div_ceil(self.per_scene) as u64;
-        self.examples(Split::Train, index * scenes, count)
+        Ok(self.examples(Split::Train, index * scenes, count))
     }
 
     fn validation(&self, count: usize) -> Vec<Example> {
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn each_scene_gives_its_caption_then_questions_of_every_kind_in_turn() {
         let data = SyntheticData::new(5, 7);
-        let examples = data.train_batch(2, 70);
+        let examples = data.train_batch(2, 70).unwrap();
         assert_eq!(examples.len(), 70);
         for scene in examples.chunks(7) {
             assert!(scene.iter().all(|e| Arc::ptr_eq(&e.image, &scene[0].image)));
@@ -260,7 +260,7 @@ mod tests {
             caption_share: Some(0.4),
             ..SyntheticData::new(5, 2)
         };
-        let examples = data.train_batch(0, 600);
+        let examples = data.train_batch(0, 600).unwrap();
         for pair in examples.chunks(2) {
             assert!(Arc::ptr_eq(&pair[0].image, &pair[1].image));
         }
