@@ -185,6 +185,12 @@ struct TrainArgs {
     /// training reaches them).
     #[arg(long, value_name = "MB", default_value_t = TrainOptions::default().image_cache_mb)]
     image_cache_mb: u64,
+    /// With --data: augment the training images, each visit differently and the same in
+    /// every run (--seed): small crops and shifts, horizontal flips when no caption or
+    /// question of the image speaks of left or right, exposure, white balance,
+    /// saturation, and sometimes blur, noise or JPEG compression.
+    #[arg(long)]
+    augment: bool,
     /// Validate (and record the loss curve) every N steps.
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().val_every)]
     val_every: usize,
@@ -332,6 +338,7 @@ fn run(cli: Cli) -> Result<()> {
                     skip_bad: a.skip_bad,
                 },
                 image_cache_mb: a.image_cache_mb,
+                augment: a.augment,
                 val_every: a.val_every.max(1),
                 checkpoint_every: a.checkpoint_every.max(1),
                 contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
@@ -342,6 +349,10 @@ fn run(cli: Cli) -> Result<()> {
                 caption_share: a.caption_share,
                 ..TrainOptions::default()
             };
+            anyhow::ensure!(
+                !a.augment || options.data.is_some(),
+                "--augment changes the images of a --data folder; synthetic scenes bring their own variety"
+            );
             if let Some(w) = a.contrastive {
                 anyhow::ensure!(
                     w.is_finite() && w >= 0.0,

@@ -60,6 +60,10 @@ pub struct TrainOptions {
     /// them).
     #[serde(default = "default_image_cache_mb")]
     pub image_cache_mb: u64,
+    /// Augment the folder's training images (crops, flips where no text speaks of sides,
+    /// light, blur, noise, JPEG), seeded by `seed`.
+    #[serde(default)]
+    pub augment: bool,
     pub val_every: usize,
     pub checkpoint_every: usize,
     pub val_examples: usize,
@@ -125,6 +129,7 @@ impl Default for TrainOptions {
             data: None,
             folder: IndexOptions::default(),
             image_cache_mb: DEFAULT_CACHE_MB,
+            augment: false,
             val_every: 250,
             checkpoint_every: 250,
             val_examples: 320,
@@ -330,12 +335,14 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
             caption_share: o.caption_share,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
-        Some(dir) => Box::new(load_folder(
-            dir,
-            o.folder,
-            o.val_examples,
-            o.image_cache_mb << 20,
-        )?),
+        Some(dir) => {
+            let data = load_folder(dir, o.folder, o.val_examples, o.image_cache_mb << 20)?;
+            if o.augment {
+                Box::new(data.with_augment(o.seed))
+            } else {
+                Box::new(data)
+            }
+        }
     })
 }
 

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use glimpse_runtime::frame::load_image;
 
+use glimpse_runtime::scene::Rng;
+
+use super::augment::augment;
 use super::cache::{CacheStats, ImageCache};
 use super::{Example, ExampleSource, MatchText};
 
@@ -275,6 +278,8 @@ pub struct FolderData {
     unreadable: std::sync::atomic::AtomicUsize,
     /// The last batch placed on the walk: (examples per batch, index, first position).
     walked: std::sync::Mutex<(usize, u64, u64)>,
+    /// Seed of the augmentation, when training images are augmented.
+    augment: Option<u64>,
 }
 
 /// Default budget of decoded training images kept in memory.
@@ -352,14 +357,35 @@ pub fn load_folder(
         cache: ImageCache::new(cache_bytes),
         unreadable: Default::default(),
         walked: Default::default(),
+        augment: None,
     })
 }
 
 impl FolderData {
-    /// The examples of training line `i`, its image from the cache or the disk.
-    fn train_examples(&self, i: usize) -> Result<Vec<Example>> {
+    /// Training images augmented from `seed` (see `augment.rs`): each visit of an image
+    /// draws its own changes, the same in every run.
+    pub fn with_augment(self, seed: u64) -> FolderData {
+        FolderData {
+            augment: Some(seed),
+            ..self
+        }
+    }
+
+    /// The examples of training line `i` at walk `position`, its image from the cache or
+    /// the disk (and augmented, when asked).
+    fn train_examples(&self, i: usize, position: u64) -> Result<Vec<Example>> {
         let line = &self.folder.lines[i];
-        let image = self.cache.get(i, || self.folder.image(line))?;
+        let mut image = self.cache.get(i, || self.folder.image(line))?;
+        if let Some(seed) = self.augment {
+            let r = &line.record;
+            let texts = r
+                .caption
+                .iter()
+                .map(String::as_str)
+                .chain(r.qa.iter().flat_map(|qa| [qa.q.as_str(), qa.a.as_str()]));
+            let seed = Rng::for_item(seed, position).next_u64();
+            image = Arc::new(augment(&image, texts, seed).with_context(|| self.folder.at(line))?);
+        }
         Ok(examples(&line.record, image))
     }
 
@@ -416,10 +442,9 @@ impl ExampleSource for FolderData {
         let mut position = self.first_position(index, count);
         let mut failures = 0;
         while out.len() < count {
-            let line = self.line_at(position);
-            let pass = position / n;
+            let (here, line) = (position, self.line_at(position));
             position += 1;
-            let group = match self.train_examples(line) {
+            let group = match self.train_examples(line, here) {
                 Ok(g) => g,
                 Err(e) if self.folder.skip_bad && failures < n => {
                     failures += 1;
@@ -435,7 +460,7 @@ impl ExampleSource for FolderData {
                 Err(e) => return Err(e),
             };
             // each pass over the images starts each one at its next example
-            let start = (pass % group.len() as u64) as usize;
+            let start = ((here / n) % group.len() as u64) as usize;
             let take = group.len().min(count - out.len());
             out.extend((0..take).map(|t| group[(start + t) % group.len()].clone()));
         }
@@ -739,6 +764,37 @@ mod tests {
             .map(|i| data.train_batch(i, 1).unwrap()[0].answer.clone())
             .collect();
         assert_eq!(firsts.len(), 16);
+    }
+
+    #[test]
+    fn augmented_batches_are_the_same_in_every_run_and_differ_between_visits() {
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path());
+        let options = IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        };
+        let open = || load_folder(dir.path(), options, 100, 1 << 20).unwrap();
+        let pixels = |d: &FolderData, i| -> Vec<Vec<u8>> {
+            d.train_batch(i, 2)
+                .unwrap()
+                .iter()
+                .map(|e| e.image.as_raw().clone())
+                .collect()
+        };
+        let (a, b) = (open().with_augment(5), open().with_augment(5));
+        let plain = open();
+        for i in 0..8 {
+            assert_eq!(pixels(&a, i), pixels(&b, i));
+            assert_ne!(pixels(&a, i), pixels(&plain, i));
+            // an image's examples share one augmented frame, so they still pack
+            let batch = a.train_batch(i, 2).unwrap();
+            assert!(Arc::ptr_eq(&batch[0].image, &batch[1].image));
+        }
+        // the second pass over the eight images draws new changes
+        assert_ne!(pixels(&a, 0), pixels(&a, 8));
+        assert_eq!(pixels(&plain, 0), pixels(&plain, 8));
+        assert_ne!(pixels(&a, 0), pixels(&open().with_augment(6), 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Training examples: from the synthetic scene generator or a folder of the user's images,
 //! and batches of them as the model reads them.
 
+pub mod augment;
 mod batch;
 mod cache;
 mod folder;
