@@ -601,6 +601,14 @@ mod tests {
         assert!(a == b || (a == FolderSplit::Train && b == FolderSplit::Val));
     }
 
+    /// Options that send every unmarked line to training and stop at a bad one.
+    fn every_line_trains() -> IndexOptions {
+        IndexOptions {
+            val_fraction: 0.0,
+            skip_bad: false,
+        }
+    }
+
     /// A folder of 12 one-colour images; lines 1, 2 and 3 are marked `test`, and their
     /// images do not exist.
     fn folder(dir: &Path) {
@@ -628,10 +636,7 @@ mod tests {
     fn test_lines_are_never_read_for_training() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
-        let options = IndexOptions {
-            val_fraction: 0.0,
-            skip_bad: false,
-        };
+        let options = every_line_trains();
         let index = FolderIndex::read(dir.path(), options).unwrap();
         let numbers = |s| index.split(s).map(|l| l.number).collect::<Vec<_>>();
         assert_eq!(numbers(FolderSplit::Test), [1, 2, 3]);
@@ -713,10 +718,7 @@ mod tests {
     fn the_images_read_stay_within_the_cache_budget() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
-        let options = IndexOptions {
-            val_fraction: 0.0,
-            skip_bad: false,
-        };
+        let options = every_line_trains();
         // room for three 8×8 images
         let data = load_folder(dir.path(), options, 100, 3 * 192).unwrap();
         assert_eq!(data.cache_stats().images, 0, "nothing read before training");
@@ -739,10 +741,7 @@ mod tests {
     fn batches_hold_each_images_examples_together() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
-        let options = IndexOptions {
-            val_fraction: 0.0,
-            skip_bad: false,
-        };
+        let options = every_line_trains();
         let data = load_folder(dir.path(), options, 100, 1 << 20).unwrap();
         let answers = |b: Vec<Example>| b.iter().map(|e| e.answer.clone()).collect::<Vec<_>>();
         let b = data.train_batch(3, 6).unwrap();
@@ -770,10 +769,7 @@ mod tests {
     fn augmented_batches_are_the_same_in_every_run_and_differ_between_visits() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
-        let options = IndexOptions {
-            val_fraction: 0.0,
-            skip_bad: false,
-        };
+        let options = every_line_trains();
         let open = || load_folder(dir.path(), options, 100, 1 << 20).unwrap();
         let pixels = |d: &FolderData, i| -> Vec<Vec<u8>> {
             d.train_batch(i, 2)
