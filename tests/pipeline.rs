@@ -282,3 +282,80 @@ fn a_folder_is_scored_with_figures_that_match_a_count_by_hand() {
         "{e}"
     );
 }
+
+/// `train --init PKG`: a package's f32 graphs give back exactly the weights it was written
+/// from, fine-tuning starts from them with the package's tokenizer, and a package without
+/// f32 graphs is refused with the reason.
+#[test]
+fn a_package_is_fine_tuned_from_its_f32_weights() {
+    use glimpse_exporter::model::weights::collect;
+    use glimpse_exporter::unpack;
+    use glimpse_runtime::package::Precision;
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train::train(&run, tiny_options(3), false, None).unwrap();
+    let pkg = dir.path().join("pkg");
+    package::export(&run, &pkg, "tiny", &[Precision::F32, Precision::Q4]).unwrap();
+    let device = train::device();
+    let trained = train::load_model(&run, &train::read_run(&run).unwrap(), &device).unwrap();
+    let u = unpack::unpack(&pkg, &device).unwrap();
+    let (mut back, mut want) = (collect(&u.model), collect(&trained));
+    // the temperature goes through the manifest as exp(scale): equal to rounding
+    let (a, b) = (
+        back.remove("logit_scale").unwrap(),
+        want.remove("logit_scale").unwrap(),
+    );
+    assert!((a.data[0] - b.data[0]).abs() < 1e-5, "{a:?} {b:?}");
+    assert_eq!(back, want);
+    assert_eq!(u.match_dim, tiny_options(3).match_dim);
+
+    let images = dir.path().join("images");
+    data::write_scenes(&images, 5, Split::Train, 0, 6).unwrap();
+    let mut options = tiny_options(2);
+    options.init = Some(pkg.clone());
+    options.data = Some(images);
+    let tuned = dir.path().join("tuned");
+    let p = train::train(&tuned, options, false, None).unwrap();
+    assert_eq!(p.step, 2);
+    let vocab = |f: &std::path::Path| {
+        glimpse_exporter::tokenizer::load(f)
+            .unwrap()
+            .inner()
+            .get_vocab(true)
+    };
+    assert_eq!(
+        vocab(&tuned.join("tokenizer.json")),
+        vocab(&pkg.join("tokenizer.json"))
+    );
+    let info = train::read_run(&tuned).unwrap();
+    assert_eq!(info.model, u.manifest.model);
+    let after = train::load_model(&tuned, &info, &device).unwrap();
+    assert_ne!(
+        collect(&after),
+        collect(&trained),
+        "two steps changed nothing"
+    );
+
+    // q4 graphs alone cannot be trained
+    let q4 = dir.path().join("q4");
+    package::export(&run, &q4, "tiny", &[Precision::Q4]).unwrap();
+    let e = unpack::unpack(&q4, &device).err().unwrap().to_string();
+    assert!(e.contains("no f32 graphs") && e.contains("q4"), "{e}");
+    // a damaged graph is named (the package's checksums catch it first)
+    let broken = dir.path().join("pkg").join("decoder.onnx");
+    let mut bytes = std::fs::read(&broken).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&broken, bytes).unwrap();
+    let e = unpack::unpack(&pkg, &device).err().unwrap();
+    assert!(format!("{e:#}").contains("decoder.onnx"), "{e:#}");
+
+    // the bundled package opens the same way
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let b = unpack::unpack(&bundled, &device).unwrap();
+    assert_eq!(
+        b.manifest.name,
+        Glimpse::load(&bundled).unwrap().package.manifest.name
+    );
+}

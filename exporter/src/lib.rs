@@ -17,3 +17,4 @@ pub mod progress;
 pub mod report;
 pub mod tokenizer;
 pub mod train;
+pub mod unpack;

@@ -139,9 +139,10 @@ struct TrainArgs {
     /// probability, else one of the scene's questions (the bundled model's first stage).
     #[arg(long, value_name = "P")]
     caption_share: Option<f32>,
-    /// Start a new run from another run's last checkpoint (fine-tuning): its model shape,
-    /// canvas and tokenizer are kept; the schedule and optimiser start afresh.
-    #[arg(long, value_name = "RUN")]
+    /// Start a new run from another run's last checkpoint or from a package's f32 weights
+    /// (fine-tuning; the bundled models/glimpse-default works): its model shape, canvas and
+    /// tokenizer are kept; the schedule and optimiser start afresh.
+    #[arg(long, value_name = "RUN or PACKAGE")]
     init: Option<PathBuf>,
     /// Peak learning rate (AdamW, warm-up then cosine decay).
     #[arg(long, default_value_t = TrainOptions::default().lr)]

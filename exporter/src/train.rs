@@ -28,6 +28,7 @@ use crate::data::{
 };
 use crate::model::contrastive::contrastive_loss;
 use crate::model::fuyu::{Layout, masked_cross_entropy};
+use crate::model::weights::Weights;
 use crate::model::{Fuyu, Rotary};
 use crate::tokenizer;
 
@@ -217,6 +218,43 @@ pub fn load_model(dir: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
     Ok(model)
 }
 
+/// `model` with the parameters of `w` (Glimpse's names, see `weights::collect`) loaded
+/// into it; parameters `w` lacks keep their values.
+pub fn model_from_weights(mut model: Fuyu, w: &Weights) -> Result<Fuyu> {
+    // burn names a LayerNorm's scale and shift gamma and beta
+    let burn_name = |n: &str| {
+        if n.contains("layernorm.") {
+            n.replace("layernorm.weight", "layernorm.gamma")
+                .replace("layernorm.bias", "layernorm.beta")
+        } else {
+            n.to_string()
+        }
+    };
+    let names: Vec<(String, Vec<usize>)> = w
+        .iter()
+        .map(|(n, a)| (burn_name(n), a.dims.clone()))
+        .collect();
+    let arrays: Vec<&crate::model::weights::Array> = w.values().collect();
+    let path = std::env::temp_dir().join(format!(
+        "glimpse-weights-{}-{}.safetensors",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    crate::hf::safetensors::write(&path, &names, crate::hf::safetensors::Dtype::F32, |i| {
+        Ok(arrays[i].data.clone())
+    })?;
+    let mut store = SafetensorsStore::from_file(path.clone()).allow_partial(true);
+    let loaded = model.load_from(&mut store);
+    let _ = std::fs::remove_file(&path);
+    let result = loaded.map_err(|e| anyhow::anyhow!("cannot load the weights: {e}"))?;
+    if !result.unused.is_empty() {
+        bail!("weights the model has no place for: {:?}", result.unused);
+    }
+    Ok(model)
+}
+
 fn save_model(model: &Fuyu, dir: &Path) -> Result<()> {
     let path = dir.join(CHECKPOINT_FILE);
     let mut store = SafetensorsStore::from_file(path.clone()).overwrite(true);
@@ -346,6 +384,57 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
     })
 }
 
+/// What a fine-tuning run starts from.
+struct Start {
+    config: ModelConfig,
+    canvas: Canvas,
+    match_dim: usize,
+    tokenizer: TextTokenizer,
+    model: Fuyu,
+}
+
+/// The model, tokenizer and shape of `--init`: a run's last checkpoint, or a package's f32
+/// weights.
+fn start_from(init: &Path, device: &Device) -> Result<Start> {
+    if crate::unpack::is_package(init) {
+        let u = crate::unpack::unpack(init, device)?;
+        eprintln!(
+            "starting from package {} ({}): its model shape, canvas, tokenizer and f32 weights",
+            init.display(),
+            u.manifest.name
+        );
+        return Ok(Start {
+            config: u.manifest.model.clone(),
+            canvas: u.manifest.canvas,
+            match_dim: u.match_dim,
+            tokenizer: tokenizer::load(&u.tokenizer)?,
+            model: u.model,
+        });
+    }
+    let from = read_run(init).with_context(|| {
+        format!(
+            "--init {}: neither a training run nor a package",
+            init.display()
+        )
+    })?;
+    let tok = tokenizer::load(&init.join(tokenizer::FILE))?;
+    let model = load_model(init, &from, device)?;
+    let from_step = read_json::<Progress>(&init.join(PROGRESS_FILE))
+        .map(|p| p.step)
+        .unwrap_or(0);
+    eprintln!(
+        "starting from {} (step {from_step}): its model shape, canvas and tokenizer",
+        init.display()
+    );
+    Ok(Start {
+        config: from.model,
+        canvas: from.canvas,
+        match_dim: from.options.match_dim,
+        tokenizer: tok,
+        model,
+    })
+}
+
 /// Trains into `out`, resuming there if `resume` and a run exists.
 /// `contrastive`, when given, changes the contrastive weight of a resumed run (a new run
 /// takes it from `options`).
@@ -396,28 +485,21 @@ pub fn train(
         write_json(&out.join(RUN_FILE), &run)?;
         (run, tok, model, optim, progress)
     } else if let Some(init) = options.init.clone() {
-        let from = read_run(&init)?;
-        let tok = tokenizer::load(&init.join(tokenizer::FILE))?;
-        tokenizer::save(&tok, &out.join(tokenizer::FILE))?;
-        let model = load_model(&init, &from, &train_device)?;
-        let from_step = read_json::<Progress>(&init.join(PROGRESS_FILE))
-            .map(|p| p.step)
-            .unwrap_or(0);
-        eprintln!(
-            "starting from {} (step {from_step}): its model shape, canvas and tokenizer",
-            init.display()
-        );
+        let from = start_from(&init, &train_device)?;
+        tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
+        let tok = from.tokenizer;
+        let model = from.model;
         let mut options = options;
-        options.d_model = from.model.d_model;
-        options.n_layers = from.model.n_layers;
-        options.n_heads = from.model.n_heads;
-        options.d_ff = from.model.d_ff;
-        options.max_positions = from.model.max_positions;
+        options.d_model = from.config.d_model;
+        options.n_layers = from.config.n_layers;
+        options.n_heads = from.config.n_heads;
+        options.d_ff = from.config.d_ff;
+        options.max_positions = from.config.max_positions;
         options.canvas = from.canvas;
-        options.match_dim = from.options.match_dim;
+        options.match_dim = from.match_dim;
         let src = source(&options)?;
         let run = RunInfo {
-            model: from.model.clone(),
+            model: from.config,
             canvas: from.canvas,
             data: src.describe(),
             options,
