@@ -284,8 +284,8 @@ fn a_folder_is_scored_with_figures_that_match_a_count_by_hand() {
 }
 
 /// `train --init PKG`: a package's f32 graphs give back exactly the weights it was written
-/// from, fine-tuning starts from them with the package's tokenizer, and a package without
-/// f32 graphs is refused with the reason.
+/// from, fine-tuning starts from them with the package's tokenizer grown by the folder's
+/// new words (old ids kept), and a package without f32 graphs is refused with the reason.
 #[test]
 fn a_package_is_fine_tuned_from_its_f32_weights() {
     use glimpse_exporter::model::weights::collect;
@@ -310,32 +310,70 @@ fn a_package_is_fine_tuned_from_its_f32_weights() {
     assert_eq!(back, want);
     assert_eq!(u.match_dim, tiny_options(3).match_dim);
 
+    // a folder whose questions bring a word the package's tokenizer never saw
     let images = dir.path().join("images");
     data::write_scenes(&images, 5, Split::Train, 0, 6).unwrap();
+    let index = images.join("captions.jsonl");
+    let lines: String = std::fs::read_to_string(&index)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let qa = serde_json::json!({"q": "is there a zebra?", "a": "no zebra"});
+            v["qa"].as_array_mut().unwrap().push(qa);
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(&index, lines).unwrap();
     let mut options = tiny_options(2);
     options.init = Some(pkg.clone());
     options.data = Some(images);
     let tuned = dir.path().join("tuned");
     let p = train::train(&tuned, options, false, None).unwrap();
     assert_eq!(p.step, 2);
-    let vocab = |f: &std::path::Path| {
-        glimpse_exporter::tokenizer::load(f)
-            .unwrap()
-            .inner()
-            .get_vocab(true)
-    };
-    assert_eq!(
-        vocab(&tuned.join("tokenizer.json")),
-        vocab(&pkg.join("tokenizer.json"))
+    let load = |f: &std::path::Path| glimpse_exporter::tokenizer::load(f).unwrap();
+    let (old, new) = (
+        load(&pkg.join("tokenizer.json")),
+        load(&tuned.join("tokenizer.json")),
     );
+    let (old_vocab, new_vocab) = (old.inner().get_vocab(true), new.inner().get_vocab(true));
+    assert!(new_vocab.len() > old_vocab.len());
+    for (token, id) in &old_vocab {
+        assert_eq!(new_vocab.get(token), Some(id), "{token} moved");
+    }
+    let zebra = new.encode(" zebra").unwrap();
+    assert_eq!(zebra.len(), 1);
+    assert!(zebra[0] as usize >= old_vocab.len());
     let info = train::read_run(&tuned).unwrap();
-    assert_eq!(info.model, u.manifest.model);
-    let after = train::load_model(&tuned, &info, &device).unwrap();
-    assert_ne!(
-        collect(&after),
-        collect(&trained),
-        "two steps changed nothing"
+    assert_eq!(info.model.vocab_size, new_vocab.len());
+    assert_eq!(
+        glimpse_runtime::ModelConfig {
+            vocab_size: u.manifest.model.vocab_size,
+            ..info.model.clone()
+        },
+        u.manifest.model
     );
+    let after = train::load_model(&tuned, &info, &device).unwrap();
+    // the old rows of the embedding moved by two steps of training only
+    let (a, b) = (collect(&after), collect(&trained));
+    let (ta, tb) = (&a["embed_tokens.weight"], &b["embed_tokens.weight"]);
+    assert_eq!(ta.dims, [new_vocab.len(), tb.dims[1]]);
+    let drift = ta.data[..tb.data.len()]
+        .iter()
+        .zip(&tb.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        drift > 0.0 && drift < 0.05,
+        "old embedding rows moved by {drift}"
+    );
+    // the grown run exports and runs like any other
+    let tuned_pkg = dir.path().join("tuned-pkg");
+    package::export(&tuned, &tuned_pkg, "tuned", &[Precision::F32]).unwrap();
+    let g = Glimpse::load(&tuned_pkg).unwrap();
+    assert_eq!(g.package.manifest.model.vocab_size, new_vocab.len());
+    let frame = glimpse_runtime::scene::sample(5, Split::Train, 0).image;
+    g.ask(&frame, "is there a zebra?").unwrap();
 
     // q4 graphs alone cannot be trained
     let q4 = dir.path().join("q4");

@@ -435,6 +435,73 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
     })
 }
 
+/// Words of the corpus seen twice or more that the tokenizer splits become tokens (see
+/// [`tokenizer::extend`]); the embedding gets a row and the LM head a column for each,
+/// starting as the mean of the pieces the word was made of.
+fn grow(from: Start, corpus: &[String], device: &Device) -> Result<Start> {
+    let grown = tokenizer::extend(&from.tokenizer, corpus, 2)?;
+    let n = grown.pieces.len();
+    if n == 0 {
+        return Ok(from);
+    }
+    let (v, d) = (from.config.vocab_size, from.config.d_model);
+    anyhow::ensure!(
+        from.tokenizer.inner().get_vocab_size(true) == v,
+        "the tokenizer has {} tokens but the model {v}",
+        from.tokenizer.inner().get_vocab_size(true)
+    );
+    let mean = |pieces: &[u32], at: &dyn Fn(usize) -> f32| {
+        pieces.iter().map(|&p| at(p as usize)).sum::<f32>() / pieces.len() as f32
+    };
+    let mut w = crate::model::weights::collect(&from.model);
+    let table = w
+        .get_mut("embed_tokens.weight")
+        .context("the model has no embedding table")?;
+    for pieces in &grown.pieces {
+        let row: Vec<f32> = (0..d)
+            .map(|j| mean(pieces, &|p| table.data[p * d + j]))
+            .collect();
+        table.data.extend(row);
+    }
+    table.dims = vec![v + n, d];
+    let head = w
+        .get_mut("lm_head.weight")
+        .context("the model has no LM head")?;
+    let mut grown_head = Vec::with_capacity(d * (v + n));
+    for i in 0..d {
+        let row = &head.data[i * v..(i + 1) * v];
+        grown_head.extend_from_slice(row);
+        grown_head.extend(grown.pieces.iter().map(|pieces| mean(pieces, &|p| row[p])));
+    }
+    head.data = grown_head;
+    head.dims = vec![d, v + n];
+    if let Some(bias) = w.get_mut("lm_head.bias") {
+        let extra: Vec<f32> = grown
+            .pieces
+            .iter()
+            .map(|pieces| mean(pieces, &|p| bias.data[p]))
+            .collect();
+        bias.data.extend(extra);
+        bias.dims = vec![v + n];
+    }
+    let config = ModelConfig {
+        vocab_size: v + n,
+        ..from.config
+    };
+    let fresh = Fuyu::new(&config, &from.canvas, from.match_dim, device);
+    let model = model_from_weights(fresh, &w)?;
+    eprintln!(
+        "the tokenizer grew by {n} tokens for the folder's words ({v} -> {}): new rows in the embedding and the LM head",
+        v + n
+    );
+    Ok(Start {
+        config,
+        tokenizer: grown.tokenizer,
+        model,
+        ..from
+    })
+}
+
 /// Trains into `out`, resuming there if `resume` and a run exists.
 /// `contrastive`, when given, changes the contrastive weight of a resumed run (a new run
 /// takes it from `options`).
@@ -486,9 +553,6 @@ pub fn train(
         (run, tok, model, optim, progress)
     } else if let Some(init) = options.init.clone() {
         let from = start_from(&init, &train_device)?;
-        tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
-        let tok = from.tokenizer;
-        let model = from.model;
         let mut options = options;
         options.d_model = from.config.d_model;
         options.n_layers = from.config.n_layers;
@@ -498,6 +562,15 @@ pub fn train(
         options.canvas = from.canvas;
         options.match_dim = from.match_dim;
         let src = source(&options)?;
+        // a user's folder brings its own words: they become tokens of their own
+        let from = if options.data.is_some() {
+            grow(from, &src.corpus(), &train_device)?
+        } else {
+            from
+        };
+        tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
+        let tok = from.tokenizer;
+        let model = from.model;
         let run = RunInfo {
             model: from.config,
             canvas: from.canvas,
