@@ -189,9 +189,9 @@ pub fn device() -> Device {
     Device::default()
 }
 
-/// Parameters a checkpoint may lack: the matching heads, new in runs that add the
-/// contrastive loss to a model trained without it (they start from scratch).
-fn is_matching_head(name: &str) -> bool {
+/// Parameters a checkpoint or package may lack: the matching heads, new in runs that add
+/// the contrastive loss to a model trained without it (they start from scratch).
+pub(crate) fn is_matching_head(name: &str) -> bool {
     name.starts_with("image_head") || name.starts_with("text_head") || name == "logit_scale"
 }
 

@@ -175,7 +175,7 @@ pub fn unpack(dir: &Path, device: &Device) -> Result<Unpacked> {
     let missing: Vec<&String> = wanted
         .keys()
         .filter(|k| !found.contains_key(*k))
-        .filter(|k| m.matching.is_some() || !is_matching_head(k))
+        .filter(|k| m.matching.is_some() || !crate::train::is_matching_head(k))
         .collect();
     if !missing.is_empty() {
         bail!(
@@ -192,8 +192,4 @@ pub fn unpack(dir: &Path, device: &Device) -> Result<Unpacked> {
         model,
         match_dim,
     })
-}
-
-fn is_matching_head(name: &str) -> bool {
-    name.starts_with("image_head") || name.starts_with("text_head") || name == "logit_scale"
 }
