@@ -521,7 +521,8 @@ pub fn train(
             out.display()
         );
     }
-    let (run, tok, mut model, mut optim, mut progress) = if exists {
+    // a new run opens its data to train the tokenizer and describe it; training reuses it
+    let (run, tok, mut model, mut optim, mut progress, opened) = if exists {
         let run = read_run(out)?;
         let tok = tokenizer::load(&out.join(tokenizer::FILE))?;
         let progress: Progress = read_json(&out.join(PROGRESS_FILE))?;
@@ -550,7 +551,7 @@ pub fn train(
             run.options.contrastive = w;
         }
         write_json(&out.join(RUN_FILE), &run)?;
-        (run, tok, model, optim, progress)
+        (run, tok, model, optim, progress, None)
     } else if let Some(init) = options.init.clone() {
         let from = start_from(&init, &train_device)?;
         let mut options = options;
@@ -578,7 +579,7 @@ pub fn train(
             options,
         };
         write_json(&out.join(RUN_FILE), &run)?;
-        (run, tok, model, optimizer(), Progress::default())
+        (run, tok, model, optimizer(), Progress::default(), Some(src))
     } else {
         options.canvas.validate().map_err(anyhow::Error::msg)?;
         let src = source(&options)?;
@@ -617,14 +618,17 @@ pub fn train(
             options.match_dim,
             &train_device,
         );
-        (run, tok, model, optimizer(), Progress::default())
+        (run, tok, model, optimizer(), Progress::default(), Some(src))
     };
     let o = run.options.clone();
     let cfg = run.model.clone();
     let canvas = run.canvas;
     let tok = Arc::new(tok);
     let rotary = Rotary::new(&cfg, &train_device);
-    let src = source(&o)?;
+    let src = match opened {
+        Some(src) => src,
+        None => source(&o)?,
+    };
     let builder = BatchBuilder {
         tokenizer: &tok,
         canvas,

@@ -30,16 +30,6 @@ pub enum FolderSplit {
     Test,
 }
 
-impl FolderSplit {
-    pub fn name(self) -> &'static str {
-        match self {
-            FolderSplit::Train => "train",
-            FolderSplit::Val => "val",
-            FolderSplit::Test => "test",
-        }
-    }
-}
-
 /// One record of `captions.jsonl`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Record {
@@ -302,12 +292,7 @@ pub fn load_folder(
             kept.push(line);
             continue;
         }
-        let message = format!(
-            "{}:{}: no image file {}",
-            folder.index.display(),
-            line.number,
-            path.display()
-        );
+        let message = format!("{}: no image file {}", folder.at(&line), path.display());
         if !options.skip_bad {
             bail!(message);
         }
