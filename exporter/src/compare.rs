@@ -1,6 +1,7 @@
 //! `glimpse-export compare`: each precision a package carries, side by side with f32, on
-//! the same test scenes (or a user's folder, `--data`) and the same frame: accuracy, agreement of greedy tokens, size,
-//! load time, time to first token, decode speed, and the tract kernels that ran.
+//! the same test scenes (or a user's folder, `--data`) and the same frame: accuracy,
+//! agreement of greedy tokens, size, load time, time to first token, decode speed, and
+//! the tract kernels that ran.
 
 use std::path::Path;
 use std::sync::Arc;
