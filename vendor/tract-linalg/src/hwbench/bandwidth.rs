@@ -162,6 +162,7 @@ pub fn main_memory_bandwith_seq(threads: usize) -> f64 {
     bandwidth_seq(what_is_big(), threads)
 }
 
+// a memory-bandwidth measurement, not a check (as upstream): run with --ignored --nocapture
 #[ignore]
 #[test]
 fn b() {

@@ -691,6 +691,7 @@ mod tests {
     //       --release -- --ignored --nocapture
     #[cfg(target_arch = "x86_64")]
     #[test]
+    // a timing measurement, not a check (as upstream): run with --ignored --nocapture
     #[ignore]
     fn measure_simd_unpack() -> TractResult<()> {
         use crate::pack::PackedFormat;
