@@ -488,6 +488,7 @@ fn no_error_backtraces() {
 }
 
 fn main() -> ExitCode {
+    memory::large_blocks_back_to_the_system();
     no_error_backtraces();
     let cli = Cli::parse();
     match run(&cli) {
@@ -498,4 +499,79 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// How the process asks the system for memory; a large model's load turns gigabytes of
+/// weights from one form into another, and both settings below are about that.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+mod memory {
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    /// glibc gives a freed block above its mmap threshold back to the system, but raises
+    /// that threshold (up to 32 MiB) each time it frees one, after which blocks of that
+    /// size come from the heap and stay resident once freed. With the moving threshold a
+    /// 1.3 B q4 package peaked at 1.64 GB instead of 1.24; a fixed threshold of 1 MiB keeps
+    /// the process near one copy of its weights.
+    pub fn large_blocks_back_to_the_system() {
+        // SAFETY: mallopt only changes an allocator setting; first thing in main.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+    }
+
+    /// Blocks of at least this many bytes ask for transparent huge pages.
+    const LARGE: usize = 4 << 20;
+
+    /// The system allocator, with large blocks advised to use transparent huge pages:
+    /// fresh memory is touched a 2 MiB page at a time instead of 4 KiB, which made
+    /// packing the weights of the 9.4 B q4 package 25-35 % faster here (one fault and one
+    /// clear per huge page). Kernels without them (or set to `never`) ignore the advice.
+    pub struct LargeOnHugePages;
+
+    fn advise(block: *mut u8, size: usize) {
+        if block.is_null() || size < LARGE {
+            return;
+        }
+        // SAFETY: sysconf reads a constant; madvise only advises on whole pages inside
+        // the block (its start rounded down stays in the block's own mapping, which
+        // begins at a page boundary before it).
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE).max(4096) as usize;
+            let start = block as usize & !(page - 1);
+            let end = (block as usize + size) & !(page - 1);
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+
+    // SAFETY: every call is the system allocator's; `advise` changes no memory.
+    unsafe impl GlobalAlloc for LargeOnHugePages {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let block = unsafe { System.alloc(layout) };
+            advise(block, layout.size());
+            block
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let block = unsafe { System.alloc_zeroed(layout) };
+            advise(block, layout.size());
+            block
+        }
+
+        unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(block, layout) }
+        }
+
+        unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+            let block = unsafe { System.realloc(block, layout, size) };
+            advise(block, size);
+            block
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: LargeOnHugePages = LargeOnHugePages;
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod memory {
+    pub fn large_blocks_back_to_the_system() {}
 }

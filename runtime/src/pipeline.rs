@@ -53,6 +53,45 @@ pub struct ImageContext {
     pub vision_s: f64,
 }
 
+/// The tokenizer and graphs of a package, each graph checked against the manifest before
+/// it is optimised.
+type Graphs = (
+    TextTokenizer,
+    VisionGraph,
+    EmbeddingGraph,
+    DecoderGraph,
+    Option<HeadsGraph>,
+);
+
+fn load_graphs(package: &Package, precision: Precision) -> Result<Graphs> {
+    let m = &package.manifest;
+    let tokenizer = TextTokenizer::load(
+        &package.file(TOKENIZER_FILE),
+        m.model.vocab_size,
+        m.special_tokens,
+        &m.special_token_names,
+    )?
+    .with_prompt(m.prompt.clone());
+    crate::model::trace(&package.file(TOKENIZER_FILE), "read");
+    let vision = VisionGraph::load(
+        &package.file(&precision.file(VISION_FILE)),
+        &m.canvas,
+        &m.image,
+        m.model.d_model,
+    )?;
+    let embedding = EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)), &m.model)?;
+    let decoder = DecoderGraph::load(&package.file(&precision.file(DECODER_FILE)), &m.model)?;
+    let heads = match &m.matching {
+        Some(h) => Some(HeadsGraph::load(
+            &package.file(&h.file),
+            m.model.d_model,
+            h.dim,
+        )?),
+        None => None,
+    };
+    Ok((tokenizer, vision, embedding, decoder, heads))
+}
+
 impl Glimpse {
     /// Loads and verifies the package in `dir`, at the precision that suits this CPU best
     /// among those the package carries (see [`choose`]).
@@ -63,6 +102,7 @@ impl Glimpse {
     /// Loads the package at `precision`, or at the one chosen for this CPU when `None`.
     pub fn load_with(dir: impl AsRef<Path>, precision: Option<Precision>) -> Result<Glimpse> {
         let package = Package::open(dir)?;
+        crate::model::trace(&package.dir, "opened");
         let m = &package.manifest;
         let available = &m.precisions;
         let wanted = precision.or_else(|| choose(available, CpuFeatures::detect()));
@@ -83,32 +123,26 @@ impl Glimpse {
                 });
             }
         };
-        package.verify(precision)?;
-        let tokenizer = TextTokenizer::load(
-            &package.file(TOKENIZER_FILE),
-            m.model.vocab_size,
-            m.special_tokens,
-            &m.special_token_names,
-        )?
-        .with_prompt(m.prompt.clone());
-        // each graph is checked against the manifest before it is optimised
-        let vision = VisionGraph::load(
-            &package.file(&precision.file(VISION_FILE)),
-            &m.canvas,
-            &m.image,
-            m.model.d_model,
-        )?;
-        let embedding =
-            EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)), &m.model)?;
-        let decoder = DecoderGraph::load(&package.file(&precision.file(DECODER_FILE)), &m.model)?;
-        let heads = match &m.matching {
-            Some(h) => Some(HeadsGraph::load(
-                &package.file(&h.file),
-                m.model.d_model,
-                h.dim,
-            )?),
-            None => None,
-        };
+        // The graphs and the tokenizer are checked before anything parses them; the
+        // weights (external data, gigabytes on a large model) are hashed beside the load,
+        // and a mismatch is the error reported, whatever the load made of the numbers.
+        let (weights, others): (Vec<String>, Vec<String>) = package
+            .files_for(precision)
+            .into_iter()
+            .partition(|name| crate::package::is_external_data(name));
+        package.verify_files(&others)?;
+        let (verified, graphs) = std::thread::scope(|scope| {
+            let verifier = scope.spawn(|| package.verify_files(&weights));
+            let graphs = load_graphs(&package, precision);
+            let verified = verifier
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (verified, graphs)
+        });
+        verified?;
+        let (tokenizer, vision, embedding, decoder, heads) = graphs?;
+        crate::model::trace(&package.dir, "loaded and verified");
+        let m = &package.manifest;
         let max_new_tokens = m.max_new_tokens;
         Ok(Glimpse {
             package,

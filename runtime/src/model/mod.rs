@@ -7,6 +7,8 @@ mod check;
 mod config;
 mod decoder;
 mod embedding;
+mod external;
+mod fold;
 mod heads;
 mod q4;
 mod vision;
@@ -33,55 +35,76 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     };
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert("MatMulNBits", q4::mat_mul_nbits);
-    onnx.provider = Arc::new(ReadAt);
-    let model = onnx.model_for_path(path).map_err(err)?;
-    model.into_typed().map_err(err)
-}
-
-/// Reads a tensor's ONNX external data with one positioned read into its buffer.
-/// (tract-onnx's default maps the whole data file for every tensor and copies out of the
-/// mapping, a page fault per 4 KiB.)
-struct ReadAt;
-
-impl tract_onnx::data_resolver::ModelDataResolver for ReadAt {
-    fn read_bytes_from_path(
-        &self,
-        buf: &mut Vec<u8>,
-        p: &Path,
-        offset: usize,
-        length: Option<usize>,
-    ) -> TractResult<()> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file =
-            std::fs::File::open(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-        let size = file.metadata()?.len() as usize;
-        let length = length.unwrap_or(size.saturating_sub(offset));
-        anyhow::ensure!(
-            offset.checked_add(length).is_some_and(|end| end <= size),
-            "{}: external data {offset}..{} is past its end ({size} bytes): truncated",
-            p.display(),
-            offset.saturating_add(length)
-        );
-        file.seek(SeekFrom::Start(offset as u64))?;
-        buf.reserve_exact(length);
-        let read = file.take(length as u64).read_to_end(buf)?;
-        anyhow::ensure!(
-            read == length,
-            "{}: read {read} of {length} bytes of external data",
-            p.display()
-        );
-        Ok(())
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut proto = onnx.proto_model_for_path(path).map_err(err)?;
+    let external = external::detach(&mut proto).map_err(err)?;
+    let parsed = onnx.parse(&proto, dir.to_str()).map_err(err)?;
+    drop(proto);
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(err(anyhow::anyhow!(
+            "inputs {:?} are neither graph inputs nor initializers",
+            parsed.unresolved_inputs
+        )));
     }
+    let mut model = parsed.model;
+    external::attach(&mut model, dir, external).map_err(err)?;
+    trace(path, "read");
+    let mut model = model.into_typed().map_err(err)?;
+    trace(path, "typed");
+    if fold::fold_in_place(&mut model, |n| n.op_is::<q4::Q4Blocks>()).map_err(err)? > 0 {
+        trace(path, "q4 weights as Q4_0 blocks");
+    }
+    Ok(model)
 }
 
-pub(crate) fn into_plan(path: &Path, model: TypedModel) -> Result<Plan> {
+/// With `GLIMPSE_TRACE_LOAD` set, notes on stderr how far a load has come: the time since
+/// its start, the resident memory and its peak so far (where a large model's load spends
+/// its time and memory, on a board as here).
+pub(crate) fn trace(path: &Path, stage: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    if std::env::var_os("GLIMPSE_TRACE_LOAD").is_none() {
+        return;
+    }
+    let elapsed = START.get_or_init(Instant::now).elapsed();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or("?".to_string(), |kib| format!("{:.0} MB", kib / 1024.0))
+    };
+    let file = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    crate::note!(
+        "load {:>8.3} s  {:<42} resident {:>9}  peak {:>9}",
+        elapsed.as_secs_f64(),
+        format!("{file} {stage}"),
+        mb("VmRSS:"),
+        mb("VmHWM:")
+    );
+}
+
+/// Declutters and optimises `model` (packing its weights for the kernels in place, see
+/// [`fold`]) into a runnable plan.
+pub(crate) fn into_plan(path: &Path, mut model: TypedModel) -> Result<Plan> {
+    let err = |e: TractError| Error::Graph {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    };
+    model.declutter().map_err(err)?;
+    trace(path, "decluttered");
+    let mut codegen = tract_onnx::tract_core::optim::Optimizer::codegen();
+    codegen.add_pass(0, Box::new(fold::FoldWeightPacking));
     model
-        .into_optimized()
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| Error::Graph {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })
+        .optimize_with_session(&mut codegen.session())
+        .map_err(err)?;
+    trace(path, "optimised");
+    model.into_runnable().map_err(err)
 }
 
 /// Index of the model input named `name`.

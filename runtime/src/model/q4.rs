@@ -14,7 +14,6 @@ use tract_onnx::model::{ParsingContext, optional_inputs};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_core::ops::cast::cast;
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::tract_linalg::block_quant::{
     BlockQuant, BlockQuantFact, BlockQuantStorage, Q4_0,
 };
@@ -99,32 +98,17 @@ impl Expansion for SymmetricQ4 {
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         let (k, n) = (self.k, self.n);
-        let konst = |i: usize, what: &str| {
-            model
-                .outlet_fact(inputs[i])?
-                .konst
-                .clone()
-                .with_context(|| format!("{prefix}: MatMulNBits {what} must be a constant"))
-        };
-        let b = konst(1, "weight")?;
-        let scales = konst(2, "scales")?.cast_to::<f32>()?.into_owned();
-        let blocks = reorder_blocks(
-            b.try_as_plain_ram()?.as_slice::<u8>()?,
-            scales.try_as_plain_ram()?.as_slice::<f32>()?,
-            n,
-            k,
-        )
-        .with_context(|| format!("{prefix}: MatMulNBits weight"))?;
-        let format: Box<dyn BlockQuant> = Box::new(Q4_0);
-        let storage = BlockQuantStorage::new(format.clone(), n, k, Arc::new(blocks))?;
-        let fact = Box::new(BlockQuantFact::new(format, tvec!(1, n, k)));
+        for (i, what) in [(1, "weight"), (2, "scales")] {
+            ensure!(
+                model.outlet_fact(inputs[i])?.konst.is_some(),
+                "{prefix}: MatMulNBits {what} must be a constant"
+            );
+        }
+        // reordered when the load folds it (see `super::fold`), one weight at a time
         let weight = model.wire_node(
             format!("{prefix}.weight_bq"),
-            Const::new_with_exotic_fact(
-                Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, n, k])),
-                fact,
-            )?,
-            &[],
+            Q4Blocks { k, n },
+            &[inputs[1], inputs[2]],
         )?[0];
         let input = model.outlet_fact(inputs[0])?.clone();
         let a = model.wire_node(
@@ -147,6 +131,53 @@ impl Expansion for SymmetricQ4 {
         }
         Ok(tvec!(y))
     }
+}
+
+/// onnxruntime's nibbles and scales of one weight → tract's Q4_0 blocks, `[1, n, k]`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub(crate) struct Q4Blocks {
+    k: usize,
+    n: usize,
+}
+
+impl Op for Q4Blocks {
+    fn name(&self) -> StaticName {
+        "Q4Blocks".into()
+    }
+    op_as_typed_op!();
+}
+
+impl EvalOp for Q4Blocks {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (b, scales) = args_2!(inputs);
+        let scales = scales.cast_to::<f32>()?;
+        let blocks = reorder_blocks(
+            b.try_as_plain_ram()?.as_slice::<u8>()?,
+            scales.try_as_plain_ram()?.as_slice::<f32>()?,
+            self.n,
+            self.k,
+        )?;
+        drop(b);
+        let format: Box<dyn BlockQuant> = Box::new(Q4_0);
+        let storage = BlockQuantStorage::new(format, self.n, self.k, Arc::new(blocks))?;
+        Ok(tvec!(
+            storage
+                .into_tensor_with_shape(f32::datum_type(), &[1, self.n, self.k])
+                .into_tvalue()
+        ))
+    }
+}
+
+impl TypedOp for Q4Blocks {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let format: Box<dyn BlockQuant> = Box::new(Q4_0);
+        let fact = BlockQuantFact::new(format, tvec!(1, self.n, self.k));
+        Ok(tvec!(f32::fact([1, self.n, self.k]).with_exotic_fact(fact)))
+    }
+
+    as_op!();
 }
 
 fn add() -> Box<dyn TypedOp> {

@@ -158,9 +158,14 @@ impl Package {
     /// external data, the tokenizer, the matching heads): the other precisions' files,
     /// gigabytes in a large package, are not read.
     pub fn verify(&self, precision: Precision) -> Result<()> {
-        for name in self.files_for(precision) {
-            let entry = &self.manifest.files[&name];
-            let path = self.dir.join(&name);
+        self.verify_files(&self.files_for(precision))
+    }
+
+    /// Checks the SHA-256 of the listed files `names`.
+    pub fn verify_files(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            let entry = &self.manifest.files[name];
+            let path = self.dir.join(name);
             let actual = sha256_file(&path)?;
             if actual != entry.sha256 {
                 return Err(Error::Checksum {
@@ -196,6 +201,11 @@ impl Package {
 /// The file holding a graph's weights when they are stored as ONNX external data.
 pub fn external_data_file(graph: &str) -> String {
     format!("{graph}.data")
+}
+
+/// Whether the listed file `name` holds a graph's external data (weights).
+pub fn is_external_data(name: &str) -> bool {
+    name.ends_with(".data")
 }
 
 /// A package file name must stay inside the package: relative, no `..`, no root, no
