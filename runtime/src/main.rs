@@ -511,7 +511,7 @@ mod memory {
     /// glibc gives a freed block above its mmap threshold back to the system, but raises
     /// that threshold (up to 32 MiB) each time it frees one, after which blocks of that
     /// size come from the heap and stay resident once freed. With the moving threshold a
-    /// 1.3 B q4 package peaked at 1.64 GB instead of 1.24; a fixed threshold of 1 MiB keeps
+    /// 1.3 B q4 package peaked at 1.68 GB instead of 1.27; a fixed threshold of 1 MiB keeps
     /// the process near one copy of its weights.
     pub fn large_blocks_back_to_the_system() {
         // SAFETY: mallopt only changes an allocator setting; first thing in main.
