@@ -98,6 +98,16 @@ fn train_resume_export_run_and_evaluate() {
     assert_eq!(asked, r.qa_questions);
     let right: usize = r.qa_by_kind.values().map(|(k, _)| k).sum();
     assert_eq!(r.qa_accuracy, right as f64 / asked as f64);
+    // captions that do not read back into objects are counted, as a plain caption of each
+    // scene tells (a barely trained model writes some)
+    let invalid: Vec<String> = (0..2)
+        .map(|i| g.caption(&glimpse_runtime::scene::sample(7, Split::Test, i).image))
+        .map(|a| a.unwrap().text)
+        .filter(|text| glimpse_runtime::scene::parse_caption(text).is_err())
+        .collect();
+    assert_eq!(r.invalid_captions, invalid.len());
+    let listed: Vec<&String> = r.invalid_examples.iter().map(|(text, _)| text).collect();
+    assert_eq!(listed, invalid.iter().collect::<Vec<_>>());
     package::write_metrics(
         &pkg,
         serde_json::json!({"test": {"qa_accuracy": r.qa_accuracy}}),

@@ -35,6 +35,11 @@ pub struct SplitReport {
     pub qa_by_kind: BTreeMap<String, (usize, usize)>,
     /// A few wrong captions, for the reader: (expected, got).
     pub caption_misses: Vec<(String, String)>,
+    /// Captions that do not read back into objects of the vocabulary
+    /// ([`scene::parse_caption`]): a program using the words could not rely on them.
+    pub invalid_captions: usize,
+    /// A few of them, for the reader: (caption, why it does not parse).
+    pub invalid_examples: Vec<(String, String)>,
     /// Image↔caption retrieval, when the package can match.
     pub retrieval: Option<Retrieval>,
 }
@@ -73,6 +78,12 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
             exact += 1;
         } else if r.caption_misses.len() < 5 {
             r.caption_misses.push((s.caption.clone(), got.clone()));
+        }
+        if let Err(why) = scene::parse_caption(&got) {
+            r.invalid_captions += 1;
+            if r.invalid_examples.len() < 5 {
+                r.invalid_examples.push((got.clone(), why));
+            }
         }
         pairs.push((got, s.caption.clone()));
         for qa in &s.qa {
@@ -155,6 +166,7 @@ impl Report {
             format!("{:.3}", r.caption_exact)
         });
         row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
+        row("invalid captions", &|r| r.invalid_captions.to_string());
         row("QA accuracy", &|r| format!("{:.3}", r.qa_accuracy));
         for k in QuestionKind::ALL {
             row(&format!("  {}", k.name()), &|r| {
@@ -185,6 +197,9 @@ impl Report {
             row("text→image R@5", &rec(|x| x.text_to_image_r5));
         }
         for n in &names {
+            for (got, why) in self.splits[*n].invalid_examples.iter().take(3) {
+                s.push_str(&format!("{n} invalid: {got:?} ({why})\n"));
+            }
             for (want, got) in self.splits[*n].caption_misses.iter().take(3) {
                 s.push_str(&format!(
                     "{n} miss: expected {want:?}\n{:width$}got      {got:?}\n",

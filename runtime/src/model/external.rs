@@ -43,6 +43,11 @@ pub(crate) fn detach(proto: &mut ModelProto) -> TractResult<Vec<External>> {
     let mut detached = Vec::with_capacity(external.len());
     for t in external {
         let info = External::of(&t)?;
+        // an initializer may already be listed among the inputs (as a default value)
+        if graph.input.iter().any(|i| i.name == t.name) {
+            detached.push(info);
+            continue;
+        }
         graph.input.push(ValueInfoProto {
             name: t.name.clone(),
             r#type: Some(TypeProto {

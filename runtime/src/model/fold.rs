@@ -136,7 +136,9 @@ fn install(model: &mut TypedModel, id: usize, outputs: TVec<TValue>) -> TractRes
 }
 
 /// An optimiser pass that folds the packing of constant weights in place (see the module
-/// comment); it runs ahead of tract's constant propagation, which would fold them too.
+/// comment); it runs ahead of tract's constant propagation, which would fold them too
+/// (its rule against folds that grow their inputs never stops a packing: a packed weight
+/// counts as one element there).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FoldWeightPacking;
 

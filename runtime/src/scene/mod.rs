@@ -14,7 +14,8 @@ pub use graph::{Color, MAX_OBJECTS, Object, Pairs, Scene, Shape, Size, is_held_o
 pub use render::render;
 pub use rng::Rng;
 pub use text::{
-    Qa, QuestionKind, caption, number_word, phrase, questions, questions_of_kind, vocabulary,
+    Described, Qa, QuestionKind, caption, number_word, parse_caption, phrase, questions,
+    questions_of_kind, vocabulary,
 };
 
 /// Rendered frame size: 4:3 like a camera, larger than the model canvas so that the

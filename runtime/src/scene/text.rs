@@ -64,6 +64,49 @@ pub fn caption(scene: &Scene) -> String {
         .join(" left of ")
 }
 
+/// One object as a caption describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Described {
+    pub size: Size,
+    pub color: Color,
+    pub shape: Shape,
+}
+
+/// Reads a caption back into the objects it describes, left to right: the inverse of
+/// [`caption`]. A caption with a word outside the vocabulary, a missing word or another
+/// grammar is refused with the reason, so a program downstream can rely on the words.
+pub fn parse_caption(text: &str) -> Result<Vec<Described>, String> {
+    fn word<T: Copy>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+        w: &str,
+        what: &str,
+    ) -> Result<T, String> {
+        all.iter()
+            .copied()
+            .find(|x| name(*x) == w)
+            .ok_or_else(|| format!("{w:?} is not a {what}"))
+    }
+    if text.trim().is_empty() {
+        return Err("the caption is empty".into());
+    }
+    text.split(" left of ")
+        .map(|part| {
+            let words: Vec<&str> = part.split(' ').collect();
+            match words.as_slice() {
+                ["a", size, color, shape] => Ok(Described {
+                    size: word(&Size::ALL, Size::word, size, "size")?,
+                    color: word(&Color::ALL, Color::word, color, "colour")?,
+                    shape: word(&Shape::ALL, Shape::word, shape, "shape")?,
+                }),
+                _ => Err(format!(
+                    "{part:?} is not \"a SIZE COLOUR SHAPE\" (objects are joined by \" left of \")"
+                )),
+            }
+        })
+        .collect()
+}
+
 /// The shortest description ("circle", "red circle", "large red circle") that names `o`
 /// and no other object of the scene.
 fn reference(o: &Object, scene: &Scene) -> Option<String> {
@@ -226,6 +269,50 @@ mod tests {
             caption(&scene),
             "a large red circle left of a small blue square"
         );
+    }
+
+    #[test]
+    fn captions_read_back_into_their_objects() {
+        for i in 0..300 {
+            let mut rng = Rng::for_item(11, i);
+            let scene = Scene::random(&mut rng, 320, 240, Pairs::Seen);
+            let parsed = parse_caption(&caption(&scene)).unwrap();
+            let want: Vec<Described> = scene
+                .objects
+                .iter()
+                .map(|o| Described {
+                    size: o.size,
+                    color: o.color,
+                    shape: o.shape,
+                })
+                .collect();
+            assert_eq!(parsed, want, "{}", caption(&scene));
+        }
+    }
+
+    #[test]
+    fn captions_outside_the_grammar_are_refused_with_the_reason() {
+        for (text, reason) in [
+            ("a large no circle", "\"no\" is not a colour"),
+            (
+                "a large red circle left of",
+                "is not \"a SIZE COLOUR SHAPE\"",
+            ),
+            (
+                "a large red circle next to a small blue square",
+                "is not \"a SIZE",
+            ),
+            ("a huge red circle", "\"huge\" is not a size"),
+            ("a small red blob", "\"blob\" is not a shape"),
+            ("", "empty"),
+            (
+                "a large red circle  left of a small blue square",
+                "is not \"a SIZE",
+            ),
+        ] {
+            let err = parse_caption(text).unwrap_err();
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
     }
 
     #[test]
