@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Mutex, mpsc};
 
 use tract_onnx::pb::tensor_proto::DataLocation;
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
@@ -19,6 +18,8 @@ use tract_onnx::pb::{
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
 use tract_onnx::tract_hir::ops::konst::Const;
+
+use super::parallel::on_a_few_threads;
 
 /// An initializer stored as external data: its type, and where its bytes are (a file next
 /// to the graph, a range of it).
@@ -42,10 +43,9 @@ pub(crate) fn detach(proto: &mut ModelProto) -> TractResult<Vec<External>> {
     graph.initializer = inline;
     let mut detached = Vec::with_capacity(external.len());
     for t in external {
-        let info = External::of(&t)?;
+        detached.push(External::of(&t)?);
         // an initializer may already be listed among the inputs (as a default value)
         if graph.input.iter().any(|i| i.name == t.name) {
-            detached.push(info);
             continue;
         }
         graph.input.push(ValueInfoProto {
@@ -68,7 +68,6 @@ pub(crate) fn detach(proto: &mut ModelProto) -> TractResult<Vec<External>> {
             }),
             doc_string: String::new(),
         });
-        detached.push(info);
     }
     Ok(detached)
 }
@@ -130,37 +129,16 @@ pub(crate) fn attach(
             files.push((t.file.clone(), file, size));
         }
     }
-    let count = tensors.len();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
-        .min(count.max(1));
-    let queue = Mutex::new(tensors.into_iter());
-    let (send, receive) = mpsc::channel::<TractResult<(String, Tensor)>>();
-    std::thread::scope(|scope| -> TractResult<()> {
-        for _ in 0..threads {
-            let (send, queue, files) = (send.clone(), &queue, &files);
-            scope.spawn(move || {
-                while let Some(t) = queue.lock().ok().and_then(|mut q| q.next()) {
-                    let (_, file, size) = files
-                        .iter()
-                        .find(|(name, ..)| *name == t.file)
-                        .expect("every file was opened");
-                    let read = read(&t, file, *size, &dir.join(&t.file)).map(|x| (t.name, x));
-                    let failed = read.is_err();
-                    if send.send(read).is_err() || failed {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(send);
-        for read in receive {
-            let (name, tensor) = read?;
-            install(model, &name, tensor.into_arc_tensor())?;
-        }
-        Ok(())
+    let read_one = |t: External| {
+        let (_, file, size) = files
+            .iter()
+            .find(|(name, ..)| *name == t.file)
+            .expect("every file was opened");
+        let tensor = read(&t, file, *size, &dir.join(&t.file))?;
+        Ok((t.name, tensor))
+    };
+    on_a_few_threads(tensors, read_one, |(name, tensor)| {
+        install(model, &name, tensor.into_arc_tensor())
     })
 }
 

@@ -8,12 +8,11 @@
 //! are evaluated on a few threads and each one's inputs are freed as soon as its result
 //! has taken its place: the model holds its weights once, plus the few in flight.
 
-use std::sync::Mutex;
-use std::sync::mpsc;
-
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::optim::{OptimizerSession, TypedPass};
+
+use super::parallel::on_a_few_threads;
 use tract_onnx::tract_hir::internal::*;
 
 /// One node to evaluate: its operator and the constants it reads.
@@ -62,36 +61,8 @@ pub(crate) fn fold_in_place(
         });
     }
     let count = jobs.len();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
-        .min(count);
-    let queue = Mutex::new(jobs.into_iter());
-    let (send, receive) = mpsc::channel::<TractResult<(usize, TVec<TValue>)>>();
-    std::thread::scope(|scope| -> TractResult<()> {
-        for _ in 0..threads {
-            let send = send.clone();
-            let queue = &queue;
-            scope.spawn(move || {
-                loop {
-                    let Some(job) = queue.lock().ok().and_then(|mut q| q.next()) else {
-                        return;
-                    };
-                    let result = evaluate(job);
-                    let failed = result.is_err();
-                    if send.send(result).is_err() || failed {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(send);
-        for result in receive {
-            let (node, outputs) = result?;
-            install(model, node, outputs)?;
-        }
-        Ok(())
+    on_a_few_threads(jobs, evaluate, |(node, outputs)| {
+        install(model, node, outputs)
     })?;
     model.compact()?;
     Ok(count)

@@ -10,6 +10,7 @@ mod embedding;
 mod external;
 mod fold;
 mod heads;
+mod parallel;
 mod q4;
 mod vision;
 
@@ -29,10 +30,7 @@ pub(crate) type Plan = Arc<TypedRunnableModel>;
 
 /// Loads an ONNX file into a typed tract model (not yet decluttered).
 pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
-    let err = |e: TractError| Error::Graph {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    };
+    let err = graph_error(path);
     let mut onnx = tract_onnx::onnx();
     onnx.op_register.insert("MatMulNBits", q4::mat_mul_nbits);
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -55,6 +53,14 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
         trace(path, "q4 weights as Q4_0 blocks");
     }
     Ok(model)
+}
+
+/// tract's errors about the graph file `path`.
+fn graph_error(path: &Path) -> impl Fn(TractError) -> Error + Copy + '_ {
+    move |e| Error::Graph {
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    }
 }
 
 /// With `GLIMPSE_TRACE_LOAD` set, notes on stderr how far a load has come: the time since
@@ -92,10 +98,7 @@ pub(crate) fn trace(path: &Path, stage: &str) {
 /// Declutters and optimises `model` (packing its weights for the kernels in place, see
 /// [`fold`]) into a runnable plan.
 pub(crate) fn into_plan(path: &Path, mut model: TypedModel) -> Result<Plan> {
-    let err = |e: TractError| Error::Graph {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    };
+    let err = graph_error(path);
     model.declutter().map_err(err)?;
     trace(path, "decluttered");
     let mut codegen = tract_onnx::tract_core::optim::Optimizer::codegen();

@@ -200,13 +200,16 @@ impl Package {
 
 /// The file holding a graph's weights when they are stored as ONNX external data.
 pub fn external_data_file(graph: &str) -> String {
-    format!("{graph}.data")
+    format!("{graph}{EXTERNAL_DATA_SUFFIX}")
 }
 
 /// Whether the listed file `name` holds a graph's external data (weights).
 pub fn is_external_data(name: &str) -> bool {
-    name.ends_with(".data")
+    name.ends_with(EXTERNAL_DATA_SUFFIX)
 }
+
+/// What a graph's file name is followed by to name its external data.
+const EXTERNAL_DATA_SUFFIX: &str = ".data";
 
 /// A package file name must stay inside the package: relative, no `..`, no root, no
 /// drive prefix, not empty.
