@@ -101,7 +101,8 @@ struct ScenesArgs {
     /// Directory to write into.
     #[arg(long)]
     out: PathBuf,
-    /// train, val, test or compositional.
+    /// train, val, test, compositional, shifted (wider camera nuisances, unseen
+    /// backgrounds) or paraphrase (questions in held-out phrasings).
     #[arg(long, default_value = "test")]
     split: String,
     #[arg(long, default_value_t = 8)]
@@ -459,8 +460,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Scenes(a) => {
             let split = glimpse_runtime::scene::Split::parse(&a.split).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "unknown split {:?}: use train, val, test or compositional",
-                    a.split
+                    "unknown split {:?}: use {}",
+                    a.split,
+                    glimpse_runtime::scene::Split::ALL
+                        .map(|s| s.name())
+                        .join(", ")
                 )
             })?;
             let n = glimpse_exporter::data::write_scenes(&a.out, a.seed, split, a.first, a.count)?;

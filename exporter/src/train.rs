@@ -491,7 +491,7 @@ fn grow(from: Start, corpus: &[String], device: &Device) -> Result<Start> {
     let fresh = Fuyu::new(&config, &from.canvas, from.match_dim, device);
     let model = model_from_weights(fresh, &w)?;
     eprintln!(
-        "the tokenizer grew by {n} tokens for the folder's words ({v} -> {}): new rows in the embedding and the LM head",
+        "the tokenizer grew by {n} tokens for words of the data it did not have ({v} -> {}): new rows in the embedding and the LM head",
         v + n
     );
     Ok(Start {
@@ -563,12 +563,9 @@ pub fn train(
         options.canvas = from.canvas;
         options.match_dim = from.match_dim;
         let src = source(&options)?;
-        // a user's folder brings its own words: they become tokens of their own
-        let from = if options.data.is_some() {
-            grow(from, &src.corpus(), &train_device)?
-        } else {
-            from
-        };
+        // new data brings its own words (a user's folder, or phrasings the scene generator
+        // gained since the model was trained): they become tokens of their own
+        let from = grow(from, &src.corpus(), &train_device)?;
         tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
         let tok = from.tokenizer;
         let model = from.model;

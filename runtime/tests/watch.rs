@@ -147,6 +147,12 @@ struct FaultyCamera {
 const W: u32 = 320;
 const H: u32 = 240;
 
+/// Scene `i` as the camera delivers it: W×H, whatever shape the generator drew.
+fn camera_frame(i: u64) -> RgbImage {
+    let scene = sample(9, Split::Test, i).image;
+    image::imageops::resize(&scene, W, H, image::imageops::FilterType::Triangle)
+}
+
 impl FaultyCamera {
     fn new(steps: Vec<Step>) -> Self {
         FaultyCamera {
@@ -174,7 +180,7 @@ impl FrameSource for FaultyCamera {
             Step::Yuyv(i) => {
                 let mut rgb = RgbImage::new(1, 1);
                 yuyv_to_rgb(
-                    &rgb_to_yuyv(&sample(9, Split::Test, i).image),
+                    &rgb_to_yuyv(&camera_frame(i)),
                     W,
                     H,
                     YuvRange::Limited,
@@ -185,7 +191,7 @@ impl FrameSource for FaultyCamera {
             Step::Mjpeg(i) => {
                 let mut jpeg = Vec::new();
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
-                    .encode_image(&sample(9, Split::Test, i).image)
+                    .encode_image(&camera_frame(i))
                     .unwrap();
                 decode_mjpeg(&jpeg, W, H)?
             }
@@ -258,7 +264,7 @@ fn corrupt_frames_are_skipped_and_no_frame_is_lost_after_an_unplug() {
     assert_eq!(notices[3], &Notice::Reconnected);
     assert_eq!(captions(&events).len(), 5);
     // the frames went through YUYV (4:2:2 chroma, 8-bit codes) and back close to the PNG
-    let png = sample(9, Split::Test, 2).image;
+    let png = camera_frame(2);
     let mut rgb = RgbImage::new(1, 1);
     yuyv_to_rgb(&rgb_to_yuyv(&png), W, H, YuvRange::Limited, &mut rgb).unwrap();
     let diff: u64 = png

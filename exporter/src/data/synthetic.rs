@@ -84,7 +84,7 @@ pub fn questions_in_turn(s: &scene::Scene, n: usize, rng: &mut Rng) -> Vec<scene
     let mut kinds: Vec<Vec<scene::Qa>> = scene::QuestionKind::ALL
         .iter()
         .map(|&k| {
-            let mut qs = scene::questions_of_kind(s, k, rng);
+            let mut qs = scene::questions_of_kind(s, k, scene::Wording::Trained, rng);
             rng.shuffle(&mut qs);
             qs
         })
@@ -106,9 +106,13 @@ pub fn questions_in_turn(s: &scene::Scene, n: usize, rng: &mut Rng) -> Vec<scene
 
 /// The matching text of a scene: its whole caption half the time, else one of its
 /// objects ("a large red circle"), so that a short text finds every scene holding it.
+/// An empty scene's text is its caption, true of every empty scene.
 pub fn match_text(s: &scene::Scene, caption: &str, rng: &mut Rng) -> MatchText {
-    let facts: Vec<String> = s.objects.iter().map(scene::phrase).collect();
-    if s.objects.len() == 1 || rng.chance(0.5) {
+    let mut facts: Vec<String> = s.objects.iter().map(scene::phrase).collect();
+    if facts.is_empty() {
+        facts.push(scene::NOTHING.to_string());
+    }
+    if s.objects.len() <= 1 || rng.chance(0.5) {
         MatchText {
             text: caption.to_string(),
             text_facts: facts.clone(),
@@ -153,6 +157,12 @@ impl ExampleSource for SyntheticData {
             "examples_per_scene": self.per_scene,
             "caption_share": self.caption_share,
             "compositional_held_out": held_out_pairs(),
+            "empty_share": scene::Conditions::TRAINING.empty,
+            "frames": scene::Conditions::TRAINING.frames,
+            "held_out_phrasings": scene::phrasings(scene::Wording::HeldOut)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect::<Vec<_>>(),
         })
     }
 }
@@ -179,10 +189,11 @@ pub fn text_corpus(seed: u64, scenes: u64) -> Vec<String> {
             scene::FRAME_WIDTH,
             scene::FRAME_HEIGHT,
             scene::Pairs::Seen,
+            &scene::Conditions::TRAINING,
         );
         texts.push(scene::caption(&sc));
         for k in scene::QuestionKind::ALL {
-            for q in scene::questions_of_kind(&sc, k, &mut rng) {
+            for q in scene::questions_of_kind(&sc, k, scene::Wording::Trained, &mut rng) {
                 texts.push(q.question);
                 texts.push(q.answer);
             }
@@ -251,6 +262,28 @@ mod tests {
                     "a kind came twice before another came once"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_empty_scene_matches_every_empty_scene_and_nothing_else() {
+        let empty = scene::Scene {
+            width: 320,
+            height: 240,
+            objects: Vec::new(),
+        };
+        let full = (0..)
+            .map(|i| scene::sample(5, Split::Test, i).scene)
+            .find(|s| !s.objects.is_empty())
+            .unwrap();
+        let text = |s: &scene::Scene, seed| match_text(s, &scene::caption(s), &mut Rng::new(seed));
+        for seed in 0..10 {
+            let nothing = text(&empty, seed);
+            assert_eq!(nothing.text, scene::NOTHING);
+            assert!(nothing.is_true_of(&text(&empty, seed + 100)));
+            let other = text(&full, seed);
+            assert!(!nothing.is_true_of(&other), "{:?}", other.text);
+            assert!(!other.is_true_of(&nothing), "{:?}", other.text);
         }
     }
 

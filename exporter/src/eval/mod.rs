@@ -1,5 +1,6 @@
-//! `glimpse-export eval`: runs a package with the *runtime* (tract) on the synthetic test
-//! and compositional splits: caption exact match and BLEU-4, QA accuracy per kind, and,
+//! `glimpse-export eval`: runs a package with the *runtime* (tract) on the synthetic test,
+//! compositional, shifted and paraphrase splits: caption exact match and BLEU-4, invalid
+//! captions, empty scenes said to be empty, QA accuracy per kind, and,
 //! for packages with matching heads, image↔text retrieval recall. With `--data` it scores
 //! a user's own folder instead (`folder.rs`).
 
@@ -40,6 +41,9 @@ pub struct SplitReport {
     pub invalid_captions: usize,
     /// A few of them, for the reader: (caption, why it does not parse).
     pub invalid_examples: Vec<(String, String)>,
+    /// Scenes without objects, and how many of them the caption said were empty.
+    pub empty_scenes: usize,
+    pub empty_said_empty: usize,
     /// Image↔caption retrieval, when the package can match.
     pub retrieval: Option<Retrieval>,
 }
@@ -79,11 +83,16 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         } else if r.caption_misses.len() < 5 {
             r.caption_misses.push((s.caption.clone(), got.clone()));
         }
-        if let Err(why) = scene::parse_caption(&got) {
+        let read = scene::parse_caption(&got);
+        if let Err(why) = &read {
             r.invalid_captions += 1;
             if r.invalid_examples.len() < 5 {
-                r.invalid_examples.push((got.clone(), why));
+                r.invalid_examples.push((got.clone(), why.clone()));
             }
+        }
+        if s.scene.objects.is_empty() {
+            r.empty_scenes += 1;
+            r.empty_said_empty += usize::from(read.is_ok_and(|objects| objects.is_empty()));
         }
         pairs.push((got, s.caption.clone()));
         for qa in &s.qa {
@@ -130,7 +139,7 @@ pub fn evaluate(package: &Path, scenes: u64, seed: Option<u64>) -> Result<Report
         seed,
         ..Default::default()
     };
-    for split in [Split::Test, Split::Compositional] {
+    for split in Split::EVALUATED {
         eprintln!("evaluating {} scenes of the {} split", scenes, split.name());
         report.splits.insert(
             split.name().into(),
@@ -167,6 +176,9 @@ impl Report {
         });
         row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
         row("invalid captions", &|r| r.invalid_captions.to_string());
+        row("empty said empty", &|r| {
+            format!("{} of {}", r.empty_said_empty, r.empty_scenes)
+        });
         row("QA accuracy", &|r| format!("{:.3}", r.qa_accuracy));
         for k in QuestionKind::ALL {
             row(&format!("  {}", k.name()), &|r| {

@@ -1,5 +1,6 @@
 //! Scene graphs: which objects a scene holds, where, and the attributes words name.
 
+use super::camera::Conditions;
 use super::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -154,11 +155,13 @@ pub struct Scene {
 pub const MAX_OBJECTS: usize = 4;
 
 impl Scene {
-    /// Draws a random scene graph of 1 to [`MAX_OBJECTS`] objects, no two overlapping and
-    /// no two alike in all of shape, colour and size, with centres apart enough that
-    /// "left of" is never ambiguous.
-    pub fn random(rng: &mut Rng, width: u32, height: u32, pairs: Pairs) -> Scene {
-        let count = 1 + rng.below(MAX_OBJECTS);
+    /// Draws a random scene graph: empty with the share `c.empty`, else 1 to
+    /// [`MAX_OBJECTS`] objects of `c`'s sizes, no two overlapping and no two alike in all
+    /// of shape, colour and size, with centres apart enough that "left of" is never
+    /// ambiguous. A held-out scene is never empty.
+    pub fn random(rng: &mut Rng, width: u32, height: u32, pairs: Pairs, c: &Conditions) -> Scene {
+        let empty = rng.chance(c.empty) && pairs == Pairs::Seen;
+        let count = if empty { 0 } else { 1 + rng.below(MAX_OBJECTS) };
         let unit = width.min(height) as f32;
         let mut objects: Vec<Object> = Vec::new();
         let mut attempts = 0;
@@ -166,8 +169,8 @@ impl Scene {
             attempts += 1;
             let size = *rng.pick(&Size::ALL);
             let radius = match size {
-                Size::Small => unit * rng.range_f32(0.09, 0.105),
-                Size::Large => unit * rng.range_f32(0.155, 0.175),
+                Size::Small => unit * rng.range_f32(c.small.0, c.small.1),
+                Size::Large => unit * rng.range_f32(c.large.0, c.large.1),
             };
             let (color, shape) = loop {
                 let c = *rng.pick(&Color::ALL);
@@ -234,14 +237,18 @@ mod tests {
 
     #[test]
     fn scenes_respect_their_split_and_order() {
+        let mut empty = 0;
         for i in 0..300 {
             let mut rng = Rng::for_item(11, i);
-            let seen = Scene::random(&mut rng, 320, 240, Pairs::Seen);
-            assert!((1..=MAX_OBJECTS).contains(&seen.objects.len()));
+            let seen = Scene::random(&mut rng, 320, 240, Pairs::Seen, &Conditions::TRAINING);
+            assert!(seen.objects.len() <= MAX_OBJECTS);
             assert!(seen.objects.iter().all(|o| !is_held_out(o.color, o.shape)));
             assert!(seen.objects.windows(2).all(|w| w[0].x < w[1].x));
-            let comp = Scene::random(&mut rng, 320, 240, Pairs::HeldOut);
+            let comp = Scene::random(&mut rng, 320, 240, Pairs::HeldOut, &Conditions::TRAINING);
             assert!(comp.objects.iter().any(|o| is_held_out(o.color, o.shape)));
+            empty += usize::from(seen.objects.is_empty());
         }
+        // about the share asked for (8 %), and a held-out scene is never empty
+        assert!((12..=40).contains(&empty), "{empty} empty scenes of 300");
     }
 }

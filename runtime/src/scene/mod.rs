@@ -3,6 +3,7 @@
 //!
 //! Every sample is a pure function of `(seed, split, index)`, on every platform.
 
+mod camera;
 mod graph;
 mod render;
 mod rng;
@@ -10,30 +11,52 @@ mod text;
 
 use image::RgbImage;
 
+pub use camera::{Background, Conditions};
 pub use graph::{Color, MAX_OBJECTS, Object, Pairs, Scene, Shape, Size, is_held_out};
 pub use render::render;
 pub use rng::Rng;
 pub use text::{
-    Described, Qa, QuestionKind, caption, number_word, parse_caption, phrase, questions,
-    questions_of_kind, vocabulary,
+    Described, NOTHING, Qa, QuestionKind, Wording, caption, number_word, parse_caption, phrase,
+    phrasings, questions, questions_of_kind, vocabulary,
 };
 
-/// Rendered frame size: 4:3 like a camera, larger than the model canvas so that the
-/// runtime's downscaling is part of every sample's path.
+/// The most common frame size: 4:3 like a camera, larger than the model canvas so that
+/// the runtime's downscaling is part of every sample's path. Frames of other shapes are
+/// drawn too ([`Conditions::frames`]).
 pub const FRAME_WIDTH: u32 = 320;
 pub const FRAME_HEIGHT: u32 = 240;
 
-/// The data splits. `Compositional` holds (colour, shape) pairs never seen in training.
+/// The data splits. Train, val and test share one world. The others each change one thing
+/// training never saw: `Compositional` holds (colour, shape) pairs never seen together,
+/// `Shifted` draws the camera's nuisances from wider ranges and unseen backgrounds
+/// ([`Conditions::SHIFTED`]), `Paraphrase` asks in the held-out phrasings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Split {
     Train,
     Val,
     Test,
     Compositional,
+    Shifted,
+    Paraphrase,
 }
 
 impl Split {
-    pub const ALL: [Split; 4] = [Split::Train, Split::Val, Split::Test, Split::Compositional];
+    pub const ALL: [Split; 6] = [
+        Split::Train,
+        Split::Val,
+        Split::Test,
+        Split::Compositional,
+        Split::Shifted,
+        Split::Paraphrase,
+    ];
+
+    /// The splits evaluation reports.
+    pub const EVALUATED: [Split; 4] = [
+        Split::Test,
+        Split::Compositional,
+        Split::Shifted,
+        Split::Paraphrase,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +64,8 @@ impl Split {
             Split::Val => "val",
             Split::Test => "test",
             Split::Compositional => "compositional",
+            Split::Shifted => "shifted",
+            Split::Paraphrase => "paraphrase",
         }
     }
 
@@ -54,6 +79,24 @@ impl Split {
             Split::Val => 0x7661_6c00,
             Split::Test => 0x7465_7374,
             Split::Compositional => 0x636f_6d70,
+            Split::Shifted => 0x7368_6966,
+            Split::Paraphrase => 0x7061_7261,
+        }
+    }
+
+    /// The ranges this split's camera nuisances are drawn from.
+    pub fn conditions(self) -> &'static Conditions {
+        match self {
+            Split::Shifted => &Conditions::SHIFTED,
+            _ => &Conditions::TRAINING,
+        }
+    }
+
+    /// The phrasings this split's questions are asked in.
+    pub fn wording(self) -> Wording {
+        match self {
+            Split::Paraphrase => Wording::HeldOut,
+            _ => Wording::Trained,
         }
     }
 }
@@ -74,9 +117,11 @@ pub fn sample(seed: u64, split: Split, index: u64) -> Sample {
         Split::Compositional => Pairs::HeldOut,
         _ => Pairs::Seen,
     };
-    let scene = Scene::random(&mut rng, FRAME_WIDTH, FRAME_HEIGHT, pairs);
-    let image = render(&scene, &mut rng);
-    let qa = questions(&scene, &mut rng);
+    let conditions = split.conditions();
+    let (width, height) = conditions.frame(&mut rng);
+    let scene = Scene::random(&mut rng, width, height, pairs, conditions);
+    let image = render(&scene, conditions, &mut rng);
+    let qa = questions(&scene, split.wording(), &mut rng);
     Sample {
         caption: caption(&scene),
         scene,
@@ -98,6 +143,63 @@ mod tests {
         assert_eq!(a.qa, b.qa);
         let c = sample(3, Split::Train, 9);
         assert_ne!(a.image.as_raw(), c.image.as_raw());
-        assert_eq!(a.image.dimensions(), (FRAME_WIDTH, FRAME_HEIGHT));
+        let sizes: std::collections::HashSet<(u32, u32)> = (0..40)
+            .map(|i| sample(3, Split::Test, i).image.dimensions())
+            .collect();
+        assert!(sizes.contains(&(FRAME_WIDTH, FRAME_HEIGHT)));
+        assert_eq!(sizes.len(), Conditions::TRAINING.frames.len());
+    }
+
+    #[test]
+    fn each_split_changes_only_what_it_says() {
+        let held_out: Vec<&str> = phrasings(Wording::HeldOut)
+            .iter()
+            .map(|(_, t)| *t)
+            .collect();
+        let starts = |q: &str| {
+            held_out
+                .iter()
+                .any(|t| q.starts_with(&t[..t.find('{').unwrap_or(t.len()).min(12)]))
+        };
+        for i in 0..30 {
+            let p = sample(3, Split::Paraphrase, i);
+            assert!(p.qa.iter().all(|q| starts(&q.question)), "{:?}", p.qa);
+            let s = sample(3, Split::Shifted, i);
+            assert!(Conditions::SHIFTED.frames.contains(&s.image.dimensions()));
+        }
+        // the shifted split shows frame shapes training never does
+        let portrait = (0..40)
+            .filter(|&i| {
+                sample(3, Split::Shifted, i).image.height()
+                    > sample(3, Split::Shifted, i).image.width()
+            })
+            .count();
+        assert!(portrait > 0);
+        assert!((0..200).all(|i| {
+            let s = sample(3, Split::Train, i).image;
+            s.height() <= s.width()
+        }));
+    }
+
+    #[test]
+    fn empty_scenes_say_nothing_and_answer_zero_and_no() {
+        let empty: Vec<Sample> = (0..200)
+            .map(|i| sample(4, Split::Test, i))
+            .filter(|s| s.scene.objects.is_empty())
+            .collect();
+        assert!(empty.len() >= 8, "{} empty scenes of 200", empty.len());
+        for s in &empty {
+            assert_eq!(s.caption, NOTHING);
+            assert_eq!(parse_caption(&s.caption), Ok(Vec::new()));
+            assert!(!s.qa.is_empty());
+            for q in &s.qa {
+                let want = match q.kind {
+                    QuestionKind::Count => "zero",
+                    QuestionKind::Presence => "no",
+                    k => panic!("a {k:?} question about an empty scene: {q:?}"),
+                };
+                assert_eq!(q.answer, want, "{q:?}");
+            }
+        }
     }
 }

@@ -43,6 +43,124 @@ pub struct Qa {
     pub answer: String,
 }
 
+/// Which phrasings questions are asked in: the ones training uses, or the ones held out of
+/// training for the `paraphrase` split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wording {
+    Trained,
+    HeldOut,
+}
+
+/// The ways to ask one question, with `{a}`, `{b}` (object references), `{c}` (a colour),
+/// `{s}` (a shape) and `{p}` (a shape's plural) left to fill.
+struct Phrasings {
+    trained: [&'static str; 4],
+    held_out: &'static str,
+}
+
+impl Phrasings {
+    fn ask(&self, wording: Wording, rng: &mut Rng, fill: &[(&str, &str)]) -> String {
+        let template = match wording {
+            Wording::Trained => *rng.pick(&self.trained),
+            Wording::HeldOut => self.held_out,
+        };
+        fill.iter().fold(template.to_string(), |t, (key, value)| {
+            t.replace(key, value)
+        })
+    }
+}
+
+const COLOR: Phrasings = Phrasings {
+    trained: [
+        "what color is the {a}?",
+        "what colour is the {a}?",
+        "which colour is the {a}?",
+        "what is the color of the {a}?",
+    ],
+    held_out: "which color does the {a} have?",
+};
+const SHAPE: Phrasings = Phrasings {
+    trained: [
+        "what shape is the {c} object?",
+        "which shape is the {c} object?",
+        "what is the shape of the {c} object?",
+        "what shape is the {c} thing?",
+    ],
+    held_out: "what shape does the {c} object have?",
+};
+const COUNT_ALL: Phrasings = Phrasings {
+    trained: [
+        "how many objects are there?",
+        "how many shapes are there?",
+        "how many things are there?",
+        "count the objects.",
+    ],
+    held_out: "how many objects can you see?",
+};
+const COUNT_SHAPE: Phrasings = Phrasings {
+    trained: [
+        "how many {p} are there?",
+        "count the {p}.",
+        "how many {p} are in the picture?",
+        "what is the number of {p}?",
+    ],
+    held_out: "how many {p} can you see?",
+};
+const PRESENCE: Phrasings = Phrasings {
+    trained: [
+        "is there a {c} {s}?",
+        "do you see a {c} {s}?",
+        "is a {c} {s} in the picture?",
+        "can you find a {c} {s}?",
+    ],
+    held_out: "is there any {c} {s}?",
+};
+const POSITION: Phrasings = Phrasings {
+    trained: [
+        "is the {a} left or right of the {b}?",
+        "is the {a} to the left or to the right of the {b}?",
+        "is the {a} on the left or the right of the {b}?",
+        "which side of the {b} is the {a} on, left or right?",
+    ],
+    held_out: "is the {a} left of or right of the {b}?",
+};
+const SIZE: Phrasings = Phrasings {
+    trained: [
+        "what size is the {a}?",
+        "how big is the {a}?",
+        "is the {a} large or small?",
+        "which size is the {a}?",
+    ],
+    held_out: "is the {a} small or large?",
+};
+
+/// Every phrasing of every kind, trained ones first: `(kind, template)`.
+pub fn phrasings(wording: Wording) -> Vec<(QuestionKind, &'static str)> {
+    let kinds = [
+        (QuestionKind::Color, &COLOR),
+        (QuestionKind::Shape, &SHAPE),
+        (QuestionKind::Count, &COUNT_ALL),
+        (QuestionKind::Count, &COUNT_SHAPE),
+        (QuestionKind::Presence, &PRESENCE),
+        (QuestionKind::Position, &POSITION),
+        (QuestionKind::Size, &SIZE),
+    ];
+    kinds
+        .into_iter()
+        .flat_map(|(k, p)| {
+            match wording {
+                Wording::Trained => p.trained.to_vec(),
+                Wording::HeldOut => vec![p.held_out],
+            }
+            .into_iter()
+            .map(move |t| (k, t))
+        })
+        .collect()
+}
+
+/// The caption of a scene without objects.
+pub const NOTHING: &str = "nothing";
+
 const NUMBERS: [&str; 5] = ["zero", "one", "two", "three", "four"];
 
 pub fn number_word(n: usize) -> &'static str {
@@ -54,8 +172,12 @@ pub fn phrase(o: &Object) -> String {
     format!("a {} {} {}", o.size.word(), o.color.word(), o.shape.word())
 }
 
-/// "a large red circle left of a small blue square": every object, left to right.
+/// "a large red circle left of a small blue square": every object, left to right;
+/// [`NOTHING`] for an empty scene.
 pub fn caption(scene: &Scene) -> String {
+    if scene.objects.is_empty() {
+        return NOTHING.to_string();
+    }
     scene
         .objects
         .iter()
@@ -89,6 +211,9 @@ pub fn parse_caption(text: &str) -> Result<Vec<Described>, String> {
     }
     if text.trim().is_empty() {
         return Err("the caption is empty".into());
+    }
+    if text == NOTHING {
+        return Ok(Vec::new());
     }
     text.split(" left of ")
         .map(|part| {
@@ -129,8 +254,14 @@ fn reference(o: &Object, scene: &Scene) -> Option<String> {
 }
 
 /// Every question of `kind` the scene can answer unambiguously (some kinds have none for
-/// some scenes, e.g. a position question needs two objects).
-pub fn questions_of_kind(scene: &Scene, kind: QuestionKind, rng: &mut Rng) -> Vec<Qa> {
+/// some scenes, e.g. a position question needs two objects), each in one phrasing of
+/// `wording` drawn from `rng`.
+pub fn questions_of_kind(
+    scene: &Scene,
+    kind: QuestionKind,
+    wording: Wording,
+    rng: &mut Rng,
+) -> Vec<Qa> {
     let objs = &scene.objects;
     let mut out = Vec::new();
     let mut push = |question: String, answer: &str| {
@@ -147,43 +278,42 @@ pub fn questions_of_kind(scene: &Scene, kind: QuestionKind, rng: &mut Rng) -> Ve
                     if r.contains(o.color.word()) {
                         continue;
                     }
-                    push(format!("what color is the {r}?"), o.color.word());
+                    let q = COLOR.ask(wording, rng, &[("{a}", &r)]);
+                    push(q, o.color.word());
                 }
             }
         }
         QuestionKind::Shape => {
             for o in objs {
                 if objs.iter().filter(|x| x.color == o.color).count() == 1 {
-                    push(
-                        format!("what shape is the {} object?", o.color.word()),
-                        o.shape.word(),
-                    );
+                    let q = SHAPE.ask(wording, rng, &[("{c}", o.color.word())]);
+                    push(q, o.shape.word());
                 }
             }
         }
         QuestionKind::Count => {
-            push(
-                "how many objects are there?".to_string(),
-                number_word(objs.len()),
-            );
+            let q = COUNT_ALL.ask(wording, rng, &[]);
+            push(q, number_word(objs.len()));
             let shape = *rng.pick(&Shape::ALL);
             let n = objs.iter().filter(|o| o.shape == shape).count();
-            push(
-                format!("how many {} are there?", shape.plural()),
-                number_word(n),
-            );
+            let q = COUNT_SHAPE.ask(wording, rng, &[("{p}", shape.plural())]);
+            push(q, number_word(n));
         }
         QuestionKind::Presence => {
-            let o = rng.pick(objs);
-            push(
-                format!("is there a {} {}?", o.color.word(), o.shape.word()),
-                "yes",
-            );
+            let ask = |c: Color, s: Shape, rng: &mut Rng| {
+                PRESENCE.ask(wording, rng, &[("{c}", c.word()), ("{s}", s.word())])
+            };
+            if !objs.is_empty() {
+                let o = rng.pick(objs);
+                let q = ask(o.color, o.shape, rng);
+                push(q, "yes");
+            }
             for _ in 0..20 {
                 let c = *rng.pick(&Color::ALL);
                 let s = *rng.pick(&Shape::ALL);
                 if !objs.iter().any(|o| o.color == c && o.shape == s) {
-                    push(format!("is there a {} {}?", c.word(), s.word()), "no");
+                    let q = ask(c, s, rng);
+                    push(q, "no");
                     break;
                 }
             }
@@ -196,7 +326,8 @@ pub fn questions_of_kind(scene: &Scene, kind: QuestionKind, rng: &mut Rng) -> Ve
                     }
                     if let (Some(ra), Some(rb)) = (reference(a, scene), reference(b, scene)) {
                         let answer = if i < j { "left" } else { "right" };
-                        push(format!("is the {ra} left or right of the {rb}?"), answer);
+                        let q = POSITION.ask(wording, rng, &[("{a}", &ra), ("{b}", &rb)]);
+                        push(q, answer);
                     }
                 }
             }
@@ -207,7 +338,8 @@ pub fn questions_of_kind(scene: &Scene, kind: QuestionKind, rng: &mut Rng) -> Ve
                     if r.contains(o.size.word()) {
                         continue;
                     }
-                    push(format!("what size is the {r}?"), o.size.word());
+                    let q = SIZE.ask(wording, rng, &[("{a}", &r)]);
+                    push(q, o.size.word());
                 }
             }
         }
@@ -216,11 +348,11 @@ pub fn questions_of_kind(scene: &Scene, kind: QuestionKind, rng: &mut Rng) -> Ve
 }
 
 /// A question of each kind the scene supports, one picked at random per kind.
-pub fn questions(scene: &Scene, rng: &mut Rng) -> Vec<Qa> {
+pub fn questions(scene: &Scene, wording: Wording, rng: &mut Rng) -> Vec<Qa> {
     QuestionKind::ALL
         .iter()
         .filter_map(|&k| {
-            let qs = questions_of_kind(scene, k, rng);
+            let qs = questions_of_kind(scene, k, wording, rng);
             (!qs.is_empty()).then(|| qs[rng.below(qs.len())].clone())
         })
         .collect()
@@ -235,12 +367,14 @@ pub fn vocabulary() -> Vec<String> {
     words.extend(Color::ALL.iter().map(|c| c.word().to_string()));
     words.extend(Size::ALL.iter().map(|s| s.word().to_string()));
     words.extend(NUMBERS.iter().map(|s| s.to_string()));
+    words.push(NOTHING.to_string());
     words
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scene::camera::Conditions;
     use crate::scene::graph::{Pairs, Scene};
 
     fn obj(shape: Shape, color: Color, size: Size, x: f32) -> Object {
@@ -275,7 +409,7 @@ mod tests {
     fn captions_read_back_into_their_objects() {
         for i in 0..300 {
             let mut rng = Rng::for_item(11, i);
-            let scene = Scene::random(&mut rng, 320, 240, Pairs::Seen);
+            let scene = Scene::random(&mut rng, 320, 240, Pairs::Seen, &Conditions::TRAINING);
             let parsed = parse_caption(&caption(&scene)).unwrap();
             let want: Vec<Described> = scene
                 .objects
@@ -327,27 +461,86 @@ mod tests {
             ],
         };
         let mut rng = Rng::new(1);
-        let color = questions_of_kind(&scene, QuestionKind::Color, &mut rng);
+        // the held-out wording has one phrasing per question, so the words are known
+        let ask = |k, rng: &mut Rng| questions_of_kind(&scene, k, Wording::HeldOut, rng);
+        let color = ask(QuestionKind::Color, &mut rng);
         // the circles need their colour to be told apart, so only the star is asked about
         assert_eq!(color.len(), 1);
-        assert_eq!(color[0].question, "what color is the star?");
+        assert_eq!(color[0].question, "which color does the star have?");
         assert_eq!(color[0].answer, "red");
-        let shape = questions_of_kind(&scene, QuestionKind::Shape, &mut rng);
-        assert_eq!(shape[0].question, "what shape is the green object?");
+        let shape = ask(QuestionKind::Shape, &mut rng);
+        assert_eq!(shape[0].question, "what shape does the green object have?");
         assert_eq!(shape[0].answer, "circle");
-        let pos = questions_of_kind(&scene, QuestionKind::Position, &mut rng);
+        let pos = ask(QuestionKind::Position, &mut rng);
         let q = pos
             .iter()
-            .find(|q| q.question == "is the star left or right of the green circle?")
+            .find(|q| q.question == "is the star left of or right of the green circle?")
             .unwrap();
         assert_eq!(q.answer, "right");
-        let count = questions_of_kind(&scene, QuestionKind::Count, &mut rng);
+        let count = ask(QuestionKind::Count, &mut rng);
+        assert_eq!(count[0].question, "how many objects can you see?");
         assert_eq!(count[0].answer, "three");
-        for q in questions_of_kind(&scene, QuestionKind::Presence, &mut rng) {
-            let present = q.question == "is there a red circle?"
-                || q.question == "is there a green circle?"
-                || q.question == "is there a red star?";
+        for q in ask(QuestionKind::Presence, &mut rng) {
+            let present = q.question == "is there any red circle?"
+                || q.question == "is there any green circle?"
+                || q.question == "is there any red star?";
             assert_eq!(q.answer, if present { "yes" } else { "no" }, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn trained_questions_use_every_trained_phrasing_and_never_a_held_out_one() {
+        let scene = Scene {
+            width: 320,
+            height: 240,
+            objects: vec![
+                obj(Shape::Circle, Color::Red, Size::Large, 40.0),
+                obj(Shape::Star, Color::Blue, Size::Small, 250.0),
+            ],
+        };
+        let held_out: Vec<&str> = phrasings(Wording::HeldOut)
+            .iter()
+            .map(|(_, t)| *t)
+            .collect();
+        let trained = phrasings(Wording::Trained);
+        let mut used = std::collections::HashSet::new();
+        let mut rng = Rng::new(2);
+        for _ in 0..200 {
+            for k in QuestionKind::ALL {
+                for q in questions_of_kind(&scene, k, Wording::Trained, &mut rng) {
+                    // the template a question came from: its words outside the slots
+                    let from = trained
+                        .iter()
+                        .find(|(kind, t)| *kind == k && matches_template(t, &q.question));
+                    let (_, t) = from.unwrap_or_else(|| panic!("{:?} has no trained phrasing", q));
+                    assert!(!held_out.iter().any(|h| matches_template(h, &q.question)));
+                    used.insert(*t);
+                }
+            }
+        }
+        assert_eq!(used.len(), trained.len(), "phrasings never used");
+        // four trained phrasings and one held out for each of the seven question forms
+        assert_eq!(trained.len(), 28);
+        assert_eq!(held_out.len(), 7);
+    }
+
+    /// Whether `text` is `template` with each `{x}` slot filled by one or more words.
+    fn matches_template(template: &str, text: &str) -> bool {
+        match template.find('{') {
+            None => template == text,
+            Some(open) => {
+                let (literal, rest) = (&template[..open], &template[open + 3..]);
+                let Some(tail) = text.strip_prefix(literal) else {
+                    return false;
+                };
+                (1..=tail.len()).any(|n| {
+                    tail.is_char_boundary(n)
+                        && tail[..n]
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == ' ')
+                        && matches_template(rest, &tail[n..])
+                })
+            }
         }
     }
 
@@ -356,8 +549,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..200 {
             let mut rng = Rng::for_item(5, i);
-            let scene = Scene::random(&mut rng, 320, 240, Pairs::Seen);
-            for qa in questions(&scene, &mut rng) {
+            let scene = Scene::random(&mut rng, 320, 240, Pairs::Seen, &Conditions::TRAINING);
+            for qa in questions(&scene, Wording::Trained, &mut rng) {
                 assert!(!qa.answer.is_empty());
                 seen.insert(qa.kind);
             }
