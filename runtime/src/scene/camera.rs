@@ -268,7 +268,8 @@ pub fn clutter(px: &mut [[f32; 3]], w: u32, h: u32, count: usize, rng: &mut Rng)
                     )
                 })
                 .collect();
-            fill(px, w, h, (cx, cy), r * 1.8, colour, |dx, dy| {
+            fill(px, w, h, (cx, cy), r * 1.8, colour, |x, y| {
+                let (dx, dy) = (x - cx, y - cy);
                 let a = dy.atan2(dx);
                 let edge: f32 = 1.0
                     + waves
@@ -284,7 +285,8 @@ pub fn clutter(px: &mut [[f32; 3]], w: u32, h: u32, count: usize, rng: &mut Rng)
             let (dx, dy) = (a.cos(), a.sin());
             let half = rng.range_f32(0.5, 1.5);
             let centre = (x0 + dx * len / 2.0, y0 + dy * len / 2.0);
-            fill(px, w, h, centre, len / 2.0 + 2.0, colour, |u, v| {
+            fill(px, w, h, centre, len / 2.0 + 2.0, colour, |x, y| {
+                let (u, v) = (x - centre.0, y - centre.1);
                 let along = u * dx + v * dy;
                 let across = -u * dy + v * dx;
                 along.abs() <= len / 2.0 && across.abs() <= half
@@ -303,16 +305,17 @@ pub fn occlude(px: &mut [[f32; 3]], w: u32, h: u32, (x, y, r): (f32, f32, f32), 
     let edge = r * rng.range_f32(0.45, 0.7);
     let depth = r * 0.8;
     let centre = (x + nx * (edge + depth / 2.0), y + ny * (edge + depth / 2.0));
-    fill(px, w, h, centre, r * 1.6, colour, |u, v| {
+    fill(px, w, h, centre, r * 1.6, colour, |x, y| {
+        let (u, v) = (x - centre.0, y - centre.1);
         let along = u * nx + v * ny;
         let across = -u * ny + v * nx;
         along.abs() <= depth / 2.0 && across.abs() <= r * 1.2
     });
 }
 
-/// Paints `colour` where `inside(dx, dy)` (offsets from `centre`) within `reach`, with 2×2
-/// supersampling at the edges.
-fn fill(
+/// Paints `colour` where `inside(x, y)` (a point of the frame) within `reach` of
+/// `centre`, with 2×2 supersampling at the edges.
+pub(super) fn fill(
     px: &mut [[f32; 3]],
     w: u32,
     h: u32,
@@ -330,7 +333,7 @@ fn fill(
         for x in x0..x1 {
             let hits = SUB
                 .iter()
-                .filter(|(sx, sy)| inside(x as f32 + sx - centre.0, y as f32 + sy - centre.1))
+                .filter(|(sx, sy)| inside(x as f32 + sx, y as f32 + sy))
                 .count();
             if hits > 0 {
                 let a = hits as f32 / SUB.len() as f32;

@@ -134,30 +134,13 @@ fn keeps_order(scene: &Scene, scene_to_frame: &camera::Homography) -> bool {
 
 /// One object, anti-aliased, in its colour shaded a little.
 fn paint(px: &mut [[f32; 3]], w: u32, h: u32, obj: &Object, rng: &mut Rng) {
-    const SUB: [(f32, f32); 4] = [(0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75)];
     let painter = Painter::new(*obj);
     let shade = rng.range_f32(0.9, 1.1);
     let rgb = obj.color.rgb().map(|c| (c as f32 * shade).min(255.0));
-    let r = obj.radius * 1.1 + 1.0;
-    let x0 = (obj.x - r).floor().max(0.0) as u32;
-    let x1 = ((obj.x + r).ceil() as u32).min(w);
-    let y0 = (obj.y - r).floor().max(0.0) as u32;
-    let y1 = ((obj.y + r).ceil() as u32).min(h);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let hits = SUB
-                .iter()
-                .filter(|(sx, sy)| painter.covers(x as f32 + sx, y as f32 + sy))
-                .count();
-            if hits > 0 {
-                let a = hits as f32 / SUB.len() as f32;
-                let p = &mut px[(y * w + x) as usize];
-                for c in 0..3 {
-                    p[c] = p[c] * (1.0 - a) + rgb[c] * a;
-                }
-            }
-        }
-    }
+    let reach = obj.radius * 1.1 + 1.0;
+    camera::fill(px, w, h, (obj.x, obj.y), reach, rgb, |x, y| {
+        painter.covers(x, y)
+    });
 }
 
 fn jpeg_roundtrip(img: &RgbImage, quality: u8) -> Option<RgbImage> {

@@ -389,16 +389,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn caption_lists_objects_left_to_right() {
-        let scene = Scene {
+    /// A 320×240 scene holding `objects`.
+    fn in_frame(objects: Vec<Object>) -> Scene {
+        Scene {
             width: 320,
             height: 240,
-            objects: vec![
-                obj(Shape::Circle, Color::Red, Size::Large, 40.0),
-                obj(Shape::Square, Color::Blue, Size::Small, 200.0),
-            ],
-        };
+            objects,
+        }
+    }
+
+    #[test]
+    fn caption_lists_objects_left_to_right() {
+        let scene = in_frame(vec![
+            obj(Shape::Circle, Color::Red, Size::Large, 40.0),
+            obj(Shape::Square, Color::Blue, Size::Small, 200.0),
+        ]);
         assert_eq!(
             caption(&scene),
             "a large red circle left of a small blue square"
@@ -451,15 +456,11 @@ mod tests {
 
     #[test]
     fn answers_follow_the_scene_graph() {
-        let scene = Scene {
-            width: 320,
-            height: 240,
-            objects: vec![
-                obj(Shape::Circle, Color::Red, Size::Large, 40.0),
-                obj(Shape::Circle, Color::Green, Size::Small, 120.0),
-                obj(Shape::Star, Color::Red, Size::Small, 250.0),
-            ],
-        };
+        let scene = in_frame(vec![
+            obj(Shape::Circle, Color::Red, Size::Large, 40.0),
+            obj(Shape::Circle, Color::Green, Size::Small, 120.0),
+            obj(Shape::Star, Color::Red, Size::Small, 250.0),
+        ]);
         let mut rng = Rng::new(1);
         // the held-out wording has one phrasing per question, so the words are known
         let ask = |k, rng: &mut Rng| questions_of_kind(&scene, k, Wording::HeldOut, rng);
@@ -490,14 +491,10 @@ mod tests {
 
     #[test]
     fn trained_questions_use_every_trained_phrasing_and_never_a_held_out_one() {
-        let scene = Scene {
-            width: 320,
-            height: 240,
-            objects: vec![
-                obj(Shape::Circle, Color::Red, Size::Large, 40.0),
-                obj(Shape::Star, Color::Blue, Size::Small, 250.0),
-            ],
-        };
+        let scene = in_frame(vec![
+            obj(Shape::Circle, Color::Red, Size::Large, 40.0),
+            obj(Shape::Star, Color::Blue, Size::Small, 250.0),
+        ]);
         let held_out: Vec<&str> = phrasings(Wording::HeldOut)
             .iter()
             .map(|(_, t)| *t)
