@@ -1,7 +1,9 @@
 //! The synthetic world Glimpse is trained and tested on: seeded scene graphs of coloured
 //! shapes, drawn as a camera would see them, with their caption and questions.
 //!
-//! Every sample is a pure function of `(seed, split, index)`, on every platform.
+//! Every sample is a pure function of `(seed, split, index)`. The rendering's sines,
+//! exponentials and arc tangents come from the platform's maths library, so another
+//! platform may differ in a pixel's last level.
 
 mod camera;
 mod graph;
