@@ -134,7 +134,7 @@ const SIZE: Phrasings = Phrasings {
     held_out: "is the {a} small or large?",
 };
 
-/// Every phrasing of every kind, trained ones first: `(kind, template)`.
+/// The phrasings of `wording`, each with the kind of question it asks: `(kind, template)`.
 pub fn phrasings(wording: Wording) -> Vec<(QuestionKind, &'static str)> {
     let kinds = [
         (QuestionKind::Color, &COLOR),
