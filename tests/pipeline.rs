@@ -40,7 +40,7 @@ fn train_resume_export_run_and_evaluate() {
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let p = train::train(&run, tiny_options(6), false, None).unwrap();
+    let p = train::train(&run, tiny_options(6), false, Default::default()).unwrap();
     assert_eq!(p.step, 6);
     assert_eq!(p.val_loss.len(), 2);
     assert!(p.train_loss.iter().all(|(_, l)| l.is_finite() && *l > 0.0));
@@ -57,13 +57,34 @@ fn train_resume_export_run_and_evaluate() {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     // an existing run is never overwritten by accident
-    let e = train::train(&run, tiny_options(9), false, None).unwrap_err();
+    let e = train::train(&run, tiny_options(9), false, Default::default()).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
     // resuming continues from the checkpoint and keeps the history
-    let p = train::train(&run, tiny_options(9), true, None).unwrap();
+    let p = train::train(
+        &run,
+        tiny_options(9),
+        true,
+        train::Changes {
+            steps: Some(9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(p.step, 9);
     assert_eq!(p.val_loss.len(), 3);
     assert_eq!(p.val_loss[2].0, 9);
+    // a run cannot be moved to end before the step it reached
+    let e = train::train(
+        &run,
+        tiny_options(9),
+        true,
+        train::Changes {
+            steps: Some(7),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("already at step 9"), "{e}");
 
     let pkg = dir.path().join("pkg");
     package::export(
@@ -143,7 +164,7 @@ fn train_on_a_folder_of_images_with_captions() {
     let mut options = tiny_options(3);
     options.data = Some(images.clone());
     let run = dir.path().join("run");
-    let p = train::train(&run, options, false, None).unwrap();
+    let p = train::train(&run, options, false, Default::default()).unwrap();
     assert_eq!(p.step, 3);
     let info = train::read_run(&run).unwrap();
     assert_eq!(info.data["source"], "folder");
@@ -170,7 +191,7 @@ fn the_same_seed_and_command_give_the_same_model() {
         let run = dir.path().join(name);
         let mut o = tiny_options(2);
         o.seed = seed;
-        train::train(&run, o, false, None).unwrap();
+        train::train(&run, o, false, Default::default()).unwrap();
         let info = train::read_run(&run).unwrap();
         let model = train::load_model(&run, &info, &train::device()).unwrap();
         glimpse_exporter::model::weights::collect(&model)
@@ -315,7 +336,7 @@ fn a_package_is_fine_tuned_from_its_f32_weights() {
     let _turn = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    train::train(&run, tiny_options(3), false, None).unwrap();
+    train::train(&run, tiny_options(3), false, Default::default()).unwrap();
     let pkg = dir.path().join("pkg");
     package::export(&run, &pkg, "tiny", &[Precision::F32, Precision::Q4]).unwrap();
     let device = train::device();
@@ -350,7 +371,7 @@ fn a_package_is_fine_tuned_from_its_f32_weights() {
     options.init = Some(pkg.clone());
     options.data = Some(images);
     let tuned = dir.path().join("tuned");
-    let p = train::train(&tuned, options, false, None).unwrap();
+    let p = train::train(&tuned, options, false, Default::default()).unwrap();
     assert_eq!(p.step, 2);
     let load = |f: &std::path::Path| glimpse_exporter::tokenizer::load(f).unwrap();
     let (old, new) = (

@@ -122,9 +122,11 @@ struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Training steps.
-    #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().steps)]
-    steps: usize,
+    /// Training steps [default for a new run: 4000]. Given with --resume, it moves the
+    /// run's end: later stretches the learning-rate schedule, earlier (but past the step
+    /// reached) compresses it.
+    #[arg(long, value_parser = positive)]
+    steps: Option<usize>,
     /// Examples per step (a caption or a question each).
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
@@ -323,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             let options = TrainOptions {
-                steps: a.steps,
+                steps: a.steps.unwrap_or(TrainOptions::default().steps),
                 batch_size: a.batch_size,
                 lr: a.lr,
                 warmup: a.warmup,
@@ -378,7 +380,11 @@ fn run(cli: Cli) -> Result<()> {
                 a.d_model,
                 a.heads
             );
-            let p = train::train(&a.out, options, a.resume, a.contrastive)?;
+            let changes = train::Changes {
+                steps: a.steps,
+                contrastive: a.contrastive,
+            };
+            let p = train::train(&a.out, options, a.resume, changes)?;
             eprintln!(
                 "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
                 p.step,

@@ -502,14 +502,23 @@ fn grow(from: Start, corpus: &[String], device: &Device) -> Result<Start> {
     })
 }
 
-/// Trains into `out`, resuming there if `resume` and a run exists.
-/// `contrastive`, when given, changes the contrastive weight of a resumed run (a new run
-/// takes it from `options`).
+/// What a resumed run may change; a new run takes both from its [`TrainOptions`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Changes {
+    /// A new last step: later stretches the learning-rate schedule to it, earlier (but past
+    /// the step reached) compresses it and ends the run sooner.
+    pub steps: Option<usize>,
+    /// A new weight for the contrastive loss, from the step reached on.
+    pub contrastive: Option<f32>,
+}
+
+/// Trains into `out`, resuming there if `resume` and a run exists, with `changes` applied
+/// to a resumed run.
 pub fn train(
     out: &Path,
     options: TrainOptions,
     resume: bool,
-    contrastive: Option<f32>,
+    changes: Changes,
 ) -> Result<Progress> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let device = device();
@@ -537,11 +546,23 @@ pub fn train(
             run.options.steps
         );
         let mut run = run;
-        if options.steps > run.options.steps {
-            // a longer run: the learning-rate schedule stretches to the new end
-            run.options.steps = options.steps;
+        if let Some(steps) = changes.steps
+            && steps != run.options.steps
+        {
+            anyhow::ensure!(
+                steps > progress.step,
+                "--steps {steps}: the run in {} is already at step {}",
+                out.display(),
+                progress.step
+            );
+            // the learning-rate schedule stretches or shrinks to the new end
+            eprintln!(
+                "the schedule now ends at step {steps} (was {})",
+                run.options.steps
+            );
+            run.options.steps = steps;
         }
-        if let Some(w) = contrastive
+        if let Some(w) = changes.contrastive
             && w != run.options.contrastive
         {
             eprintln!(
@@ -925,14 +946,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("glimpse-init-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (a, b) = (dir.join("a"), dir.join("b"));
-        train(&a, tiny(2), false, None).unwrap();
+        train(&a, tiny(2), false, Changes::default()).unwrap();
         // the new run asks for another shape; the checkpoint's wins
         let mut options = tiny(1);
         options.d_model = 32;
         options.lr = 0.0; // no update: the weights must come out as they went in
         options.warmup = 1;
         options.init = Some(a.clone());
-        train(&b, options, false, None).unwrap();
+        train(&b, options, false, Changes::default()).unwrap();
         let (ra, rb) = (read_run(&a).unwrap(), read_run(&b).unwrap());
         assert_eq!(rb.model.d_model, 16);
         assert_eq!(
@@ -958,7 +979,7 @@ mod tests {
         // a run without a checkpoint cannot be a starting point
         let mut bad = tiny(1);
         bad.init = Some(dir.join("nothing"));
-        let err = train(&dir.join("c"), bad, false, None).unwrap_err();
+        let err = train(&dir.join("c"), bad, false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("nothing"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
     }

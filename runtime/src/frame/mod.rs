@@ -12,6 +12,7 @@ mod resize;
 pub use format::{Grid, ImageFormat, Rounding, Size};
 pub use load::{MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, decode_image, load_image};
 pub use resize::resize_rgb;
+pub(crate) use resize::to_u8;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,17 @@
 
 use image::RgbImage;
 
+/// `v.round().clamp(0.0, 255.0) as u8`, bit for bit (NaN gives 0), without the call to
+/// the maths library's `roundf` that `round` costs on x86-64 without SSE4.1: clamped, `v`
+/// is non-negative and below 2^23, so it rounds half away from zero as its integer part
+/// plus one when the (exact) remainder is at least a half.
+#[inline]
+pub(crate) fn to_u8(v: f32) -> u8 {
+    let v = v.clamp(0.0, 255.0);
+    let whole = v as u8;
+    whole + u8::from(v - f32::from(whole) >= 0.5)
+}
+
 /// Per output coordinate: first source index and the normalised weights from there.
 fn weights(src: usize, dst: usize) -> Vec<(usize, Vec<f32>)> {
     let scale = src as f32 / dst as f32;
@@ -63,7 +74,7 @@ pub fn resize_rgb(img: &RgbImage, w: u32, h: u32) -> RgbImage {
                 }
             }
             for c in 0..3 {
-                out[(y * dw + x) * 3 + c] = acc[c].round().clamp(0.0, 255.0) as u8;
+                out[(y * dw + x) * 3 + c] = to_u8(acc[c]);
             }
         }
     }
@@ -73,6 +84,22 @@ pub fn resize_rgb(img: &RgbImage, w: u32, h: u32) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_u8_rounds_and_clamps_like_round_then_clamp() {
+        let mut values = vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1e9, -1e9];
+        for i in -2000..=270_000 {
+            let v = i as f32 / 1000.0;
+            values.extend([v, v.next_up(), v.next_down()]);
+        }
+        for k in 0..=256 {
+            let half = k as f32 + 0.5;
+            values.extend([half, half.next_up(), half.next_down(), -half]);
+        }
+        for v in values {
+            assert_eq!(to_u8(v), v.round().clamp(0.0, 255.0) as u8, "{v}");
+        }
+    }
 
     #[test]
     fn flat_images_stay_flat_and_halving_averages() {

@@ -104,7 +104,7 @@ pub fn render(scene: &Scene, c: &Conditions, rng: &mut Rng) -> RgbImage {
     for (p, src) in img.pixels_mut().zip(&px) {
         for (out, &v) in p.0.iter_mut().zip(src) {
             let v = v + noise * rng.normal();
-            *out = v.round().clamp(0.0, 255.0) as u8;
+            *out = crate::frame::to_u8(v);
         }
     }
     if rng.chance(0.5) {
