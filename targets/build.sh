@@ -24,10 +24,10 @@ glibc="${GLIBC:-2.31}"
 rustflags_var="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<< "$TARGET")_RUSTFLAGS"
 export "$rustflags_var"="${!rustflags_var:-} -C relocation-model=static"
 if command -v cargo-zigbuild >/dev/null; then
-    cargo-zigbuild zigbuild --profile board -p glimpse-runtime --features "$FEATURES" --target "$TARGET.$glibc"
+    cargo-zigbuild zigbuild --profile board -p glimpse-runtime --no-default-features --features "$FEATURES" --target "$TARGET.$glibc"
 else
     echo "cargo-zigbuild not found: linking with the cross gcc (the binary needs its glibc, not $glibc)" >&2
-    cargo build --profile board -p glimpse-runtime --features "$FEATURES" --target "$TARGET"
+    cargo build --profile board -p glimpse-runtime --no-default-features --features "$FEATURES" --target "$TARGET"
 fi
 bin="${CARGO_TARGET_DIR:-target}/$TARGET/board/glimpse"
 echo "built $bin ($(du -h "$bin" | cut -f1)); for $board: --every $WATCH_EVERY, precision $PRECISION, $THREADS thread(s), canvas $CANVAS"

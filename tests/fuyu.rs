@@ -238,6 +238,44 @@ fn precisions_agree_with_f32() {
     eprintln!("tiny-a token agreement with f32: {}", line.join(", "));
 }
 
+/// Board builds parse only `tract_onnx::ops::TRANSFORMER_OPS` (without tract-onnx's
+/// `all-ops` feature): every graph the exporter writes, imported at every precision and
+/// trained (the bundled package), must keep to them.
+#[test]
+fn written_graphs_use_only_operators_board_builds_parse() {
+    let all = [
+        Precision::F32,
+        Precision::F16,
+        Precision::Int8,
+        Precision::Q4,
+    ];
+    let (_tmp, pkg) = imported("tiny-a", &all);
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let mut graphs = 0;
+    for dir in [pkg, bundled] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "onnx") {
+                continue;
+            }
+            let proto =
+                tract_onnx::prelude::Framework::proto_model_for_path(&tract_onnx::onnx(), &path)
+                    .unwrap();
+            for node in proto.graph.iter().flat_map(|g| &g.node) {
+                assert!(
+                    tract_onnx::ops::TRANSFORMER_OPS.contains(&node.op_type.as_str()),
+                    "{} uses {}, which board builds do not parse",
+                    path.display(),
+                    node.op_type
+                );
+            }
+            graphs += 1;
+        }
+    }
+    // vision, embedding and decoder at four precisions, twice, and the bundled heads
+    assert_eq!(graphs, 25);
+}
+
 /// A writable copy of fixture `model`.
 fn copy_fixture(model: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();

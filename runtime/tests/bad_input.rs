@@ -107,6 +107,36 @@ fn a_truncated_graph_with_a_matching_checksum() {
 }
 
 #[test]
+fn a_graph_with_an_operator_this_build_does_not_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_package(dir.path());
+    let m: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(pkg.join(MANIFEST_FILE)).unwrap()).unwrap();
+    let file = choose(&m.precisions, CpuFeatures::detect())
+        .unwrap()
+        .file("vision.onnx");
+    let path = pkg.join(&file);
+    // a node's op_type field (protobuf field 4, 6 bytes long) renamed to a name of the same
+    // length, so the file stays well formed
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(8)
+        .position(|w| w == b"\x22\x06MatMul")
+        .expect("the vision graph has a MatMul");
+    bytes[at + 2..at + 8].copy_from_slice(b"MatMuX");
+    std::fs::write(&path, &bytes).unwrap();
+    let sha = sha256_file(&path).unwrap();
+    edit_manifest(&pkg, |m| m.files.get_mut(&file).unwrap().sha256 = sha);
+    let e = load_err(&pkg);
+    assert!(matches!(e, Error::Graph { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&file) && msg.contains("does not parse: MatMuX"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_manifest_whose_vocabulary_disagrees_with_the_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = copy_package(dir.path());

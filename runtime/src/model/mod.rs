@@ -35,6 +35,7 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
     onnx.op_register.insert("MatMulNBits", q4::mat_mul_nbits);
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut proto = onnx.proto_model_for_path(path).map_err(err)?;
+    unparsed_operators(&onnx, &proto).map_err(err)?;
     let external = external::detach(&mut proto).map_err(err)?;
     let parsed = onnx.parse(&proto, dir.to_str()).map_err(err)?;
     drop(proto);
@@ -53,6 +54,35 @@ pub(crate) fn load_typed(path: &Path) -> Result<TypedModel> {
         trace(path, "q4 weights as Q4_0 blocks");
     }
     Ok(model)
+}
+
+/// Refuses a graph with operators this build does not parse, naming them (tract would
+/// name only the first, and only once it types the graph).
+fn unparsed_operators(
+    onnx: &tract_onnx::Onnx,
+    proto: &tract_onnx::pb::ModelProto,
+) -> TractResult<()> {
+    let mut missing: Vec<&str> = proto
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .map(|n| n.op_type.as_str())
+        .filter(|op| !onnx.op_register.0.contains_key(*op))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = if cfg!(feature = "all-onnx-ops") {
+        ""
+    } else {
+        " (this build parses only the operators of transformer graphs: build glimpse with the `all-onnx-ops` feature for all of tract's)"
+    };
+    anyhow::bail!(
+        "uses ONNX operators this build does not parse: {}{hint}",
+        missing.join(", ")
+    )
 }
 
 /// tract's errors about the graph file `path`.
