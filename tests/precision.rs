@@ -120,13 +120,13 @@ fn bundled_quantized_packages_meet_their_size_goals() {
 #[test]
 fn bundled_precisions_agree_with_f32_token_by_token() {
     let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
-    // measured on these 30 scenes (seed 7): f16 902 of 903, int8 896, q4 873 (96.7 %);
-    // on the generator's earlier, calmer scenes q4 agreed on 99.6 %: the bundled model is
-    // less sure of itself on frames unlike its training, and q4 then flips more tokens
+    // measured on these 30 scenes (seed 7): f16 758 of 758, int8 756, q4 751 (99.1 %);
+    // the model bundled before the fine-tune on camera scenes, less sure of itself on
+    // them, let q4 flip more (873 of 903)
     let measured: Vec<(Precision, f64, usize, usize)> = [
         (Precision::F16, 0.995),
         (Precision::Int8, 0.99),
-        (Precision::Q4, 0.96),
+        (Precision::Q4, 0.985),
     ]
     .into_iter()
     .map(|(p, floor)| {
@@ -138,6 +138,7 @@ fn bundled_precisions_agree_with_f32_token_by_token() {
         .iter()
         .map(|(p, _, same, total)| format!("{p} {same} of {total}"))
         .collect();
+    eprintln!("token agreement with f32: {}", report.join(", "));
     for (p, floor, same, total) in &measured {
         assert!(*total > 500, "{p}: only {total} tokens compared");
         assert!(

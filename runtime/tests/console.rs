@@ -181,9 +181,9 @@ fn a_scripted_session_answers_like_the_library() {
             right += usize::from(got == qa.answer);
         }
     }
-    // the bundled model answers 9 of these 23 right (it was trained before the generator
-    // drew camera nuisances, empty scenes and several phrasings); a floor a few points under
-    assert!(right * 100 >= asked * 35, "{right} of {asked} right");
+    // the bundled model answers 22 of these 23 right; a floor a few points under
+    eprintln!("{right} of {asked} answers right");
+    assert!(right * 100 >= asked * 85, "{right} of {asked} right");
     let stats = t.command("stats", "\r");
     assert!(stats.contains("synthetic test scene 3"), "{stats}");
     assert!(stats.contains("follow-ups"), "{stats}");
