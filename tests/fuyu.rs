@@ -200,13 +200,7 @@ fn bf16_checkpoint_is_converted_and_matches_transformers() {
 /// when the precision's argmax is the f32 token.
 #[test]
 fn precisions_agree_with_f32() {
-    let all = [
-        Precision::F32,
-        Precision::F16,
-        Precision::Int8,
-        Precision::Q4,
-    ];
-    let (_tmp, pkg) = imported("tiny-a", &all);
+    let (_tmp, pkg) = imported("tiny-a", &Precision::ALL);
     let r = reference("tiny-a");
     let dir = fixtures().join("tiny-a");
     let mut line = Vec::new();
@@ -243,13 +237,7 @@ fn precisions_agree_with_f32() {
 /// trained (the bundled package), must keep to them.
 #[test]
 fn written_graphs_use_only_operators_board_builds_parse() {
-    let all = [
-        Precision::F32,
-        Precision::F16,
-        Precision::Int8,
-        Precision::Q4,
-    ];
-    let (_tmp, pkg) = imported("tiny-a", &all);
+    let (_tmp, pkg) = imported("tiny-a", &Precision::ALL);
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
     let mut graphs = 0;
     for dir in [pkg, bundled] {

@@ -27,6 +27,16 @@ fn edit_manifest(pkg: &Path, f: impl FnOnce(&mut Manifest)) {
     std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
 }
 
+/// The vision graph of the precision this machine loads from `pkg` (int8 on cores with
+/// dot product).
+fn loaded_vision_graph(pkg: &Path) -> String {
+    let m: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(pkg.join(MANIFEST_FILE)).unwrap()).unwrap();
+    choose(&m.precisions, CpuFeatures::detect())
+        .unwrap()
+        .file("vision.onnx")
+}
+
 fn load_err(dir: &Path) -> Error {
     match Glimpse::load(dir) {
         Ok(_) => panic!("{} loaded", dir.display()),
@@ -87,11 +97,7 @@ fn a_file_whose_checksum_does_not_match() {
 fn a_truncated_graph_with_a_matching_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = copy_package(dir.path());
-    // the vision graph of the precision this machine loads (int8 on cores with dot product)
-    let m: Manifest =
-        serde_json::from_str(&std::fs::read_to_string(pkg.join(MANIFEST_FILE)).unwrap()).unwrap();
-    let precision = choose(&m.precisions, CpuFeatures::detect()).unwrap();
-    let file = precision.file("vision.onnx");
+    let file = loaded_vision_graph(&pkg);
     let path = pkg.join(&file);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -110,11 +116,7 @@ fn a_truncated_graph_with_a_matching_checksum() {
 fn a_graph_with_an_operator_this_build_does_not_parse() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = copy_package(dir.path());
-    let m: Manifest =
-        serde_json::from_str(&std::fs::read_to_string(pkg.join(MANIFEST_FILE)).unwrap()).unwrap();
-    let file = choose(&m.precisions, CpuFeatures::detect())
-        .unwrap()
-        .file("vision.onnx");
+    let file = loaded_vision_graph(&pkg);
     let path = pkg.join(&file);
     // a node's op_type field (protobuf field 4, 6 bytes long) renamed to a name of the same
     // length, so the file stays well formed
