@@ -12,6 +12,7 @@ mod fold;
 mod heads;
 mod parallel;
 mod q4;
+mod sums;
 mod vision;
 
 use std::path::Path;
@@ -126,13 +127,14 @@ pub(crate) fn trace(path: &Path, stage: &str) {
 }
 
 /// Declutters and optimises `model` (packing its weights for the kernels in place, see
-/// [`fold`]) into a runnable plan.
+/// [`fold`], and summing its int8 weights once, see [`sums`]) into a runnable plan.
 pub(crate) fn into_plan(path: &Path, mut model: TypedModel) -> Result<Plan> {
     let err = graph_error(path);
     model.declutter().map_err(err)?;
     trace(path, "decluttered");
     let mut codegen = tract_onnx::tract_core::optim::Optimizer::codegen();
     codegen.add_pass(0, Box::new(fold::FoldWeightPacking));
+    codegen.add_pass(0, Box::new(sums::FoldWeightSums));
     model
         .optimize_with_session(&mut codegen.session())
         .map_err(err)?;
