@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::generate::argmax;
+use crate::model::OpTime;
 use crate::pipeline::Glimpse;
 use crate::source::pixel::{YuvRange, decode_mjpeg, rgb_to_yuyv, yuyv_to_rgb};
 use crate::text::{Prompt, TokenStream};
@@ -296,6 +297,13 @@ pub struct LightReport {
     /// Bytes of the graphs' weights at this precision (the `.onnx` files and their
     /// external data): what the process must hold at least.
     pub weight_bytes: u64,
+    /// With `profile`: the decoder's time per kind of operator in the prefill, from a
+    /// second, profiled run after the timed ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_ops: Option<Vec<OpTime>>,
+    /// With `profile`: the same per decode step, over as many steps as were timed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_ops: Option<Vec<OpTime>>,
 }
 
 /// The inputs [`light`] fed the model, for running the same in another runtime.
@@ -308,7 +316,9 @@ pub struct LightInputs {
 
 /// One load, one time to first token on `frame` (caption prompt) and `steps` cached
 /// decode steps: what a model of gigabytes can afford to measure. The patches and prompt
-/// ids are written to `save_inputs` when given.
+/// ids are written to `save_inputs` when given. With `profile`, the prefill and the
+/// steps are run once more, timing every operator of the decoder (untimed runs, so the
+/// profiler's own cost stays out of the figures above).
 pub fn light(
     dir: &std::path::Path,
     precision: Option<crate::package::Precision>,
@@ -316,6 +326,7 @@ pub fn light(
     frame: &RgbImage,
     steps: usize,
     save_inputs: Option<&std::path::Path>,
+    profile: bool,
 ) -> Result<LightReport> {
     let (mut g, load_ms) = time(|| Glimpse::load_with(dir, precision))?;
     let load_rss_mb = peak_rss_mb();
@@ -339,6 +350,12 @@ pub fn light(
         next = argmax(&logits);
     }
     let decode_token = Stat::of(decode);
+    let (prefill_ops, decode_ops) = if profile {
+        let (prefill, decode) = profile_decoder(&g, &prefix, decode_token.runs)?;
+        (Some(prefill), Some(decode))
+    } else {
+        (None, None)
+    };
     if let Some(path) = save_inputs {
         let p = g.patches(frame);
         let inputs = LightInputs {
@@ -374,5 +391,33 @@ pub fn light(
         peak_rss_mb: peak_rss_mb(),
         rss_mb: rss_mb(),
         weight_bytes,
+        prefill_ops,
+        decode_ops,
     })
+}
+
+/// The decoder's operator times for the prefill of `prefix` and per decode step, over
+/// `steps` steps.
+fn profile_decoder(
+    g: &Glimpse,
+    prefix: &[f32],
+    steps: usize,
+) -> Result<(Vec<OpTime>, Vec<OpTime>)> {
+    let mut session = g.session()?;
+    session.profile_ops();
+    let mut next = argmax(&session.forward_last(prefix)?);
+    let prefill = session
+        .take_profile()
+        .map(|p| p.table())
+        .unwrap_or_default();
+    session.profile_ops();
+    for _ in 0..steps {
+        let e = g.embed(&[next])?;
+        next = argmax(&session.forward_last(&e)?);
+    }
+    let decode = session
+        .take_profile()
+        .map(|p| p.table())
+        .unwrap_or_default();
+    Ok((prefill, decode))
 }

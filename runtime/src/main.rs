@@ -133,6 +133,10 @@ enum Command {
         /// With --light: write the patches and prompt ids fed to the model as JSON.
         #[arg(long, value_name = "PATH", requires = "light")]
         save_inputs: Option<PathBuf>,
+        /// With --light: run the prefill and the decode steps once more, timing every
+        /// operator of the decoder; prints where the time goes (and adds it to the JSON).
+        #[arg(long, requires = "light")]
+        profile: bool,
     },
 }
 
@@ -301,6 +305,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
             save_frame,
             light,
             save_inputs,
+            profile,
         } => {
             let dir = cli.model.clone().unwrap_or_else(default_package_dir);
             let frame = match image {
@@ -329,8 +334,15 @@ fn run(cli: &Cli) -> Result<bool, String> {
                     &frame,
                     *steps,
                     save_inputs.as_deref(),
+                    *profile,
                 )
                 .map_err(|e| e.to_string())?;
+                if let (Some(prefill), Some(decode)) = (&r.prefill_ops, &r.decode_ops) {
+                    use glimpse_runtime::model::profile::format_table;
+                    let title = format!("decoder, prefill of {} tokens", r.prefill_tokens);
+                    eprint!("{}", format_table(&title, prefill, 12));
+                    eprint!("{}", format_table("decoder, per decode step", decode, 12));
+                }
                 print(serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)?;
                 return Ok(true);
             }

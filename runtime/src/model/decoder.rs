@@ -12,7 +12,7 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 
 use super::check::GraphCheck;
-use super::{ModelConfig, Plan, f32_values, input_index, into_plan, load_typed};
+use super::{ModelConfig, OpProfile, Plan, f32_values, input_index, into_plan, load_typed};
 use crate::error::{Error, Result};
 
 pub struct DecoderGraph {
@@ -172,6 +172,7 @@ impl DecoderGraph {
             graph: self,
             state: self.plan.spawn().map_err(Error::inference)?,
             len: 0,
+            profile: None,
         })
     }
 }
@@ -183,6 +184,8 @@ pub struct DecoderSession<'g> {
     graph: &'g DecoderGraph,
     state: TypedSimpleState,
     len: usize,
+    /// Operator times of the runs since [`profile_ops`](Self::profile_ops), when profiling.
+    profile: Option<OpProfile>,
 }
 
 impl DecoderSession<'_> {
@@ -193,6 +196,17 @@ impl DecoderSession<'_> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Times every operator of the runs from now on (see [`OpProfile`]), until
+    /// [`take_profile`](Self::take_profile).
+    pub fn profile_ops(&mut self) {
+        self.profile = Some(OpProfile::default());
+    }
+
+    /// The operator times since [`profile_ops`](Self::profile_ops), ending the profiling.
+    pub fn take_profile(&mut self) -> Option<OpProfile> {
+        self.profile.take()
     }
 
     /// Appends `embeds` (`n × d` values) to the sequence and returns the logits of every
@@ -232,7 +246,11 @@ impl DecoderSession<'_> {
         } else {
             tvec!(p.into(), e.into())
         };
-        let out = self.state.run(inputs).map_err(Error::inference)?;
+        let out = match &mut self.profile {
+            Some(profile) => profile.run(&mut self.state, inputs),
+            None => self.state.run(inputs),
+        }
+        .map_err(Error::inference)?;
         self.len += n;
         let logits = f32_values(&out[self.graph.logits_output])?;
         // graphs written since computing logits at the last position only give one row

@@ -11,6 +11,7 @@ mod external;
 mod fold;
 mod heads;
 mod parallel;
+pub mod profile;
 mod q4;
 mod sums;
 mod vision;
@@ -23,6 +24,7 @@ pub use config::ModelConfig;
 pub use decoder::{DecoderGraph, DecoderSession};
 pub use embedding::EmbeddingGraph;
 pub use heads::{Head, HeadsGraph};
+pub use profile::{OpProfile, OpTime};
 pub use vision::VisionGraph;
 
 use crate::error::{Error, Result};

@@ -59,9 +59,9 @@ fn weight_sums(model: &TypedModel) -> Vec<(usize, Arc<Tensor>, TVec<usize>)> {
             continue;
         }
         let cast = model.node(node.inputs[0].node);
-        if !cast
+        if cast
             .op_as::<Cast>()
-            .is_some_and(|c| c.to == i32::datum_type())
+            .is_none_or(|c| c.to != i32::datum_type())
         {
             continue;
         }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn folded_sums_equal_what_tract_computes() {
         let values: Vec<i8> = (0..4 * 5 * 3)
-            .map(|i| ((i * 73 % 255) as i32 - 127) as i8)
+            .map(|i: i32| (i * 73 % 255 - 127) as i8)
             .collect();
         let weight = tensor1(&values).into_shape(&[4, 5, 3]).unwrap();
         for axes in [vec![0], vec![1], vec![2], vec![0, 2], vec![2, 0, 1]] {
