@@ -8,8 +8,9 @@
 //! - Bandwidth: each thread sums its own share of a buffer four times the size of any
 //!   cache here (256 MiB in all), with sixteen independent accumulators so that the adds
 //!   never wait on each other; bytes read ÷ time.
-//! - Multiply-add: each thread runs chains of fused multiply-adds on registers (AVX2+FMA
-//!   on x86-64, NEON on aarch64, `f32::mul_add` elsewhere), twelve independent chains so
+//! - Multiply-add: each thread runs chains of fused multiply-adds on registers (AVX-512
+//!   where the CPU has it, else AVX2+FMA, on x86-64 (tract's f32 kernels take the same
+//!   widths); NEON on aarch64; `f32::mul_add` elsewhere), twelve independent chains so
 //!   that the units stay busy; two FLOPs per lane per instruction ÷ time.
 
 use std::hint::black_box;
@@ -70,7 +71,9 @@ fn fma_flops(iterations: u64) -> f64 {
 
 #[cfg(target_arch = "x86_64")]
 fn lanes() -> usize {
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if std::is_x86_feature_detected!("avx512f") {
+        16
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         8
     } else {
         1
@@ -109,6 +112,25 @@ unsafe fn fma_chains_avx2(iterations: u64) -> f32 {
     out.iter().sum()
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(iterations: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut total = _mm512_setzero_ps();
+    for x in acc {
+        total = _mm512_add_ps(total, x);
+    }
+    _mm512_reduce_add_ps(total)
+}
+
 #[cfg(target_arch = "aarch64")]
 fn fma_chains_neon(iterations: u64) -> f32 {
     use std::arch::aarch64::*;
@@ -138,6 +160,11 @@ fn fma_chains_scalar(iterations: u64) -> f32 {
 
 /// Twelve independent chains of `iterations` multiply-adds on the widest registers.
 fn fma_chains(iterations: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if lanes() == 16 {
+        // SAFETY: the CPU has AVX-512F (checked by `lanes`)
+        return unsafe { fma_chains_avx512(iterations) };
+    }
     #[cfg(target_arch = "x86_64")]
     if lanes() == 8 {
         // SAFETY: the CPU has AVX2 and FMA (checked by `lanes`)

@@ -7,8 +7,11 @@ patches and prompt ids it fed; then onnxruntime runs the package's own graphs on
 inputs (one thread, like tract), in a fresh Python process so its memory is its own.
 Prints a Markdown table.
 
-usage: perf_scale.py --glimpse BIN --frame PNG [--steps N] [--max-image WxH] PKG [PKG ...]
-(PKG may be DIR:PRECISION)
+usage: perf_scale.py --glimpse BIN --frame PNG [--steps N] [--max-image WxH] [--profile]
+                     PKG [PKG ...]
+(PKG may be DIR:PRECISION). With --profile, Glimpse also runs the prefill and the steps
+once more under its operator profiler, and the decoder's largest operators are listed
+under the table.
 """
 import argparse
 import json
@@ -95,6 +98,7 @@ def main():
     ap.add_argument("--frame", required=True)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--max-image")
+    ap.add_argument("--profile", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("packages", nargs="*")
     a = ap.parse_args()
@@ -113,6 +117,8 @@ def main():
             cmd[3:3] = ["--precision", precision]
         if a.max_image:
             cmd[3:3] = ["--max-image", a.max_image]
+        if a.profile:
+            cmd.append("--profile")
         ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         precision = ours["precision"]
         child = subprocess.run(
@@ -143,6 +149,13 @@ def main():
               f"{o['first_token_ms'] / 1e3:.1f} / {tt('first_token_ms')} | "
               f"{o['decode_tokens_per_s']:.2f} / "
               f"{(1e3 / t['decode_ms']) if t else float('nan'):.2f} |")
+    for package, o, _ in rows:
+        for key, what in (("prefill_ops", "prefill"), ("decode_ops", "decode step")):
+            if o.get(key):
+                top = ", ".join(f"{r['op']} {100 * r['share']:.0f} % ({r['ms']:.1f} ms)"
+                                for r in o[key][:4])
+                print(f"- {os.path.basename(package.rstrip('/'))} {o['precision']}, "
+                      f"{what}: {top}")
 
 
 if __name__ == "__main__":
