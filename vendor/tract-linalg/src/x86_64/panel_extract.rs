@@ -1,9 +1,13 @@
 use crate::pack::{PackedFormat, Packing};
 use tract_data::internal::*;
 
+// Glimpse: the panels are written 256-byte aligned, as the FMA kernels with a 32-row A
+// (fma_mmm_f32_32x1, fma_mmm_f32_32x3) pack theirs; aligned to 32 bytes, the panel
+// format equalled no kernel's, so this extractor was never chosen and a product of more
+// than one column ran the one-column Q4_0 kernel once per column.
 panel_extractor!(x86_64; kernel_packed_32_q40_to_f32 as packed_32_q40_to_f32(
     Box::new(super::mmm::pq40_r32()),
-    f32::packing(32).align(32)
+    f32::packing(32).align(256)
 ) isa(X86_64Avx2, X86_64F16c));
 
 panel_extractor!(x86_64; kernel_packed_32_q20t_to_f32 as packed_32_q20t_to_f32(
@@ -139,9 +143,10 @@ unsafe fn kernel_packed_32_q20t_to_f32(input: *const u8, output: *mut u8, k: usi
 
 bail_stub!(x86_64; unsafe fn kernel_packed_32_q20t_to_f32(*const u8, *mut u8, usize));
 
+// Glimpse: 256-byte aligned panels, as for Q4_0 above.
 panel_extractor!(x86_64; kernel_packed_32_f16_to_f32 as packed_32_f16_to_f32(
     Box::new(PackedFormat::new(f16::datum_type(), 32, 32)),
-    f32::packing(32).align(32)
+    f32::packing(32).align(256)
 ) isa(X86_64Avx2, X86_64F16c));
 
 #[cfg(target_arch = "x86_64")]
