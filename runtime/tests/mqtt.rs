@@ -18,11 +18,21 @@ fn glimpse() -> Command {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // never the same port twice in this process: the tests run side by side, and each
+    // port is bound again only later, by a broker or a proxy
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A broker on `port` with `extra` configuration, up once it accepts connections.
@@ -48,6 +58,12 @@ impl Broker {
                 "mosquitto did not start"
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // the port answering is not enough: it must be this broker that answers
+        std::thread::sleep(Duration::from_millis(50));
+        let mut child = child;
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mosquitto on port {port} exited ({status}): another listener has the port");
         }
         Broker { child }
     }
@@ -84,11 +100,20 @@ fn subscribe(port: u16, topic: &str, extra: &[&str]) -> Child {
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub must be installed");
     // let it subscribe before anything is published
     std::thread::sleep(Duration::from_millis(300));
+    let mut child = child;
+    // one given -C may be done already (retained messages); one that failed is not
+    if child.try_wait().unwrap().is_some_and(|s| !s.success()) {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "mosquitto_sub on port {port} failed at start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     child
 }
 
@@ -103,6 +128,13 @@ fn received(mut sub: Child, wait: Duration) -> Vec<(String, String)> {
     }
     let _ = sub.kill();
     let out = sub.wait_with_output().unwrap();
+    if !out.stderr.is_empty() {
+        // shown with a failing test: why a subscriber may have missed messages
+        eprintln!(
+            "mosquitto_sub: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     BufReader::new(&out.stdout[..])
         .lines()
         .map(|l| {
