@@ -9,6 +9,7 @@ mod decoder;
 mod embedding;
 mod external;
 mod fold;
+mod half_cast;
 mod heads;
 mod parallel;
 pub mod profile;
@@ -140,6 +141,7 @@ pub(crate) fn into_plan(path: &Path, mut model: TypedModel) -> Result<Plan> {
     model
         .optimize_with_session(&mut codegen.session())
         .map_err(err)?;
+    half_cast::replace_half_casts(&mut model).map_err(err)?;
     trace(path, "optimised");
     model.into_runnable().map_err(err)
 }
