@@ -9,7 +9,8 @@ figures are taken. Prints a Markdown report with our/their ratios; --write FILE 
 the part of FILE between `<!-- perf:begin -->` and `<!-- perf:end -->` with it.
 
 usage: perf_report.py --glimpse BIN --export BIN [--package DIR] [--runs N]
-                      [--precisions f32,f16,int8,q4] [--instructions FILE] [--write README.md]
+                      [--precisions f32,f16,int8,q4] [--instructions FILE] [--limits FILE]
+                      [--write README.md]
 """
 import argparse
 import json
@@ -192,6 +193,7 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--precisions", default="f32,f16,int8,q4")
     ap.add_argument("--instructions", help="output of targets/qemu/instructions.sh to include")
+    ap.add_argument("--limits", help="JSON of `cargo bench --bench limits -- --json`")
     ap.add_argument("--write", help="Markdown file whose perf section to replace")
     a = ap.parse_args()
     import onnxruntime as ort
@@ -205,6 +207,15 @@ def main():
               "Both start from the same patches and prompt ids; our preprocessing is "
               "listed on its own. onnxruntime's memory is its Python process's "
               "(interpreter and numpy included).", ""]
+    if a.limits:
+        lim = json.load(open(a.limits))
+        report += [f"What this machine allows (`cargo bench --bench limits`, {lim['simd_lanes']} "
+                   "f32 lanes per multiply-add): a decode step reads every weight once, a "
+                   "prefill is arithmetic.", "",
+                   "| threads | read GB/s | multiply-add GFLOP/s |", "|---:|---:|---:|"]
+        report += [f"| {r['threads']} | {r['read_gb_s']:.2f} | {r['fma_gflop_s']:.1f} |"
+                   for r in lim["limits"]]
+        report += [""]
     summary, tables = [], []
     for precision in a.precisions.split(","):
         us = ours(a.glimpse, a.package, precision, a.runs, frame)
