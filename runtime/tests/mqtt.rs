@@ -44,7 +44,7 @@ impl Broker {
     fn start(dir: &Path, port: u16, extra: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{extra}\n")).unwrap();
-        let child = Command::new("mosquitto")
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -61,7 +61,6 @@ impl Broker {
         }
         // the port answering is not enough: it must be this broker that answers
         std::thread::sleep(Duration::from_millis(50));
-        let mut child = child;
         if let Some(status) = child.try_wait().unwrap() {
             panic!("mosquitto on port {port} exited ({status}): another listener has the port");
         }
@@ -86,7 +85,7 @@ impl Drop for Broker {
 
 /// `mosquitto_sub` printing `topic payload` lines; `-C n` exits after n messages.
 fn subscribe(port: u16, topic: &str, extra: &[&str]) -> Child {
-    let child = Command::new("mosquitto_sub")
+    let mut child = Command::new("mosquitto_sub")
         .args([
             "-h",
             "127.0.0.1",
@@ -105,7 +104,6 @@ fn subscribe(port: u16, topic: &str, extra: &[&str]) -> Child {
         .expect("mosquitto_sub must be installed");
     // let it subscribe before anything is published
     std::thread::sleep(Duration::from_millis(300));
-    let mut child = child;
     // one given -C may be done already (retained messages); one that failed is not
     if child.try_wait().unwrap().is_some_and(|s| !s.success()) {
         let out = child.wait_with_output().unwrap();

@@ -86,8 +86,9 @@ fn evaluate(job: Job) -> TractResult<(usize, TVec<TValue>)> {
     Ok((node, outputs))
 }
 
-/// Puts the result of node `id` in its place, as a constant with the node's fact.
-fn install(model: &mut TypedModel, id: usize, outputs: TVec<TValue>) -> TractResult<()> {
+/// Puts the result of node `id` in its place, as a constant with the node's fact, and
+/// lets go of its inputs (which [`TypedModel::compact`] then drops if nothing else reads).
+pub(super) fn install(model: &mut TypedModel, id: usize, outputs: TVec<TValue>) -> TractResult<()> {
     let output = outputs
         .into_iter()
         .next()

@@ -101,16 +101,7 @@ impl TypedPass for FoldWeightSums {
         for (id, weight, axes) in found {
             let value = sums(&weight, &axes)
                 .with_context(|| format!("summing the weight of {}", model.nodes[id].name))?;
-            let konst = Const::new(value.into_arc_tensor())?;
-            let fact = konst.output_facts(&[])?.remove(0);
-            for input in std::mem::take(&mut model.nodes[id].inputs) {
-                model.nodes[input.node].outputs[input.slot]
-                    .successors
-                    .retain(|s| s.node != id);
-            }
-            let node = &mut model.nodes[id];
-            node.op = Box::new(konst);
-            node.outputs[0].fact = fact;
+            super::fold::install(model, id, tvec!(value.into_tvalue()))?;
         }
         model.compact()?;
         Ok(true)
