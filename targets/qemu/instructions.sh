@@ -19,7 +19,7 @@ bin="${2:-${CARGO_TARGET_DIR:-target}/$target/release/glimpse}"
 # runs 32-bit code as an A7-class core with NEON.
 case "$target" in
   aarch64-*) cpus=(cortex-a72 cortex-a76) ;;
-  armv7-*) cpus=(cortex-a7) ;;
+  armv7-*|thumbv7neon-*) cpus=(cortex-a7) ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 [ -x "$bin" ] || { echo "no binary at $bin: build it with cargo build --release -p glimpse-runtime --target $target" >&2; exit 2; }

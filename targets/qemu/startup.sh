@@ -6,19 +6,25 @@
 #   2. the command of targets/systemd/glimpse-watch.service, its camera replaced by the
 #      scene generator, up to its first caption line.
 #
-#   targets/qemu/startup.sh [BINARY] [--check]
+#   targets/qemu/startup.sh [BINARY] [--check [REFERENCE]]
 #
 # --check exits non-zero when RUST_BACKTRACE=1 makes load + first token more than 1.2x as
 # long (it did 8.5x with the LLVM libunwind a zig-linked binary carries, before glimpse
-# turned error backtraces off; targets/README.md).
+# turned error backtraces off; targets/README.md). With a REFERENCE binary (the release
+# build of the same target), it also counts REFERENCE's load + first token and exits
+# non-zero when BINARY's (a board build) is more than 1.2x that.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${1:-${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/glimpse}"
 check="${2:-}"
+reference="${3:-}"
 source targets/qemu/common.sh
-qemu_for "$bin"
-# the cores of a Pi 4 and of a Pi 2 (the 32-bit build's NEON baseline)
-if [[ "$arch" == aarch64 ]]; then qemu+=(-cpu cortex-a72); else qemu+=(-cpu cortex-a7); fi
+# qemu for a binary, on the core of a Pi 4 or of a Pi 2 (the 32-bit build's NEON baseline)
+emulate() {
+  qemu_for "$1"
+  if [[ "$arch" == aarch64 ]]; then qemu+=(-cpu cortex-a72); else qemu+=(-cpu cortex-a7); fi
+}
+emulate "$bin"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 counter_plugin "$work"
@@ -53,4 +59,17 @@ awk -v a="$watch" -v c="glimpse ${args[*]}" 'BEGIN {
 if [[ "$check" == --check ]] && awk -v r="$ratio" 'BEGIN { exit !(r > 1.2) }'; then
   echo "RUST_BACKTRACE=1 makes load + first token ${ratio}x as long (limit 1.2x)" >&2
   exit 1
+fi
+if [[ -n "$reference" ]]; then
+  board="$bin"
+  bin="$reference"
+  emulate "$bin"
+  ref=$(first_write -- "${caption[@]}")
+  vs=$(awk -v a="$plain" -v b="$ref" 'BEGIN { printf "%.3f", a / b }')
+  awk -v a="$ref" -v r="$vs" -v b="$board" -v c="$reference" 'BEGIN {
+    printf "%s: load + first token %.1f M guest instructions; %s takes %sx that\n", c, a / 1e6, b, r }'
+  if awk -v r="$vs" 'BEGIN { exit !(r > 1.2) }'; then
+    echo "$board takes ${vs}x the guest instructions of $reference to load and write its first token (limit 1.2x)" >&2
+    exit 1
+  fi
 fi
