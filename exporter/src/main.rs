@@ -88,7 +88,8 @@ struct ImportHfArgs {
 
 #[derive(clap::Args)]
 struct RandomHfArgs {
-    /// fuyu-8b (9.4 B parameters, 18.8 GB in bf16), fuyu-1b (1.3 B) or fuyu-tiny.
+    /// fuyu-8b (9.4 B parameters, 18.8 GB in bf16), fuyu-1b (1.3 B), fuyu-100m (0.1 B) or
+    /// fuyu-tiny.
     #[arg(long, default_value = "fuyu-tiny")]
     preset: String,
     /// Checkpoint folder to create (must not exist yet).

@@ -22,7 +22,7 @@ pub struct Preset {
     pub max_positions: usize,
 }
 
-pub const PRESETS: [Preset; 3] = [
+pub const PRESETS: [Preset; 4] = [
     // adept/fuyu-8b's configuration (9.4 B parameters)
     Preset {
         name: "fuyu-8b",
@@ -42,6 +42,17 @@ pub const PRESETS: [Preset; 3] = [
         ff: 6144,
         vocab: 262_144,
         max_positions: 16_384,
+    },
+    // about 100 M parameters, three quarters of them the embeddings and head of a
+    // 72 000-token vocabulary (the smallest that keeps Fuyu's special token ids)
+    Preset {
+        name: "fuyu-100m",
+        hidden: 512,
+        layers: 8,
+        heads: 8,
+        ff: 2048,
+        vocab: 72_000,
+        max_positions: 4096,
     },
     // seconds to write: for trying the commands
     Preset {
@@ -297,6 +308,7 @@ mod tests {
         // 9.41 B: 2 × 262144 × 4096 embeddings and head, 36 layers, the patch projection
         assert_eq!(p.parameters(), 9_408_238_592);
         assert!((1.2e9..1.3e9).contains(&(preset("fuyu-1b").unwrap().parameters() as f64)));
+        assert!((0.09e9..0.11e9).contains(&(preset("fuyu-100m").unwrap().parameters() as f64)));
     }
 
     #[test]
