@@ -4,12 +4,13 @@
 For each package: `glimpse bench --light STEPS` (one load, one time to first token on the
 frame with the captioning prompt, STEPS cached decode steps, peak memory) saves the
 patches and prompt ids it fed; then onnxruntime runs the package's own graphs on the same
-inputs (one thread, like tract), in a fresh Python process so its memory is its own.
-Prints a Markdown table.
+inputs, on as many threads (intra-op) as Glimpse's matrix products get, in a fresh Python
+process so its memory is its own. Prints a Markdown table.
 
 usage: perf_scale.py --glimpse BIN --frame PNG [--steps N] [--max-image WxH] [--profile]
-                     PKG [PKG ...]
-(PKG may be DIR:PRECISION). With --profile, Glimpse also runs the prefill and the steps
+                     [--threads N] PKG [PKG ...]
+(PKG may be DIR:PRECISION). `--table-from LOG` prints the table again from the JSON lines
+a run wrote on stderr. With --profile, Glimpse also runs the prefill and the steps
 once more under its operator profiler, and the decoder's largest operators are listed
 under the table.
 """
@@ -24,7 +25,7 @@ import tempfile
 import time
 
 
-def ort_run(package, precision, inputs, steps):
+def ort_run(package, precision, inputs, steps, threads):
     """Runs in a child process: load, first token, decode steps; returns the figures."""
     import numpy as np
     import onnxruntime as ort
@@ -34,7 +35,7 @@ def ort_run(package, precision, inputs, steps):
         return os.path.join(package, f)
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     t = time.perf_counter()
@@ -94,18 +95,29 @@ def rss_now_mb():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--glimpse", required=True)
-    ap.add_argument("--frame", required=True)
+    ap.add_argument("--glimpse")
+    ap.add_argument("--frame")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--max-image")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for both runtimes: glimpse --threads, onnxruntime's intra-op threads")
+    ap.add_argument("--table-from", metavar="LOG",
+                    help="print the table again from the JSON lines an earlier run wrote on stderr")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("packages", nargs="*")
     a = ap.parse_args()
     if a.child:
         package, precision, inputs = a.child.split("|")
-        print(json.dumps(ort_run(package, precision, json.load(open(inputs)), a.steps)))
+        print(json.dumps(ort_run(package, precision, json.load(open(inputs)), a.steps, a.threads)))
         return
+    if a.table_from:
+        rows = [(r["package"], r["glimpse"], r["onnxruntime"])
+                for r in map(json.loads, open(a.table_from)) if "package" in r]
+        print_table(rows, rows[0][1].get("threads", 1) if rows else 1)
+        return
+    if not (a.glimpse and a.frame):
+        ap.error("--glimpse and --frame are required to measure")
     rows = []
     for spec in a.packages:
         package, _, precision = spec.partition(":")
@@ -119,11 +131,13 @@ def main():
             cmd[3:3] = ["--max-image", a.max_image]
         if a.profile:
             cmd.append("--profile")
+        cmd[3:3] = ["--threads", str(a.threads)]
         ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         precision = ours["precision"]
         child = subprocess.run(
             [sys.executable, __file__, "--glimpse", a.glimpse, "--frame", a.frame,
-             "--steps", str(a.steps), "--child", f"{package}|{precision}|{inputs}"],
+             "--steps", str(a.steps), "--threads", str(a.threads),
+             "--child", f"{package}|{precision}|{inputs}"],
             capture_output=True, text=True)
         theirs = json.loads(child.stdout) if child.returncode == 0 else None
         if theirs is None:
@@ -132,7 +146,13 @@ def main():
         rows.append((package, ours, theirs))
         print(json.dumps({"package": package, "glimpse": ours, "onnxruntime": theirs}),
               file=sys.stderr)
+    print_table(rows, a.threads)
+
+
+def print_table(rows, threads):
+    """The Markdown table, then each package's largest decoder operators."""
     gb = lambda b: b / 1e9
+    print(f"{threads} thread(s) each\n")
     print("| package | precision | weights GB | image tokens | load s (ours / ort) | "
           "peak RSS GB (ours / ort) | RSS after GB (ours / ort) | peak ÷ weights (ours) | "
           "first token s (ours / ort) | decode tokens/s (ours / ort) |")
@@ -140,13 +160,13 @@ def main():
     for package, o, t in rows:
         w = o["weight_bytes"]
         rss = (o["peak_rss_mb"] or 0) * 1024 * 1024
-        tt = lambda k, f=1e-3: f"{t[k] * f:.1f}" if t else "-"
+        tt = lambda k, f=1e-3, d=1: f"{t[k] * f:.{d}f}" if t else "-"
         print(f"| {os.path.basename(package.rstrip('/'))} | {o['precision']} | {gb(w):.2f} | "
               f"{o['image_tokens']} | {o['load_ms'] / 1e3:.1f} / {tt('load_ms')} | "
               f"{gb(rss):.2f} / {tt('peak_rss_mb', 1024 * 1024 / 1e9)} | "
               f"{gb((o['rss_mb'] or 0) * 1024 * 1024):.2f} / {tt('rss_mb', 1024 * 1024 / 1e9)} | "
               f"{rss / w:.2f} | "
-              f"{o['first_token_ms'] / 1e3:.1f} / {tt('first_token_ms')} | "
+              f"{o['first_token_ms'] / 1e3:.2f} / {tt('first_token_ms', 1e-3, 2)} | "
               f"{o['decode_tokens_per_s']:.2f} / "
               f"{(1e3 / t['decode_ms']) if t else float('nan'):.2f} |")
     for package, o, _ in rows:

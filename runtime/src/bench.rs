@@ -279,6 +279,8 @@ mod tests {
 pub struct LightReport {
     pub frame: (u32, u32),
     pub precision: String,
+    /// Threads of the matrix products (`--threads`).
+    pub threads: usize,
     /// Image tokens of the frame (after `max_image`).
     pub image_tokens: usize,
     /// Tokens prefilled: image and caption prompt.
@@ -381,6 +383,7 @@ pub fn light(
     Ok(LightReport {
         frame: frame.dimensions(),
         precision: g.precision.name().to_string(),
+        threads: crate::model::threads(),
         image_tokens: g.image_tokens(frame.width(), frame.height()),
         prefill_tokens: prefix.len() / m.model.d_model,
         load_ms,

@@ -45,6 +45,10 @@ struct Cli {
     /// image, such as imported Fuyu models) [default: from the package]
     #[arg(long, global = true, value_name = "WxH")]
     max_image: Option<glimpse_runtime::frame::Size>,
+    /// Threads for the matrix products: more for large models on a machine with cores to
+    /// spare; 1 leaves the other cores to the camera and the system
+    #[arg(long, global = true, default_value_t = 1, value_parser = cli::positive::<usize>)]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -247,6 +251,7 @@ fn start_loop(
 }
 
 fn run(cli: &Cli) -> Result<bool, String> {
+    glimpse_runtime::model::set_threads(cli.threads).map_err(|e| e.to_string())?;
     match &cli.command {
         Command::Watch {
             source,

@@ -15,6 +15,7 @@ mod parallel;
 pub mod profile;
 mod q4;
 mod sums;
+mod threads;
 mod vision;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use decoder::{DecoderGraph, DecoderSession};
 pub use embedding::EmbeddingGraph;
 pub use heads::{Head, HeadsGraph};
 pub use profile::{OpProfile, OpTime};
+pub use threads::{set_threads, threads};
 pub use vision::VisionGraph;
 
 use crate::error::{Error, Result};
