@@ -237,3 +237,23 @@ fn match_and_trigger_need_texts_and_a_model_that_can_match() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--threshold 2"), "{}", stderr(&o));
 }
+
+/// More threads change the speed, not the numbers: on two threads (the prefill's products
+/// are split over them) every example is captioned as on one. Zero threads is refused by
+/// name; a build without the `threads` feature refuses two, saying why.
+#[test]
+fn threads_change_the_speed_not_the_captions() {
+    let zero = glimpse(&["--threads", "0", "info"]);
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("--threads"), "{}", stderr(&zero));
+    for (image, caption, _) in &examples() {
+        let o = glimpse(&["--threads", "2", "caption", image]);
+        if cfg!(feature = "threads") {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stdout(&o).trim(), caption, "{image} on two threads");
+        } else {
+            assert!(!o.status.success());
+            assert!(stderr(&o).contains("`threads` feature"), "{}", stderr(&o));
+        }
+    }
+}
