@@ -439,3 +439,52 @@ fn a_package_is_fine_tuned_from_its_f32_weights() {
         Glimpse::load(&bundled).unwrap().package.manifest.name
     );
 }
+
+/// `export PKG`: a package's f32 weights written again by this exporter give the same
+/// weights back, the same answers and the package's training record; the evaluation is
+/// not carried over, and writing over the package being read is refused.
+#[test]
+fn a_package_is_exported_again_from_its_weights() {
+    use glimpse_exporter::model::weights::collect;
+    use glimpse_exporter::unpack;
+    use glimpse_runtime::package::Precision;
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let again = dir.path().join("again");
+    package::export(&bundled, &again, "again", &[Precision::F32, Precision::Q4]).unwrap();
+    let device = train::device();
+    let (a, b) = (
+        unpack::unpack(&bundled, &device).unwrap(),
+        unpack::unpack(&again, &device).unwrap(),
+    );
+    assert_eq!(collect(&a.model), collect(&b.model));
+    assert_eq!(b.manifest.precisions, [Precision::F32, Precision::Q4]);
+    assert_eq!(b.manifest.model, a.manifest.model);
+    assert_eq!(
+        b.manifest.matching.map(|m| m.dim),
+        a.manifest.matching.map(|m| m.dim)
+    );
+    assert_eq!(
+        b.manifest.metrics["training"],
+        a.manifest.metrics["training"]
+    );
+    assert!(b.manifest.metrics.get("eval").is_none());
+    let (old, new) = (
+        Glimpse::load(&bundled).unwrap(),
+        Glimpse::load(&again).unwrap(),
+    );
+    for i in 0..6 {
+        let frame = image::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("examples/scene-{i}.png")),
+        )
+        .unwrap()
+        .to_rgb8();
+        let (x, y) = (old.caption(&frame).unwrap(), new.caption(&frame).unwrap());
+        assert_eq!(x.text, y.text, "scene-{i}");
+    }
+    let e = package::export(&again, &again, "again", &[Precision::F32]).unwrap_err();
+    assert!(format!("{e:#}").contains("--out"), "{e:#}");
+    assert!(again.join("decoder.onnx").is_file());
+}

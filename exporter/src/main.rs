@@ -213,7 +213,8 @@ struct TrainArgs {
 
 #[derive(clap::Args)]
 struct ExportArgs {
-    /// Run directory written by `train`.
+    /// Run directory written by `train`, or a Glimpse package: its f32 weights are then
+    /// written again, in this version's graph layout and at the precisions asked for.
     run: PathBuf,
     /// Package directory to write.
     #[arg(long)]

@@ -20,8 +20,12 @@ use crate::{onnx, tokenizer};
 pub const MAX_NEW_TOKENS: usize = 32;
 
 /// Writes the package of the run in `run_dir` to `out`, with graphs at each of
-/// `precisions`. Returns the number of files.
+/// `precisions`. Returns the number of files. `run_dir` may also be a package: its f32
+/// weights are then written again by this exporter (see [`export_package`]).
 pub fn export(run_dir: &Path, out: &Path, name: &str, precisions: &[Precision]) -> Result<usize> {
+    if crate::unpack::is_package(run_dir) {
+        return export_package(run_dir, out, name, precisions);
+    }
     let run = train::read_run(run_dir)
         .with_context(|| format!("{} is not a training run", run_dir.display()))?;
     let device = train::device();
@@ -35,6 +39,57 @@ pub fn export(run_dir: &Path, out: &Path, name: &str, precisions: &[Precision]) 
         out,
         name,
         training,
+        precisions,
+    )
+}
+
+/// Writes a Glimpse package's f32 weights as a new package: the graphs in this exporter's
+/// current layout, at any precisions. Its training record is kept; its evaluation is not
+/// (run `eval --write` on the new package).
+pub fn export_package(
+    package: &Path,
+    out: &Path,
+    name: &str,
+    precisions: &[Precision],
+) -> Result<usize> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(package, out) {
+        bail!(
+            "--out {} is the package being read: write the new package to another directory",
+            out.display()
+        );
+    }
+    let device = train::device();
+    let unpacked = crate::unpack::unpack(package, &device)?;
+    let m = &unpacked.manifest;
+    let mut options: train::TrainOptions = serde_json::from_value(m.data["options"].clone())
+        .with_context(|| {
+            format!(
+                "{}: its manifest's data.options are not the training options of this exporter",
+                package.display()
+            )
+        })?;
+    if m.matching.is_none() {
+        // no heads in the package, none in the new one
+        options.contrastive = 0.0;
+    }
+    let run = RunInfo {
+        model: m.model.clone(),
+        canvas: m.canvas,
+        options,
+        data: m.data["training"].clone(),
+    };
+    let w = weights::collect(&unpacked.model);
+    write_package(
+        &w,
+        &run,
+        &unpacked.tokenizer,
+        out,
+        name,
+        m.metrics["training"].clone(),
         precisions,
     )
 }

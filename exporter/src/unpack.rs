@@ -19,7 +19,9 @@ use tract_onnx::pb::{ModelProto, TensorProto};
 
 use crate::model::Fuyu;
 use crate::model::weights::{Array, Weights, collect};
+use crate::onnx::decoder::{QK_LAYERNORM, QKV_BY_PART, qkv_by_head};
 use burn::prelude::Device;
+use glimpse_runtime::ModelConfig;
 
 /// ONNX's FLOAT element type.
 const FLOAT: i32 = 1;
@@ -111,6 +113,51 @@ fn read_graph(path: &Path, wanted: &Weights, into: &mut Weights) -> Result<()> {
     Ok(())
 }
 
+/// `wanted` plus the names and shapes under which the decoder graph keeps two kinds of
+/// parameters in its own layout (see `onnx::decoder`): each layer's `qkv` projection with
+/// its outputs by part, and its query and key norms stacked.
+fn with_graph_layout(wanted: &Weights, cfg: &ModelConfig) -> Weights {
+    let mut all = wanted.clone();
+    for i in 0..cfg.n_layers {
+        let p = format!("layers.{i}");
+        for what in ["weight", "bias"] {
+            if let Some(w) = wanted.get(&format!("{p}.qkv.{what}")) {
+                all.insert(format!("{p}.{QKV_BY_PART}.{what}"), w.clone());
+            }
+            all.insert(
+                format!("{p}.{QK_LAYERNORM}.{what}"),
+                Array {
+                    dims: vec![2, cfg.head_dim()],
+                    data: vec![0.0; 2 * cfg.head_dim()],
+                },
+            );
+        }
+    }
+    all
+}
+
+/// Puts the parameters read in the decoder graph's layout back under the model's names.
+fn from_graph_layout(found: &mut Weights, cfg: &ModelConfig) {
+    let (h, hd) = (cfg.n_heads, cfg.head_dim());
+    for i in 0..cfg.n_layers {
+        let p = format!("layers.{i}");
+        for what in ["weight", "bias"] {
+            if let Some(w) = found.remove(&format!("{p}.{QKV_BY_PART}.{what}")) {
+                found.insert(format!("{p}.qkv.{what}"), qkv_by_head(&w, h, hd));
+            }
+            if let Some(w) = found.remove(&format!("{p}.{QK_LAYERNORM}.{what}")) {
+                for (part, data) in ["q", "k"].iter().zip(w.data.chunks(hd)) {
+                    let a = Array {
+                        dims: vec![hd],
+                        data: data.to_vec(),
+                    };
+                    found.insert(format!("{p}.{part}_layernorm.{what}"), a);
+                }
+            }
+        }
+    }
+}
+
 /// What a package gives a fine-tuning run: its manifest, its tokenizer file, and its model
 /// with the package's f32 weights.
 pub struct Unpacked {
@@ -154,14 +201,16 @@ pub fn unpack(dir: &Path, device: &Device) -> Result<Unpacked> {
     // a fresh model of the manifest's shape names every parameter and its shape
     let fresh = Fuyu::new(&m.model, &m.canvas, match_dim, device);
     let wanted = collect(&fresh);
+    let in_graphs = with_graph_layout(&wanted, &m.model);
     let mut found = Weights::new();
     let mut graphs = vec![VISION_FILE, EMBEDDING_FILE, DECODER_FILE];
     if let Some(h) = &m.matching {
         graphs.push(h.file.as_str());
     }
     for g in graphs {
-        read_graph(&dir.join(g), &wanted, &mut found)?;
+        read_graph(&dir.join(g), &in_graphs, &mut found)?;
     }
+    from_graph_layout(&mut found, &m.model);
     // the manifest keeps the matching temperature as exp(logit_scale)
     if let (Some(h), Some(want)) = (&m.matching, wanted.get("logit_scale")) {
         found.insert(

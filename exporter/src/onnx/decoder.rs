@@ -13,6 +13,7 @@ use glimpse_runtime::ModelConfig;
 
 use super::builder::{Elem, GraphBuilder, GraphFile, attr_float, attr_int, attr_ints, fixed, sym};
 use super::{Tensors, get, precision};
+use crate::model::weights::Array;
 use glimpse_runtime::package::Precision;
 
 struct Ctx<'a> {
@@ -54,45 +55,223 @@ impl Ctx<'_> {
         self.g.node("Slice", name, &[x, &s, &e, &a], vec![])
     }
 
-    /// rotate_half rotary embedding on the first `rotary_dim` values of each head.
-    fn rotary(&mut self, name: &str, x: &str, cos: &str, sin: &str) -> String {
-        let hd = self.cfg.head_dim();
-        let rot = self.cfg.rotary_dim();
+    /// `x[index]` along the leading axis, that axis dropped.
+    fn take(&mut self, name: &str, x: &str, index: i64) -> String {
+        let i = self.g.ints(&format!("{name}/index"), &[], &[index]);
+        self.g
+            .node("Gather", name, &[x, &i], vec![attr_int("axis", 0)])
+    }
+
+    /// The attention's queries, keys and values `[B, H, S, hd]` from the `qkv` projection.
+    ///
+    /// The projection's outputs are stored reordered from Persimmon's `[H, 3, hd]` to
+    /// `[3, H, hd]` (see [`qkv_by_part`]), so queries, keys and values sit apart after one
+    /// transpose. Queries and keys are normalised per head together, then take their own
+    /// scale and bias from one stacked table each, and are rotated together.
+    fn attention_inputs(&mut self, p: &str, hs: &str, rope: Option<&Rope>) -> Result<[String; 3]> {
+        let (h, hd) = (self.cfg.n_heads, self.cfg.head_dim());
+        let wt = qkv_by_part(&*get(self.w, &format!("{p}.qkv.weight"))?, h, hd);
+        let bias = self
+            .w
+            .tensor(&format!("{p}.qkv.bias"))?
+            .map(|b| qkv_by_part(&b, h, hd));
+        let qkv = precision::linear(
+            &mut self.g,
+            &format!("{p}.{QKV_BY_PART}"),
+            hs,
+            &wt,
+            bias.as_ref(),
+            self.precision,
+        )?;
+        let shape = self.g.ints(
+            &format!("{p}/qkv_shape"),
+            &[5],
+            &[0, 0, 3, h as i64, hd as i64],
+        );
+        let qkv = self.g.node(
+            "Reshape",
+            &format!("{p}/qkv_parts"),
+            &[&qkv, &shape],
+            vec![],
+        );
+        // [B, S, 3, H, hd] → [3, B, H, S, hd]
+        let qkv = self.g.node(
+            "Transpose",
+            &format!("{p}/qkv_pbhsd"),
+            &[&qkv],
+            vec![attr_ints("perm", &[2, 0, 3, 1, 4])],
+        );
+        let v = self.take(&format!("{p}/v"), &qkv, 2);
+        let qk = self.slice(&format!("{p}/qk"), &qkv, 0, 2, 0);
+        let ones = self
+            .g
+            .weight(&format!("{p}/qk_norm.ones"), &[hd], &vec![1.0; hd]);
+        let qk = self.g.node(
+            "LayerNormalization",
+            &format!("{p}/qk_norm"),
+            &[&qk, &ones],
+            vec![
+                attr_int("axis", -1),
+                attr_float("epsilon", self.cfg.layer_norm_eps),
+            ],
+        );
+        let mut stacked = |what: &str| -> Result<String> {
+            let mut data = Vec::with_capacity(2 * hd);
+            for part in ["q", "k"] {
+                data.extend_from_slice(&get(self.w, &format!("{p}.{part}_layernorm.{what}"))?.data);
+            }
+            Ok(self.g.weight(
+                &format!("{p}.{QK_LAYERNORM}.{what}"),
+                &[2, 1, 1, 1, hd],
+                &data,
+            ))
+        };
+        let (scale, shift) = (stacked("weight")?, stacked("bias")?);
+        let qk = self
+            .g
+            .node("Mul", &format!("{p}/qk_scaled"), &[&qk, &scale], vec![]);
+        let qk = self
+            .g
+            .node("Add", &format!("{p}/qk_shifted"), &[&qk, &shift], vec![]);
+        let qk = match rope {
+            Some(rope) => rope.apply(&mut self.g, &format!("{p}/qk_rotary"), &qk),
+            None => qk,
+        };
+        let q = self.take(&format!("{p}/q"), &qk, 0);
+        let k = self.take(&format!("{p}/k"), &qk, 1);
+        Ok([q, k, v])
+    }
+}
+
+/// The `qkv` projection's name in the graph, its outputs reordered by [`qkv_by_part`].
+pub const QKV_BY_PART: &str = "qkv_by_part";
+/// The name in the graph of the query and key norms' scales and biases, stacked
+/// `[2, 1, 1, 1, hd]` (queries first).
+pub const QK_LAYERNORM: &str = "qk_layernorm";
+
+/// A `[in, 3·H·hd]` projection (or its `[3·H·hd]` bias) with its outputs reordered from
+/// Persimmon's head-major `[H, 3, hd]` to part-major `[3, H, hd]`.
+pub fn qkv_by_part(w: &Array, h: usize, hd: usize) -> Array {
+    reorder_qkv(w, h, hd, false)
+}
+
+/// The inverse of [`qkv_by_part`]: a graph's part-major projection back in Persimmon's
+/// head-major order.
+pub fn qkv_by_head(w: &Array, h: usize, hd: usize) -> Array {
+    reorder_qkv(w, h, hd, true)
+}
+
+fn reorder_qkv(w: &Array, h: usize, hd: usize, back: bool) -> Array {
+    let mut data = Vec::with_capacity(w.data.len());
+    for row in w.data.chunks(3 * h * hd) {
+        for block in 0..3 * h {
+            // the result's block `block` is the input's block `from`
+            let from = if back {
+                let (head, part) = (block / 3, block % 3);
+                part * h + head
+            } else {
+                let (part, head) = (block / h, block % h);
+                head * 3 + part
+            };
+            data.extend_from_slice(&row[from * hd..(from + 1) * hd]);
+        }
+    }
+    Array {
+        dims: w.dims.clone(),
+        data,
+    }
+}
+
+/// Rotary embedding of the first `rotary_dim` values of each head, as one multiply-add
+/// over the whole head: `x·cos + x[perm]·sin`, where `perm` swaps the two halves of the
+/// rotated part (`rotate_half`, its sign folded into the `sin` table) and leaves the rest
+/// in place, with `cos` 1 and `sin` 0 there. The tables `[1, B, 1, S, hd]` are gathered
+/// at the position ids once for all layers.
+struct Rope {
+    cos: String,
+    sin: String,
+    perm: String,
+}
+
+impl Rope {
+    fn new(g: &mut GraphBuilder, cfg: &ModelConfig, positions: &str) -> Option<Rope> {
+        let (hd, rot, n) = (cfg.head_dim(), cfg.rotary_dim(), cfg.max_positions);
         if rot == 0 {
-            return x.to_string();
+            return None;
         }
         let half = rot / 2;
-        let xr = self.slice(&format!("{name}/rot"), x, 0, rot, 3);
-        let x1 = self.slice(&format!("{name}/x1"), &xr, 0, half, 3);
-        let x2 = self.slice(&format!("{name}/x2"), &xr, half, rot, 3);
-        let neg = self
-            .g
-            .node("Neg", &format!("{name}/neg_x2"), &[&x2], vec![]);
-        let rotated = self.g.node(
-            "Concat",
-            &format!("{name}/rotate_half"),
-            &[&neg, &x1],
-            vec![attr_int("axis", 3)],
-        );
-        let a = self
-            .g
-            .node("Mul", &format!("{name}/mul_cos"), &[&xr, cos], vec![]);
-        let b = self
-            .g
-            .node("Mul", &format!("{name}/mul_sin"), &[&rotated, sin], vec![]);
-        let xr = self
-            .g
-            .node("Add", &format!("{name}/roped"), &[&a, &b], vec![]);
-        if rot == hd {
-            return xr;
+        let (cos_t, sin_t) = cfg.rotary_tables();
+        let sign: Vec<f32> = (0..rot)
+            .map(|i| if i < half { -1.0 } else { 1.0 })
+            .collect();
+        let sign = g.weight("rotary/rotate_half_sign", &[rot], &sign);
+        let mut full = Vec::new();
+        for (name, t) in [("cos", cos_t), ("sin", sin_t)] {
+            let t = g.weight(&format!("rotary.{name}"), &[n, rot], &t);
+            let t = if name == "sin" {
+                g.node("Mul", "rotary/sin_signed", &[&t, &sign], vec![])
+            } else {
+                t
+            };
+            // the part of each head that is not rotated: multiplied by 1, its swap by 0
+            let t = if rot < hd {
+                let fill = if name == "cos" { 1.0 } else { 0.0 };
+                let pass = g.weight(
+                    &format!("rotary/{name}_pass"),
+                    &[n, hd - rot],
+                    &vec![fill; n * (hd - rot)],
+                );
+                g.node(
+                    "Concat",
+                    &format!("rotary/{name}_full"),
+                    &[&t, &pass],
+                    vec![attr_int("axis", 1)],
+                )
+            } else {
+                t
+            };
+            let at = g.node(
+                "Gather",
+                &format!("rotary/{name}_at_positions"),
+                &[&t, positions],
+                vec![attr_int("axis", 0)],
+            );
+            // [B, S, hd] → [1, B, 1, S, hd]: one row per query/key part, any head
+            let axes = g.ints(&format!("rotary/{name}_axes"), &[2], &[0, 2]);
+            full.push(g.node(
+                "Unsqueeze",
+                &format!("rotary/{name}"),
+                &[&at, &axes],
+                vec![],
+            ));
         }
-        let pass = self.slice(&format!("{name}/pass"), x, rot, hd, 3);
-        self.g.node(
-            "Concat",
-            &format!("{name}/out"),
-            &[&xr, &pass],
-            vec![attr_int("axis", 3)],
-        )
+        let perm: Vec<i64> = (0..hd)
+            .map(|i| match i {
+                i if i < half => i + half,
+                i if i < rot => i - half,
+                i => i,
+            } as i64)
+            .collect();
+        let perm = g.ints("rotary/rotate_half", &[hd], &perm);
+        let [cos, sin] = [full[0].clone(), full[1].clone()];
+        Some(Rope { cos, sin, perm })
+    }
+
+    fn apply(&self, g: &mut GraphBuilder, name: &str, x: &str) -> String {
+        let swapped = g.node(
+            "Gather",
+            &format!("{name}/rotate_half"),
+            &[x, &self.perm],
+            vec![attr_int("axis", -1)],
+        );
+        let a = g.node("Mul", &format!("{name}/mul_cos"), &[x, &self.cos], vec![]);
+        let b = g.node(
+            "Mul",
+            &format!("{name}/mul_sin"),
+            &[&swapped, &self.sin],
+            vec![],
+        );
+        g.node("Add", &format!("{name}/roped"), &[&a, &b], vec![])
     }
 }
 
@@ -124,75 +303,16 @@ pub fn build(
         }
     }
 
-    // Rotary tables gathered at the position ids: [B, 1, S, rotary_dim].
-    let (cos_t, sin_t) = cfg.rotary_tables();
-    let rot = cfg.rotary_dim();
-    let axis1 = c.g.ints("axes_1", &[1], &[1]);
-    let mut tables = Vec::new();
-    for (name, t) in [("cos", cos_t), ("sin", sin_t)] {
-        let t =
-            c.g.weight(&format!("rotary.{name}"), &[cfg.max_positions, rot], &t);
-        let g = c.g.node(
-            "Gather",
-            &format!("rotary/{name}_at_positions"),
-            &[&t, &positions],
-            vec![attr_int("axis", 0)],
-        );
-        tables.push(c.g.node(
-            "Unsqueeze",
-            &format!("rotary/{name}"),
-            &[&g, &axis1],
-            vec![],
-        ));
-    }
-    let (cos, sin) = (tables[0].clone(), tables[1].clone());
+    let rope = Rope::new(&mut c.g, cfg, &positions);
 
     let mut x = embeds.clone();
     let mut causal_bias: Option<String> = None;
-    let qkv_shape = c.g.ints("qkv_shape", &[5], &[0, 0, h as i64, 3, hd as i64]);
-    let split_sizes = c.g.ints("qkv_split", &[3], &[1, 1, 1]);
-    let axis3 = c.g.ints("axes_3", &[1], &[3]);
     let merge_shape = c.g.ints("merge_heads_shape", &[3], &[0, 0, d as i64]);
     let scale = c.g.weight("attn_scale", &[], &[1.0 / (hd as f32).sqrt()]);
     for i in 0..cfg.n_layers {
         let p = format!("layers.{i}");
         let hs = c.layer_norm(&format!("{p}.input_layernorm"), &x)?;
-        let qkv = c.linear(&format!("{p}.qkv"), &hs)?;
-        let qkv = c.g.node(
-            "Reshape",
-            &format!("{p}/qkv_heads"),
-            &[&qkv, &qkv_shape],
-            vec![],
-        );
-        let parts = c.g.node_multi(
-            "Split",
-            &format!("{p}/split_qkv"),
-            &[&qkv, &split_sizes],
-            &[&format!("{p}/q5"), &format!("{p}/k5"), &format!("{p}/v5")],
-            vec![attr_int("axis", 3)],
-        );
-        let mut heads = Vec::new();
-        for (part, name) in parts.iter().zip(["q", "k", "v"]) {
-            let t = c.g.node(
-                "Squeeze",
-                &format!("{p}/{name}_bshd"),
-                &[part, &axis3],
-                vec![],
-            );
-            let t = if name == "v" {
-                t
-            } else {
-                c.layer_norm(&format!("{p}.{name}_layernorm"), &t)?
-            };
-            heads.push(c.g.node(
-                "Transpose",
-                &format!("{p}/{name}_bhsd"),
-                &[&t],
-                vec![attr_ints("perm", &[0, 2, 1, 3])],
-            ));
-        }
-        let q = c.rotary(&format!("{p}/q_rotary"), &heads[0], &cos, &sin);
-        let k = c.rotary(&format!("{p}/k_rotary"), &heads[1], &cos, &sin);
+        let [q, k, v] = c.attention_inputs(&p, &hs, rope.as_ref())?;
         let present_k = c.g.node(
             "Concat",
             &format!("present.{i}.key"),
@@ -202,7 +322,7 @@ pub fn build(
         let present_v = c.g.node(
             "Concat",
             &format!("present.{i}.value"),
-            &[&format!("past_key_values.{i}.value"), &heads[2]],
+            &[&format!("past_key_values.{i}.value"), &v],
             vec![attr_int("axis", 2)],
         );
         let bias = match &causal_bias {
@@ -322,4 +442,30 @@ fn causal_mask(g: &mut GraphBuilder, present_k: &str, positions: &str) -> String
     let bias = g.node("Where", "mask/bias_bst", &[&future, &neg, &zero_f], vec![]);
     let axis1 = g.ints("mask/axes_heads", &[1], &[1]);
     g.node("Unsqueeze", "mask/bias", &[&bias, &axis1], vec![])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qkv_outputs_go_from_heads_to_parts_and_back() {
+        // 2 heads of 2 values, one input row: Persimmon's order is
+        // (h0: q q k k v v)(h1: q q k k v v)
+        let by_head = Array {
+            dims: vec![2, 12],
+            data: (0..24).map(|i| i as f32).collect(),
+        };
+        let by_part = qkv_by_part(&by_head, 2, 2);
+        assert_eq!(by_part.dims, by_head.dims);
+        // queries of both heads, then keys, then values, row by row
+        let row0 = [0., 1., 6., 7., 2., 3., 8., 9., 4., 5., 10., 11.];
+        assert_eq!(&by_part.data[..12], &row0);
+        assert_eq!(by_part.data[12], 12.0);
+        assert_eq!(by_part.data[14], 18.0);
+        assert_eq!(qkv_by_head(&by_part, 2, 2), by_head);
+        // one head: the two orders agree
+        let one = qkv_by_part(&by_head, 1, 4);
+        assert_eq!(one, by_head);
+    }
 }
