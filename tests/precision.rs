@@ -148,3 +148,26 @@ fn bundled_precisions_agree_with_f32_token_by_token() {
         );
     }
 }
+
+/// A q4 decode step multiplies by its Q4_0 weights with the 512-bit kernel on a CPU with
+/// AVX-512 (`avx512_mmm_f32_32x1`, vendor/README.md), else with the 256-bit one; the
+/// agreement above is measured with whichever this machine runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let g = Glimpse::load_with(&pkg, Some(Precision::Q4)).unwrap();
+    let kernels = g.decoder_kernels().join("; ");
+    let gemv = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512_mmm_f32_32x1"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "fma_mmm_f32_32x1"
+    } else {
+        return;
+    };
+    let q4 = kernels
+        .split("; ")
+        .find(|k| k.contains("PackedQ4_0"))
+        .unwrap_or_else(|| panic!("no Q4_0 product among {kernels}"));
+    assert!(q4.starts_with(&format!("{gemv}, ")), "{kernels}");
+}

@@ -114,6 +114,13 @@ MMMExternKernel! { x86_64; fma_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx, X8
     boost(FMA_F32_PEER)
     store(f16)
 }
+// fma_mmm_f32_32x1's template with its Q4_0 product on 512-bit registers: the GEMV of a
+// q4 decode step. Same packings as there for f32 and Q4_0, so weights packed for one run on
+// the other; among GEMV kernels of one packing, selection prefers the one written for the
+// richer instruction set.
+MMMExternKernel! { x86_64; avx512_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx512f)
+    packing[1] = q40f32 => |k| k.with_packing_a(pq40_r32());
+}
 MMMExternKernel!(x86_64; fma_mmm_f32_32x3<f32>(32,3)@(256,4) isa(X86_64Avx, X86_64Fma)
  packing[1] = f32f16 => |k| k.with_packing(f32::packing(32).align(256), f16::packing(3));
  packing[2] = f16f32 => |k| k.with_packing(f16::packing(32).align(256), f32::packing(3));

@@ -114,8 +114,12 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
     let (p, mmv, mmm) = grouped_by_left_packing
         .iter()
         .map(|(p, group)| {
-            let best_for_mmv =
-                group.iter().max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none())).unwrap();
+            // between equal GEMV kernels, the one written for the richer instruction set
+            // (a boost lifts a kernel to its peers' rank, not above what it is written for)
+            let best_for_mmv = group
+                .iter()
+                .max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none(), m.preference() - m.boost()))
+                .unwrap();
             let best_for_mmm = group.iter().max_by_key(|(m, _, _)| m.nr()).unwrap();
             (p, best_for_mmv, best_for_mmm)
         })

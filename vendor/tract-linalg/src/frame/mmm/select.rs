@@ -93,11 +93,14 @@ pub fn retain_best(suitable: &mut Vec<Suitable>) {
 /// go to the last one, so the order of the suitable list breaks them.
 pub fn pick_by_shape(query: &Query, suitable: &[Suitable]) -> Option<usize> {
     match query.n {
-        // A true GEMV first, then no extractor to pay for, then the widest tile.
+        // A true GEMV first, then no extractor to pay for, then the widest tile, then the
+        // kernel written for the richer instruction set (its level without any boost).
         Some(1) => suitable
             .iter()
             .enumerate()
-            .max_by_key(|(_, (mmm, _, pe))| (mmm.nr() == 1, pe.is_none(), mmm.mr()))
+            .max_by_key(|(_, (mmm, _, pe))| {
+                (mmm.nr() == 1, pe.is_none(), mmm.mr(), mmm.preference() - mmm.boost())
+            })
             .map(|(ix, _)| ix),
         // For a 2D matmul a GEMV kernel (nr == 1) is a poor fit: it processes one output
         // column per pass. Demote it so it never wins the `nr * mr` tie against a square
