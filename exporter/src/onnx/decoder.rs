@@ -141,6 +141,83 @@ impl Ctx<'_> {
         let k = self.take(&format!("{p}/k"), &qk, 1);
         Ok([q, k, v])
     }
+
+    /// `present = Concat(past, new)` along the sequence, for the keys and the values:
+    /// the form tract turns into a cache held in the running state.
+    fn append_to_cache(&mut self, i: usize, k: &str, v: &str) -> [String; 2] {
+        [("key", k), ("value", v)].map(|(kv, new)| {
+            self.g.node(
+                "Concat",
+                &format!("present.{i}.{kv}"),
+                &[&format!("past_key_values.{i}.{kv}"), new],
+                vec![attr_int("axis", 2)],
+            )
+        })
+    }
+
+    /// Scaled dot-product attention of the queries over the whole cache, heads merged back
+    /// to `[B, S, d]` and projected by `dense`.
+    fn attention(
+        &mut self,
+        p: &str,
+        q: &str,
+        [present_k, present_v]: [&str; 2],
+        bias: &str,
+        shared: &Shared,
+    ) -> Result<String> {
+        let g = &mut self.g;
+        let kt = g.node(
+            "Transpose",
+            &format!("{p}/k_t"),
+            &[present_k],
+            vec![attr_ints("perm", &[0, 1, 3, 2])],
+        );
+        let s = g.node("MatMul", &format!("{p}/scores"), &[q, &kt], vec![]);
+        let s = g.node("Mul", &format!("{p}/scaled"), &[&s, &shared.scale], vec![]);
+        let s = g.node("Add", &format!("{p}/masked"), &[&s, bias], vec![]);
+        let a = g.node(
+            "Softmax",
+            &format!("{p}/attn"),
+            &[&s],
+            vec![attr_int("axis", -1)],
+        );
+        let o = g.node("MatMul", &format!("{p}/attn_v"), &[&a, present_v], vec![]);
+        let o = g.node(
+            "Transpose",
+            &format!("{p}/o_bshd"),
+            &[&o],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        );
+        let o = g.node(
+            "Reshape",
+            &format!("{p}/o_merged"),
+            &[&o, &shared.merge_shape],
+            vec![],
+        );
+        self.linear(&format!("{p}.dense"), &o)
+    }
+
+    /// The MLP block with its norm and residual: `x + down(relu(up(norm(x)))²)`.
+    fn mlp(&mut self, p: &str, x: &str) -> Result<String> {
+        let hs = self.layer_norm(&format!("{p}.post_attention_layernorm"), x)?;
+        let m = self.linear(&format!("{p}.mlp_up"), &hs)?;
+        let m = self.g.node("Relu", &format!("{p}/relu"), &[&m], vec![]);
+        let m = self
+            .g
+            .node("Mul", &format!("{p}/relu_squared"), &[&m, &m], vec![]);
+        let m = self.linear(&format!("{p}.mlp_down"), &m)?;
+        Ok(self
+            .g
+            .node("Add", &format!("{p}/residual_mlp"), &[x, &m], vec![]))
+    }
+}
+
+/// Constants every layer's attention reads.
+struct Shared {
+    /// `[0, 0, d]`: heads merged back into the model width.
+    merge_shape: String,
+    /// `1 / sqrt(hd)`.
+    scale: String,
 }
 
 /// The `qkv` projection's name in the graph, its outputs reordered by [`qkv_by_part`].
@@ -307,75 +384,22 @@ pub fn build(
 
     let mut x = embeds.clone();
     let mut causal_bias: Option<String> = None;
-    let merge_shape = c.g.ints("merge_heads_shape", &[3], &[0, 0, d as i64]);
-    let scale = c.g.weight("attn_scale", &[], &[1.0 / (hd as f32).sqrt()]);
+    let shared = Shared {
+        merge_shape: c.g.ints("merge_heads_shape", &[3], &[0, 0, d as i64]),
+        scale: c.g.weight("attn_scale", &[], &[1.0 / (hd as f32).sqrt()]),
+    };
     for i in 0..cfg.n_layers {
         let p = format!("layers.{i}");
         let hs = c.layer_norm(&format!("{p}.input_layernorm"), &x)?;
         let [q, k, v] = c.attention_inputs(&p, &hs, rope.as_ref())?;
-        let present_k = c.g.node(
-            "Concat",
-            &format!("present.{i}.key"),
-            &[&format!("past_key_values.{i}.key"), &k],
-            vec![attr_int("axis", 2)],
-        );
-        let present_v = c.g.node(
-            "Concat",
-            &format!("present.{i}.value"),
-            &[&format!("past_key_values.{i}.value"), &v],
-            vec![attr_int("axis", 2)],
-        );
-        let bias = match &causal_bias {
-            Some(b) => b.clone(),
-            None => {
-                let b = causal_mask(&mut c.g, &present_k, &positions);
-                causal_bias = Some(b.clone());
-                b
-            }
-        };
-        let kt = c.g.node(
-            "Transpose",
-            &format!("{p}/k_t"),
-            &[&present_k],
-            vec![attr_ints("perm", &[0, 1, 3, 2])],
-        );
-        let s =
-            c.g.node("MatMul", &format!("{p}/scores"), &[&q, &kt], vec![]);
-        let s =
-            c.g.node("Mul", &format!("{p}/scaled"), &[&s, &scale], vec![]);
-        let s =
-            c.g.node("Add", &format!("{p}/masked"), &[&s, &bias], vec![]);
-        let a = c.g.node(
-            "Softmax",
-            &format!("{p}/attn"),
-            &[&s],
-            vec![attr_int("axis", -1)],
-        );
-        let o =
-            c.g.node("MatMul", &format!("{p}/attn_v"), &[&a, &present_v], vec![]);
-        let o = c.g.node(
-            "Transpose",
-            &format!("{p}/o_bshd"),
-            &[&o],
-            vec![attr_ints("perm", &[0, 2, 1, 3])],
-        );
-        let o = c.g.node(
-            "Reshape",
-            &format!("{p}/o_merged"),
-            &[&o, &merge_shape],
-            vec![],
-        );
-        let o = c.linear(&format!("{p}.dense"), &o)?;
+        let [present_k, present_v] = c.append_to_cache(i, &k, &v);
+        let bias = causal_bias
+            .get_or_insert_with(|| causal_mask(&mut c.g, &present_k, &positions))
+            .clone();
+        let o = c.attention(&p, &q, [&present_k, &present_v], &bias, &shared)?;
         x =
             c.g.node("Add", &format!("{p}/residual_attn"), &[&x, &o], vec![]);
-        let hs = c.layer_norm(&format!("{p}.post_attention_layernorm"), &x)?;
-        let m = c.linear(&format!("{p}.mlp_up"), &hs)?;
-        let m = c.g.node("Relu", &format!("{p}/relu"), &[&m], vec![]);
-        let m =
-            c.g.node("Mul", &format!("{p}/relu_squared"), &[&m, &m], vec![]);
-        let m = c.linear(&format!("{p}.mlp_down"), &m)?;
-        x =
-            c.g.node("Add", &format!("{p}/residual_mlp"), &[&x, &m], vec![]);
+        x = c.mlp(&p, &x)?;
     }
     // Only the last position is ever read (the next token, a matching state): the final
     // norm and the LM head run on it alone, so a prefill of thousands of image tokens never
