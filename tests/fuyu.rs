@@ -525,3 +525,18 @@ fn an_existing_output_folder_is_not_overwritten() {
         "mine"
     );
 }
+
+/// `glimpse-export export PKG` writes Glimpse's own packages again; an imported Fuyu
+/// package is refused with the way to rewrite it (import its checkpoint again).
+#[test]
+fn an_imported_package_is_not_exported_again() {
+    let (tmp, pkg) = imported("tiny-a", &[Precision::F32]);
+    let out = tmp.path().join("again");
+    let e = glimpse_exporter::package::export(&pkg, &out, "again", &[Precision::F32]).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("import-hf") && e.contains("another model family"),
+        "{e}"
+    );
+    assert!(!out.join("decoder.onnx").exists());
+}

@@ -173,7 +173,7 @@ pub fn unpack(dir: &Path, device: &Device) -> Result<Unpacked> {
     let package = Package::open(dir)?;
     if !package.manifest.precisions.contains(&Precision::F32) {
         bail!(
-            "{} carries no f32 graphs (only {}): a package is fine-tuned from its f32 weights; export one with --precision f32",
+            "{} carries no f32 graphs (only {}): a package is fine-tuned or exported again from its f32 weights; export one with --precision f32",
             dir.display(),
             package
                 .manifest
@@ -189,7 +189,7 @@ pub fn unpack(dir: &Path, device: &Device) -> Result<Unpacked> {
     let m = package.manifest;
     if m.image != ImageFormat::default() || m.prompt != PromptFormat::default() {
         bail!(
-            "{} uses another model family's image format or prompt (an import): train fine-tunes Glimpse's own packages",
+            "{} uses another model family's image format or prompt (an import): train and export read Glimpse's own packages; import the checkpoint again with import-hf",
             dir.display()
         );
     }
