@@ -475,12 +475,11 @@ fn a_package_is_exported_again_from_its_weights() {
         Glimpse::load(&again).unwrap(),
     );
     for i in 0..6 {
-        let frame = image::open(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        let frame = glimpse_runtime::frame::load_image(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("examples/scene-{i}.png")),
         )
-        .unwrap()
-        .to_rgb8();
+        .unwrap();
         let (x, y) = (old.caption(&frame).unwrap(), new.caption(&frame).unwrap());
         assert_eq!(x.text, y.text, "scene-{i}");
     }

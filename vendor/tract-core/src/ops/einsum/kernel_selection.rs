@@ -118,7 +118,7 @@ pub fn strategize(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> Tr
             // (a boost lifts a kernel to its peers' rank, not above what it is written for)
             let best_for_mmv = group
                 .iter()
-                .max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none(), m.preference() - m.boost()))
+                .max_by_key(|(m, _, pe)| (m.nr() == 1, pe.is_none(), m.isa().level()))
                 .unwrap();
             let best_for_mmm = group.iter().max_by_key(|(m, _, _)| m.nr()).unwrap();
             (p, best_for_mmv, best_for_mmm)

@@ -94,12 +94,12 @@ pub fn retain_best(suitable: &mut Vec<Suitable>) {
 pub fn pick_by_shape(query: &Query, suitable: &[Suitable]) -> Option<usize> {
     match query.n {
         // A true GEMV first, then no extractor to pay for, then the widest tile, then the
-        // kernel written for the richer instruction set (its level without any boost).
+        // kernel written for the richer instruction set (its level, whatever its boost).
         Some(1) => suitable
             .iter()
             .enumerate()
             .max_by_key(|(_, (mmm, _, pe))| {
-                (mmm.nr() == 1, pe.is_none(), mmm.mr(), mmm.preference() - mmm.boost())
+                (mmm.nr() == 1, pe.is_none(), mmm.mr(), mmm.isa().level())
             })
             .map(|(ix, _)| ix),
         // For a 2D matmul a GEMV kernel (nr == 1) is a poor fit: it processes one output
