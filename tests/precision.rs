@@ -171,3 +171,35 @@ fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
         .unwrap_or_else(|| panic!("no Q4_0 product among {kernels}"));
     assert!(q4.starts_with(&format!("{gemv}, ")), "{kernels}");
 }
+
+/// Where an int8 product runs on the AMX tile (`avx512amx_mmm_i32_16x16`, 16 columns at a
+/// time), a decode step's one column runs on its partner `avx512amx_mmm_i32_16x1`, which
+/// reads the same packed weights with VNNI instead of a tile of padding (vendor/README.md).
+/// The int8 agreement above is measured with whichever this machine runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int8_decode_steps_run_the_one_column_kernel_beside_the_amx_tile() {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let g = Glimpse::load_with(&pkg, Some(Precision::Int8)).unwrap();
+    let kernels = g.decoder_kernels();
+    let tiles: Vec<&String> = kernels
+        .iter()
+        .filter(|k| k.contains("avx512amx_mmm_i32_16x16"))
+        .collect();
+    let amx = std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|s| s.split_whitespace().any(|w| w == "amx_int8"));
+    if amx {
+        assert!(
+            !tiles.is_empty(),
+            "no AMX product on an AMX CPU: {}",
+            kernels.join("; ")
+        );
+    }
+    for k in &tiles {
+        assert!(
+            k.starts_with("avx512amx_mmm_i32_16x1, avx512amx_mmm_i32_16x16 on "),
+            "{}",
+            kernels.join("; ")
+        );
+    }
+}

@@ -242,6 +242,20 @@ MMMExternKernel! { x86_64; avx512amx_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_64
     store(i8)
 }
 
+// The one-column partner of the 16x16: a decode step's product, weights by one column of
+// activations, read from the same PackedAmxA(16) panels with AVX-512 VNNI (VPDPBUSD over each
+// row's 64 k-bytes, the +128 bias trick of the VNNI kernels), instead of a 16-column tile of
+// which 15 columns are padding. It is declared with the 16x16's instruction sets and boost so
+// that kernel selection keeps both and pairs them over one packing of the weights: this one
+// for n = 1, the tile for the rest. Every AMX-int8 CPU has AVX-512 VNNI and BW.
+#[cfg(tract_amx_int8)]
+MMMExternKernel! { x86_64; avx512amx_mmm_i32_16x1<i32>(16,1)@(64,4) isa(X86_64Avx512f, X86_64AmxInt8)
+    packing[1] = i8i8 => |k| k.with_packing(PackedAmxA::new(16), PackedI8K4::new(1));
+
+    boost(|| 100)
+    store(i8)
+}
+
 // AMX bf16 16x16 kernel for f32 matmul: uses TDPBF16PS (bf16 x bf16 -> f32).
 // f32 inputs are truncated to bf16 at pack time (round-to-nearest-even, matching
 // Intel VCVTNEPS2BF16). One tdpbf16ps consumes 16M x 16N x 32K bf16 = 8192 fma
