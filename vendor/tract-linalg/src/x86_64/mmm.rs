@@ -749,3 +749,55 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(all(test, tract_amx_int8))]
+mod avx512amx_mmm_i32_16x1_tests {
+    use super::*;
+    use crate::frame::mmm::{FusedKerSpec, MatMatMulKer, OutputStoreKer};
+    use tract_data::prelude::*;
+
+    /// tract's kernel tests pad k to the packing's 64 before packing, so they never reach
+    /// the last, partial step a product whose k is not a multiple of 64 takes (its bytes of
+    /// B read under a mask). This packs the true k, around the 64-byte edges and at decode
+    /// sizes, over the whole i8 range.
+    #[test]
+    fn every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
+        let ker = &*avx512amx_mmm_i32_16x1;
+        if !ker.runnable() {
+            return Ok(());
+        }
+        for k in [1usize, 4, 63, 64, 65, 130, 200, 2047, 2048, 5000] {
+            let a: Vec<i8> = (0..16 * k).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
+            let b: Vec<i8> = (0..k).map(|i| ((i * 91 + 5) % 256) as u8 as i8).collect();
+            let at = tensor1(&a).into_shape(&[16, k])?;
+            let bt = tensor1(&b).into_shape(&[k, 1])?;
+            let (pack_a, pack_b) = &ker.packings()[1];
+            let pa = pack_a.prepare_one(&at, 1, 0)?;
+            let pb = pack_b.prepare_one(&bt, 0, 1)?;
+            let mut c = vec![0i32; 16];
+            let store = OutputStoreKer {
+                ptr: c.as_mut_ptr() as *mut u8,
+                row_byte_stride: 4,
+                col_byte_stride: 4,
+                item_size: 4,
+            };
+            let ops = [
+                FusedKerSpec::Clear,
+                FusedKerSpec::AddMatMul {
+                    k,
+                    pa: pa.panel_bytes(0, None)?,
+                    pb: pb.panel_bytes(0, None)?,
+                    packing: 1,
+                },
+                FusedKerSpec::Store(store),
+                FusedKerSpec::Done,
+            ];
+            assert_eq!(ker.kernel(&ops), 0);
+            for m in 0..16 {
+                let want: i32 = (0..k).map(|j| a[m * k + j] as i32 * b[j] as i32).sum();
+                assert_eq!(c[m], want, "k {k}, row {m}");
+            }
+        }
+        Ok(())
+    }
+}
