@@ -209,6 +209,13 @@ struct TrainArgs {
     /// Width of the shared image–text space.
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().match_dim)]
     match_dim: usize,
+    /// Swap words in the model's input, each with probability P, keeping the words it must
+    /// predict: an answer's colour, shape and size words for others of their kind, a
+    /// question's words that name nothing for other such words. Teaches the model to read
+    /// the frame rather than guess from the words before, and to shrug off unfamiliar
+    /// wording.
+    #[arg(long, value_name = "P", default_value_t = TrainOptions::default().word_noise)]
+    word_noise: f32,
 }
 
 #[derive(clap::Args)]
@@ -353,6 +360,7 @@ fn run(cli: Cli) -> Result<()> {
                 pack: a.pack,
                 init: a.init,
                 caption_share: a.caption_share,
+                word_noise: a.word_noise,
                 ..TrainOptions::default()
             };
             anyhow::ensure!(
@@ -369,6 +377,11 @@ fn run(cli: Cli) -> Result<()> {
                 a.lr.is_finite() && a.lr > 0.0 && a.lr < 1.0,
                 "--lr must be between 0 and 1 (exclusive), not {}",
                 a.lr
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&a.word_noise),
+                "--word-noise must be a probability from 0 to 1, not {}",
+                a.word_noise
             );
             if let Some(p) = a.caption_share {
                 anyhow::ensure!(

@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 
 use glimpse_runtime::ModelConfig;
 use glimpse_runtime::frame::Canvas;
+use glimpse_runtime::scene::Rng;
 use glimpse_runtime::text::TextTokenizer;
 
 use crate::data::{
-    Batch, BatchBuilder, DEFAULT_CACHE_MB, ExampleSource, IndexOptions, SyntheticData, load_folder,
+    Batch, BatchBuilder, DEFAULT_CACHE_MB, ExampleSource, IndexOptions, SyntheticData, WordNoise,
+    load_folder,
 };
 use crate::model::contrastive::contrastive_loss;
 use crate::model::fuyu::{Layout, masked_cross_entropy};
@@ -91,6 +93,9 @@ pub struct TrainOptions {
     /// and canvas are taken too); a new schedule and optimiser state.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// Probability of each word swap of [`WordNoise`] in the training inputs (0: none).
+    #[serde(default)]
+    pub word_noise: f32,
 }
 
 fn default_image_cache_mb() -> u64 {
@@ -140,6 +145,7 @@ impl Default for TrainOptions {
             pack: 160,
             caption_share: None,
             init: None,
+            word_noise: 0.0,
         }
     }
 }
@@ -672,10 +678,21 @@ pub fn train(
                 max_positions: o.max_positions,
                 pack: o.pack,
             };
+            let noise = (o.word_noise > 0.0)
+                .then(|| WordNoise::new(&tok, o.word_noise))
+                .transpose();
             for step in first..o.steps {
-                let b = src
-                    .train_batch(step as u64, o.batch_size)
-                    .and_then(|examples| builder.build(&examples));
+                let b =
+                    src.train_batch(step as u64, o.batch_size)
+                        .and_then(|examples| match &noise {
+                            Ok(Some(noise)) => {
+                                // each step's own draws, so a resumed run sees what it would have
+                                let mut rng = Rng::for_item(o.seed ^ 0x6e6f_6973, step as u64);
+                                builder.build_noisy(&examples, noise, &mut rng)
+                            }
+                            Ok(None) => builder.build(&examples),
+                            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                        });
                 if tx.send(b).is_err() {
                     break;
                 }

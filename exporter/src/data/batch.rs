@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use glimpse_runtime::text::{Prompt, TextTokenizer, TokenStream, match_ids};
 
-use super::{Example, MatchText};
+use super::{Example, MatchText, WordNoise};
+use glimpse_runtime::scene::Rng;
 
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -94,6 +95,25 @@ impl BatchBuilder<'_> {
 
     /// Builds a batch, leaving out examples too long for the context.
     pub fn build(&self, examples: &[Example]) -> anyhow::Result<Batch> {
+        self.build_with(examples, None)
+    }
+
+    /// [`Self::build`] with `noise` applied to the input ids (the targets stay the
+    /// texts' own), drawn from `rng`.
+    pub fn build_noisy(
+        &self,
+        examples: &[Example],
+        noise: &WordNoise,
+        rng: &mut Rng,
+    ) -> anyhow::Result<Batch> {
+        self.build_with(examples, Some((noise, rng)))
+    }
+
+    fn build_with(
+        &self,
+        examples: &[Example],
+        mut noise: Option<(&WordNoise, &mut Rng)>,
+    ) -> anyhow::Result<Batch> {
         let room = self.max_positions - self.canvas.image_tokens();
         let mut rows: Vec<Row> = Vec::new();
         let mut packed = 0;
@@ -135,7 +155,11 @@ impl BatchBuilder<'_> {
         for (b, row) in rows.iter().enumerate() {
             let mut at = b * text_len;
             for (segment, (t, boa)) in row.texts.iter().enumerate() {
-                for (j, &id) in t.iter().enumerate() {
+                let input = match noise.as_mut() {
+                    Some((n, rng)) => n.apply(t, *boa, rng),
+                    None => t.clone(),
+                };
+                for (j, &id) in input.iter().enumerate() {
                     ids[at + j] = id as i64;
                     positions[at + j] = image_tokens + j as i64;
                     segments[at + j] = segment as i64;

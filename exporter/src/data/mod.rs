@@ -5,6 +5,7 @@ pub mod augment;
 mod batch;
 mod cache;
 mod folder;
+mod noise;
 mod synthetic;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use folder::{
     DEFAULT_CACHE_MB, FolderData, FolderIndex, FolderSplit, IndexOptions, Line, MAX_TEXT_CHARS,
     Record, load_folder,
 };
+pub use noise::WordNoise;
 pub use synthetic::{SyntheticData, text_corpus, write_scenes};
 
 /// One (frame, prompt, answer) example. An empty prompt asks for the caption.
