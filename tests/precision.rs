@@ -203,3 +203,21 @@ fn int8_decode_steps_run_the_one_column_kernel_beside_the_amx_tile() {
         );
     }
 }
+
+/// The bundled decoder's attention layers are `Attention` nodes, which tract fuses with
+/// their caches at every precision: each layer appends its keys and values in place and
+/// no step copies the past (`glimpse info`'s `kv cache` line).
+#[test]
+fn every_precision_grows_its_cache_in_place() {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    for p in Precision::ALL {
+        let g = Glimpse::load_with(&pkg, Some(p)).unwrap();
+        let growth = g.cache_growth();
+        let layers = g.package.manifest.model.n_layers;
+        assert_eq!(
+            (growth.in_place, growth.by_copy),
+            (layers, 0),
+            "{p:?}: {growth}"
+        );
+    }
+}

@@ -436,6 +436,7 @@ fn info_text(g: &Glimpse) -> String {
         ),
     ];
     lines.extend(g.decoder_kernels().iter().map(|k| format!("kernel    {k}")));
+    lines.push(format!("kv cache  {}", g.cache_growth()));
     lines.push(match &m.matching {
         Some(h) => format!(
             "matching  {} ({}-d image and text embeddings, scale 1/τ = {:.2})",
@@ -482,6 +483,7 @@ fn info_json(g: &Glimpse) -> serde_json::Value {
         "precisions": m.precisions.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "cpu": CpuFeatures::detect().describe(),
         "kernels": g.decoder_kernels(),
+        "kv_cache": g.cache_growth().to_string(),
         "matching": m.matching,
         "files": m.files,
         "metrics": m.metrics,

@@ -161,6 +161,11 @@ impl Glimpse {
         self.decoder.matmul_kernels()
     }
 
+    /// How the decoder's KV cache grows at each step.
+    pub fn cache_growth(&self) -> crate::model::CacheGrowth {
+        self.decoder.cache_growth()
+    }
+
     pub fn canvas(&self) -> Canvas {
         self.package.manifest.canvas
     }

@@ -50,6 +50,11 @@ struct External {
 
 pub const OPSET: i64 = 17;
 
+/// The opset of graphs with an `Attention` node (it was added in 23), and the IR version
+/// that goes with it.
+pub const ATTENTION_OPSET: i64 = 23;
+const ATTENTION_IR: i64 = 11;
+
 /// A dimension of a graph input or output: fixed, or a named symbol such as `S` or `P + S`.
 #[derive(Debug, Clone)]
 pub enum Dim {
@@ -147,6 +152,8 @@ pub struct GraphBuilder {
     graph: GraphProto,
     /// Whether a `com.microsoft` operator (MatMulNBits) was used.
     microsoft: bool,
+    /// The graph uses an operator of [`ATTENTION_OPSET`].
+    attention: bool,
     external: Option<External>,
 }
 
@@ -162,6 +169,7 @@ impl GraphBuilder {
                 ..Default::default()
             },
             microsoft: false,
+            attention: false,
             external: None,
         }
     }
@@ -280,6 +288,20 @@ impl GraphBuilder {
         name.to_string()
     }
 
+    /// An ONNX `Attention` node (opset 23): `[q, k, v, mask, past_k, past_v]` in,
+    /// `[y, present_k, present_v]` out; raises the graph's opset to [`ATTENTION_OPSET`].
+    pub fn attention(
+        &mut self,
+        name: &str,
+        inputs: &[&str; 6],
+        outputs: &[&str; 3],
+        attrs: Vec<Attr>,
+    ) -> [String; 3] {
+        self.attention = true;
+        self.push_node("Attention", "", name, inputs, outputs, attrs);
+        outputs.map(str::to_string)
+    }
+
     pub fn node_multi(
         &mut self,
         op: &str,
@@ -329,9 +351,14 @@ impl GraphBuilder {
     }
 
     pub fn finish(self, doc: &str) -> ModelProto {
+        let (opset, ir) = if self.attention {
+            (ATTENTION_OPSET, ATTENTION_IR)
+        } else {
+            (OPSET, 8)
+        };
         let mut opset_import = vec![OperatorSetIdProto {
             domain: String::new(),
-            version: OPSET,
+            version: opset,
         }];
         if self.microsoft {
             opset_import.push(OperatorSetIdProto {
@@ -340,7 +367,7 @@ impl GraphBuilder {
             });
         }
         ModelProto {
-            ir_version: 8,
+            ir_version: ir,
             opset_import,
             producer_name: "glimpse-export".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),

@@ -142,46 +142,29 @@ impl Ctx<'_> {
         Ok([q, k, v])
     }
 
-    /// `present = Concat(past, new)` along the sequence, for the keys and the values:
-    /// the form tract turns into a cache held in the running state.
-    fn append_to_cache(&mut self, i: usize, k: &str, v: &str) -> [String; 2] {
-        [("key", k), ("value", v)].map(|(kv, new)| {
-            self.g.node(
-                "Concat",
-                &format!("present.{i}.{kv}"),
-                &[&format!("past_key_values.{i}.{kv}"), new],
-                vec![attr_int("axis", 2)],
-            )
-        })
-    }
-
-    /// Scaled dot-product attention of the queries over the whole cache, heads merged back
-    /// to `[B, S, d]` and projected by `dense`.
+    /// Scaled dot-product attention of the queries over the past and the new keys, as one
+    /// ONNX `Attention` node that also writes `present = Concat(past, new)` along the
+    /// sequence for the keys and the values (the form tract turns into a cache held in the
+    /// running state, grown in place by its fused attention); heads merged back to
+    /// `[B, S, d]` and projected by `dense`.
     fn attention(
         &mut self,
         p: &str,
-        q: &str,
-        [present_k, present_v]: [&str; 2],
+        i: usize,
+        [q, k, v]: [&str; 3],
         bias: &str,
         shared: &Shared,
     ) -> Result<String> {
+        let past = ["key", "value"].map(|kv| format!("past_key_values.{i}.{kv}"));
+        let present = ["key", "value"].map(|kv| format!("present.{i}.{kv}"));
+        let scale = 1.0 / (self.cfg.head_dim() as f32).sqrt();
         let g = &mut self.g;
-        let kt = g.node(
-            "Transpose",
-            &format!("{p}/k_t"),
-            &[present_k],
-            vec![attr_ints("perm", &[0, 1, 3, 2])],
+        let [o, _, _] = g.attention(
+            &format!("{p}/attention"),
+            &[q, k, v, bias, &past[0], &past[1]],
+            &[&format!("{p}/attn_out"), &present[0], &present[1]],
+            vec![attr_float("scale", scale)],
         );
-        let s = g.node("MatMul", &format!("{p}/scores"), &[q, &kt], vec![]);
-        let s = g.node("Mul", &format!("{p}/scaled"), &[&s, &shared.scale], vec![]);
-        let s = g.node("Add", &format!("{p}/masked"), &[&s, bias], vec![]);
-        let a = g.node(
-            "Softmax",
-            &format!("{p}/attn"),
-            &[&s],
-            vec![attr_int("axis", -1)],
-        );
-        let o = g.node("MatMul", &format!("{p}/attn_v"), &[&a, present_v], vec![]);
         let o = g.node(
             "Transpose",
             &format!("{p}/o_bshd"),
@@ -216,8 +199,6 @@ impl Ctx<'_> {
 struct Shared {
     /// `[0, 0, d]`: heads merged back into the model width.
     merge_shape: String,
-    /// `1 / sqrt(hd)`.
-    scale: String,
 }
 
 /// The `qkv` projection's name in the graph, its outputs reordered by [`qkv_by_part`].
@@ -386,17 +367,15 @@ pub fn build(
     let mut causal_bias: Option<String> = None;
     let shared = Shared {
         merge_shape: c.g.ints("merge_heads_shape", &[3], &[0, 0, d as i64]),
-        scale: c.g.weight("attn_scale", &[], &[1.0 / (hd as f32).sqrt()]),
     };
     for i in 0..cfg.n_layers {
         let p = format!("layers.{i}");
         let hs = c.layer_norm(&format!("{p}.input_layernorm"), &x)?;
         let [q, k, v] = c.attention_inputs(&p, &hs, rope.as_ref())?;
-        let [present_k, present_v] = c.append_to_cache(i, &k, &v);
         let bias = causal_bias
-            .get_or_insert_with(|| causal_mask(&mut c.g, &present_k, &positions))
+            .get_or_insert_with(|| causal_mask(&mut c.g, &embeds, &positions))
             .clone();
-        let o = c.attention(&p, &q, [&present_k, &present_v], &bias, &shared)?;
+        let o = c.attention(&p, i, [&q, &k, &v], &bias, &shared)?;
         x =
             c.g.node("Add", &format!("{p}/residual_attn"), &[&x, &o], vec![]);
         x = c.mlp(&p, &x)?;
@@ -435,16 +414,24 @@ pub fn build(
 }
 
 /// Additive attention bias `[B, 1, S, T]`: 0 where key position `t` ≤ the query's
-/// position id, −1e9 elsewhere. `T` is read from the present keys' shape.
-fn causal_mask(g: &mut GraphBuilder, present_k: &str, positions: &str) -> String {
-    let shape = g.node("Shape", "mask/present_shape", &[present_k], vec![]);
-    let two = g.ints("mask/seq_axis", &[], &[2]);
-    let total = g.node(
-        "Gather",
-        "mask/total_len",
-        &[&shape, &two],
-        vec![attr_int("axis", 0)],
+/// position id, −1e9 elsewhere. `T` = `P + S`, the past keys' length (read from the shape
+/// of layer 0's past) and the new tokens'.
+fn causal_mask(g: &mut GraphBuilder, embeds: &str, positions: &str) -> String {
+    let past = g.node(
+        "Shape",
+        "mask/past_len",
+        &["past_key_values.0.key"],
+        vec![attr_int("start", 2), attr_int("end", 3)],
     );
+    let new = g.node(
+        "Shape",
+        "mask/new_len",
+        &[embeds],
+        vec![attr_int("start", 1), attr_int("end", 2)],
+    );
+    let total = g.node("Add", "mask/total_len_1", &[&past, &new], vec![]);
+    let scalar = g.ints("mask/scalar_shape", &[0], &[]);
+    let total = g.node("Reshape", "mask/total_len", &[&total, &scalar], vec![]);
     let zero = g.ints("mask/zero", &[], &[0]);
     let one = g.ints("mask/one", &[], &[1]);
     let keys = g.node(

@@ -15,6 +15,24 @@ use super::check::GraphCheck;
 use super::{ModelConfig, OpProfile, Plan, f32_values, input_index, into_plan, load_typed};
 use crate::error::{Error, Result};
 
+/// The decoder's caches: how many attention layers grow theirs in place (fused with the
+/// attention) and how many caches are grown by a concatenation that copies the past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheGrowth {
+    pub in_place: usize,
+    pub by_copy: usize,
+}
+
+impl std::fmt::Display for CacheGrowth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.in_place, self.by_copy) {
+            (n, 0) => write!(f, "grown in place, fused with the attention ({n} layers)"),
+            (0, n) => write!(f, "grown by copying the past at each step ({n} caches)"),
+            (a, b) => write!(f, "{a} layers grown in place, {b} caches by copying"),
+        }
+    }
+}
+
 pub struct DecoderGraph {
     plan: Plan,
     embeds_input: usize,
@@ -116,6 +134,7 @@ impl DecoderGraph {
         // A function of the module that registers them, and not its NNEF registry, which
         // would link every transformer operator's NNEF (de)serialiser (0.15 MB on aarch64).
         std::hint::black_box(tract_transformers::figure_out_causal_llm_b_s_p as fn(&_) -> _);
+        super::threads::keep_attention_on_threads();
         let mut model = load_typed(path)?;
         check(path, &model, cfg)?;
         let graph_err = |reason: String| Error::Graph {
@@ -164,6 +183,24 @@ impl DecoderGraph {
     /// `fma_mmm_f32_32x1 on PackedQ4_0[32]Z16 (x17)`: what actually runs the products.
     pub fn matmul_kernels(&self) -> Vec<String> {
         super::matmul_kernels(self.plan.model())
+    }
+
+    /// How the KV cache is grown: `in place` when tract fused every cache with the
+    /// attention that reads it (`InPlaceKvSdpa`, packages with `Attention` nodes), else
+    /// `by copying` (a concatenation per step, which copies the whole past).
+    pub fn cache_growth(&self) -> CacheGrowth {
+        let ops = |name: &str| {
+            self.plan
+                .model()
+                .nodes()
+                .iter()
+                .filter(|n| n.op.name() == name)
+                .count()
+        };
+        CacheGrowth {
+            in_place: ops("InPlaceKvSdpa"),
+            by_copy: ops("DynamicKeyValueCache"),
+        }
     }
 
     /// A new sequence with an empty cache.

@@ -23,7 +23,7 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 
 pub use config::ModelConfig;
-pub use decoder::{DecoderGraph, DecoderSession};
+pub use decoder::{CacheGrowth, DecoderGraph, DecoderSession};
 pub use embedding::EmbeddingGraph;
 pub use heads::{Head, HeadsGraph};
 pub use profile::{OpProfile, OpTime};

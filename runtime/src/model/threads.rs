@@ -12,7 +12,16 @@ pub fn set_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::Usage("--threads: must be at least 1".into()));
     }
-    executor::set(n)
+    executor::set(n)?;
+    keep_attention_on_threads();
+    Ok(())
+}
+
+/// tract's fused attention spreads its heads over rayon's global pool (every core)
+/// whenever it has several: on one thread it must stay on the calling one. Called by
+/// [`set_threads`] and before a decoder first runs.
+pub(crate) fn keep_attention_on_threads() {
+    tract_transformers::ops::flash_sdpa::TRACT_FLASH_SDPA_ST.set(threads() == 1);
 }
 
 /// The threads [`set_threads`] last set (1 until then).

@@ -25,12 +25,12 @@ mod s2d;
 /// graphs Glimpse's exporter writes (vision, embedding, decoder and heads at every
 /// precision), and a few neighbours of theirs.
 pub const TRANSFORMER_OPS: &[&str] = &[
-    "Add", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Div", "DynamicQuantizeLinear",
-    "DequantizeLinear", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "Gemm", "Greater",
-    "Identity", "LayerNormalization", "Less", "MatMul", "MatMulInteger", "MatMulNBits", "Max",
-    "Min", "Mul", "Neg", "Not", "Pow", "QuantizeLinear", "Range", "ReduceMax", "ReduceMean",
-    "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt",
-    "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Add", "Attention", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Div",
+    "DynamicQuantizeLinear", "DequantizeLinear", "Equal", "Erf", "Exp", "Expand", "Flatten",
+    "Gather", "Gemm", "Greater", "Identity", "LayerNormalization", "Less", "MatMul",
+    "MatMulInteger", "MatMulNBits", "Max", "Min", "Mul", "Neg", "Not", "Pow", "QuantizeLinear",
+    "Range", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
 ];
 
 /// Whether this build parses the ONNX operator `name`: every operator with the `all-ops`

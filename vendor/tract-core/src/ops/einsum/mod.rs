@@ -469,6 +469,10 @@ fn declutter_reshape_folding_input_axis(
                 continue;
             };
             rule_if!(folded_axis.inputs[input].len() <= 1);
+            // A block-quantized weight (Q4_0...) cannot be reshaped: its blocks run along
+            // its own k, and splitting that axis would leave a weight no kernel packs right.
+            let konst = &model.outlet_fact(node.inputs[input])?.konst;
+            rule_if!(input == slot || konst.as_ref().is_none_or(|k| k.is_plain()));
             let pos = folded_axis.inputs[input][0];
             for label in &extra_labels {
                 axes = axes.with_extra_axis_occurency(*label, InOut::In(input), pos)?;
