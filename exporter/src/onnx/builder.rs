@@ -1,4 +1,5 @@
-//! A small builder for ONNX graphs, written node by node (opset 17).
+//! A small builder for ONNX graphs, written node by node (opset 17; 23 for a graph with an
+//! `Attention` node).
 //!
 //! A graph is written to a file. With external data, every initializer over
 //! [`EXTERNAL_MIN_BYTES`] goes to `<file>.data` the moment it is added (ONNX external

@@ -4,8 +4,10 @@
 //! `past_key_values.{i}.key/value` in, `logits` and `present.{i}.key/value` out, each
 //! present being `Concat(past, new)` along the sequence axis. At load, tract's
 //! `transformers_detect_all` transform turns every such concat into a cache that lives
-//! inside the running state: the past is then neither an input nor an output, and each
-//! step only appends its new keys and values instead of copying the whole cache.
+//! inside the running state: the past is then neither an input nor an output. Where the
+//! concat is part of an ONNX `Attention` node (packages written since that node), tract
+//! fuses each cache with its attention and appends in place; in older packages each step
+//! concatenates, copying the whole past ([`DecoderGraph::cache_growth`] tells which).
 
 use std::path::Path;
 
