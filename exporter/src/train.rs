@@ -668,6 +668,9 @@ pub fn train(
     // Batches are made on another thread while the model trains.
     let (tx, rx) = sync_channel::<Result<Batch>>(4);
     let first = progress.step;
+    let noise = (o.word_noise > 0.0)
+        .then(|| WordNoise::new(&tok, o.word_noise))
+        .transpose()?;
     let producer = {
         let tok = tok.clone();
         let o = o.clone();
@@ -678,20 +681,16 @@ pub fn train(
                 max_positions: o.max_positions,
                 pack: o.pack,
             };
-            let noise = (o.word_noise > 0.0)
-                .then(|| WordNoise::new(&tok, o.word_noise))
-                .transpose();
             for step in first..o.steps {
                 let b =
                     src.train_batch(step as u64, o.batch_size)
                         .and_then(|examples| match &noise {
-                            Ok(Some(noise)) => {
+                            Some(noise) => {
                                 // each step's own draws, so a resumed run sees what it would have
                                 let mut rng = Rng::for_item(o.seed ^ 0x6e6f_6973, step as u64);
                                 builder.build_noisy(&examples, noise, &mut rng)
                             }
-                            Ok(None) => builder.build(&examples),
-                            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                            None => builder.build(&examples),
                         });
                 if tx.send(b).is_err() {
                     break;

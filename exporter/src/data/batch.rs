@@ -12,6 +12,7 @@
 
 use glimpse_runtime::frame::Canvas;
 use glimpse_runtime::package::SpecialTokens;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use glimpse_runtime::text::{Prompt, TextTokenizer, TokenStream, match_ids};
@@ -156,8 +157,8 @@ impl BatchBuilder<'_> {
             let mut at = b * text_len;
             for (segment, (t, boa)) in row.texts.iter().enumerate() {
                 let input = match noise.as_mut() {
-                    Some((n, rng)) => n.apply(t, *boa, rng),
-                    None => t.clone(),
+                    Some((n, rng)) => Cow::Owned(n.apply(t, *boa, rng)),
+                    None => Cow::Borrowed(t.as_slice()),
                 };
                 for (j, &id) in input.iter().enumerate() {
                     ids[at + j] = id as i64;
