@@ -9,7 +9,8 @@
 //!
 //! With probability `p` each colour, shape and size word of an answer is swapped, as input,
 //! for another word of its class, and each question token that names nothing (not a colour,
-//! shape, size or number) for another such token. The word the model must predict at every
+//! shape, size or number) and does not tell the question's kind ("colour", "shape", "how
+//! many", "left", …) for another such token. The word the model must predict at every
 //! position stays the true one, so what it learns to lean on is the image.
 
 use std::collections::HashSet;
@@ -18,12 +19,20 @@ use anyhow::Result;
 use glimpse_runtime::scene::{self, Color, Rng, Shape, Size};
 use glimpse_runtime::text::TextTokenizer;
 
+/// Words that tell which kind of question is asked: swapping one would leave a question
+/// whose answer no longer follows from its words ("what shape is the red star?" answered
+/// "red"), so they are kept like the naming words.
+const KIND_WORDS: [&str; 15] = [
+    "color", "colour", "shape", "shapes", "objects", "things", "how", "many", "count",
+    "number", "left", "right", "size", "big", "side",
+];
+
 pub struct WordNoise {
     p: f32,
     /// Single-token words that may stand for each other: colours, shapes, sizes.
     classes: Vec<Vec<u32>>,
-    /// Every token of a word that names something; never swapped out of a question, never
-    /// swapped into one.
+    /// Every token of a word that names something or tells the question's kind; never
+    /// swapped out of a question, never swapped into one.
     naming: HashSet<u32>,
     /// Tokens a question's other tokens may become.
     fillers: Vec<u32>,
@@ -54,8 +63,12 @@ impl WordNoise {
         .filter(|c| c.len() > 1)
         .collect();
         let mut naming = HashSet::new();
-        for w in scene::vocabulary() {
-            naming.extend(tok.encode(&w)?);
+        for w in scene::vocabulary()
+            .iter()
+            .map(String::as_str)
+            .chain(KIND_WORDS)
+        {
+            naming.extend(tok.encode(w)?);
         }
         let sp = tok.special();
         let special: HashSet<u32> = [sp.bos, sp.eos, sp.boa, sp.pad, sp.image, sp.newline]
@@ -207,6 +220,31 @@ mod tests {
             .build_noisy(&examples, &noise, &mut Rng::new(3))
             .unwrap();
         assert_eq!(again.ids, noisy.ids, "the same draws give the same batch");
+    }
+
+    #[test]
+    fn the_words_that_tell_a_questions_kind_are_kept() {
+        let tok = tokenizer();
+        let noise = WordNoise::new(&tok, 1.0).unwrap();
+        for (_, template) in scene::phrasings(scene::Wording::Trained) {
+            let question = template
+                .replace("{a}", "red star")
+                .replace("{b}", "blue circle")
+                .replace("{c}", "red")
+                .replace("{s}", "star")
+                .replace("{p}", "stars");
+            let ids = tok.encode(&question).unwrap();
+            let out = noise.apply(&ids, ids.len(), &mut Rng::new(5));
+            let said = words(&tok, &out).concat();
+            for kind_word in KIND_WORDS.iter().chain(&["red", "star"]) {
+                assert_eq!(
+                    question.contains(kind_word),
+                    said.contains(kind_word),
+                    "{question:?} became {said:?}"
+                );
+            }
+            assert_ne!(out, ids, "nothing of {question:?} was swapped at p = 1");
+        }
     }
 
     #[test]
