@@ -23,8 +23,8 @@ use glimpse_runtime::text::TextTokenizer;
 /// whose answer no longer follows from its words ("what shape is the red star?" answered
 /// "red"), so they are kept like the naming words.
 const KIND_WORDS: [&str; 15] = [
-    "color", "colour", "shape", "shapes", "objects", "things", "how", "many", "count",
-    "number", "left", "right", "size", "big", "side",
+    "color", "colour", "shape", "shapes", "objects", "things", "how", "many", "count", "number",
+    "left", "right", "size", "big", "side",
 ];
 
 pub struct WordNoise {

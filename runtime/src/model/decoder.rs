@@ -200,7 +200,7 @@ impl DecoderGraph {
                 .count()
         };
         CacheGrowth {
-            in_place: ops("InPlaceKvSdpa"),
+            in_place: ops("CachedAttention") + ops("InPlaceKvSdpa"),
             by_copy: ops("DynamicKeyValueCache"),
         }
     }

@@ -3,6 +3,7 @@
 //! ([`EmbeddingGraph`]), embeddings → logits with a KV cache ([`DecoderGraph`]); and,
 //! for image–text matching, a final decoder state → unit embedding ([`HeadsGraph`]).
 
+mod attention;
 mod check;
 mod config;
 mod decoder;
@@ -144,6 +145,7 @@ pub(crate) fn into_plan(path: &Path, mut model: TypedModel) -> Result<Plan> {
         .optimize_with_session(&mut codegen.session())
         .map_err(err)?;
     half_cast::replace_half_casts(&mut model).map_err(err)?;
+    attention::replace_fused_attention(&mut model);
     trace(path, "optimised");
     model.into_runnable().map_err(err)
 }

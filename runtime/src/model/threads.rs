@@ -24,6 +24,15 @@ pub(crate) fn keep_attention_on_threads() {
     tract_transformers::ops::flash_sdpa::TRACT_FLASH_SDPA_ST.set(threads() == 1);
 }
 
+/// Runs `f` on every `len`-value chunk of `out` with its index, split over the
+/// [`set_threads`] pool when there is one, else in turn on the calling thread.
+pub(crate) fn for_each_chunk<F>(out: &mut [f32], len: usize, f: F)
+where
+    F: Fn((usize, &mut [f32])) + Send + Sync,
+{
+    executor::for_each_chunk(out, len, f)
+}
+
 /// The threads [`set_threads`] last set (1 until then).
 pub fn threads() -> usize {
     executor::current()
@@ -65,6 +74,19 @@ mod executor {
             _ => 1,
         }
     }
+
+    pub(super) fn for_each_chunk<F>(out: &mut [f32], len: usize, f: F)
+    where
+        F: Fn((usize, &mut [f32])) + Send + Sync,
+    {
+        match tract_linalg::multithread::current_tract_executor() {
+            Executor::MultiThread(pool) => {
+                use rayon::prelude::*;
+                pool.install(|| out.par_chunks_mut(len).enumerate().for_each(f))
+            }
+            _ => out.chunks_mut(len).enumerate().for_each(f),
+        }
+    }
 }
 
 #[cfg(not(feature = "threads"))]
@@ -82,6 +104,13 @@ mod executor {
 
     pub(super) fn current() -> usize {
         1
+    }
+
+    pub(super) fn for_each_chunk<F>(out: &mut [f32], len: usize, f: F)
+    where
+        F: Fn((usize, &mut [f32])) + Send + Sync,
+    {
+        out.chunks_mut(len).enumerate().for_each(f)
     }
 }
 
