@@ -426,19 +426,15 @@ impl Head<'_> {
 /// `a · b`, summed in 16 lanes so that the compiler keeps it in vector registers.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const L: usize = 16;
+    let (a_chunks, a_tail) = a.as_chunks::<L>();
+    let (b_chunks, b_tail) = b.as_chunks::<L>();
     let mut lanes = [0f32; L];
-    let (a_chunks, b_chunks) = (a.chunks_exact(L), b.chunks_exact(L));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
         for l in 0..L {
             lanes[l] += x[l] * y[l];
         }
     }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
     lanes.iter().sum::<f32>() + tail
 }
 
