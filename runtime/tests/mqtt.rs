@@ -18,19 +18,23 @@ fn glimpse() -> Command {
 }
 
 fn free_port() -> u16 {
+    free_listener().local_addr().unwrap().port()
+}
+
+/// A listener on a port no other test of this process was handed: kept bound by whoever
+/// needs it at once (a proxy), since a port let go may be taken meanwhile by the system for
+/// a client's outgoing connection.
+fn free_listener() -> TcpListener {
     // never the same port twice in this process: the tests run side by side, and each
     // port is bound again only later, by a broker or a proxy
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let mut given = GIVEN.lock().unwrap();
         if !given.contains(&port) {
             given.push(port);
-            return port;
+            return listener;
         }
     }
 }
@@ -831,9 +835,9 @@ impl FlakyProxy {
         use std::net::{Shutdown, TcpStream};
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::{Arc, Mutex};
-        // a port from free_port, so no broker of another test is handed it meanwhile
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // bound at once on a port no broker of another test is handed
+        let listener = free_listener();
+        let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
