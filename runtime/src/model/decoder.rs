@@ -6,8 +6,9 @@
 //! `transformers_detect_all` transform turns every such concat into a cache that lives
 //! inside the running state: the past is then neither an input nor an output. Where the
 //! concat is part of an ONNX `Attention` node (packages written since that node), tract
-//! fuses each cache with its attention and appends in place; in older packages each step
-//! concatenates, copying the whole past ([`DecoderGraph::cache_growth`] tells which).
+//! fuses each cache with its attention and appends in place (run by the runtime's own
+//! attention, `model::attention`); in older packages each step concatenates, copying the
+//! whole past ([`DecoderGraph::cache_growth`] tells which).
 
 use std::path::Path;
 
@@ -188,8 +189,9 @@ impl DecoderGraph {
     }
 
     /// How the KV cache is grown: `in place` when tract fused every cache with the
-    /// attention that reads it (`InPlaceKvSdpa`, packages with `Attention` nodes), else
-    /// `by copying` (a concatenation per step, which copies the whole past).
+    /// attention that reads it (packages with `Attention` nodes: tract's `InPlaceKvSdpa`,
+    /// which the runtime runs as its own `CachedAttention`), else `by copying` (a
+    /// concatenation per step, which copies the whole past).
     pub fn cache_growth(&self) -> CacheGrowth {
         let ops = |name: &str| {
             self.plan
