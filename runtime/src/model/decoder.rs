@@ -190,8 +190,8 @@ impl DecoderGraph {
 
     /// How the KV cache is grown: `in place` when tract fused every cache with the
     /// attention that reads it (packages with `Attention` nodes: tract's `InPlaceKvSdpa`,
-    /// which the runtime runs as its own `CachedAttention`), else `by copying` (a
-    /// concatenation per step, which copies the whole past).
+    /// which `into_plan` replaces with the runtime's own `CachedAttention`), else `by
+    /// copying` (a concatenation per step, which copies the whole past).
     pub fn cache_growth(&self) -> CacheGrowth {
         let ops = |name: &str| {
             self.plan
@@ -202,7 +202,7 @@ impl DecoderGraph {
                 .count()
         };
         CacheGrowth {
-            in_place: ops("CachedAttention") + ops("InPlaceKvSdpa"),
+            in_place: ops("CachedAttention"),
             by_copy: ops("DynamicKeyValueCache"),
         }
     }

@@ -3,7 +3,6 @@ use crate::pb::NodeProto;
 use tract_core::ops::cast::cast;
 use tract_hir::internal::*;
 use tract_hir::ops::quant::*;
-use tract_ndarray::ArrayViewD;
 
 pub fn register_all_ops(reg: &mut OnnxOpRegister) {
     register!(reg, "QuantizeLinear", quantize_linear);
@@ -279,20 +278,14 @@ impl Expansion for DynamicQuantizeLinear {
     }
 }
 
-/// The definition, value by value (`dynamic_quantize_linear_u8` is its fast form).
-#[cfg_attr(not(test), allow(dead_code))]
-fn dynamic_quantize_linear_f32_u8(x: f32, scale: f32, zero_point: u8) -> u8 {
-    (((x / scale).round_ties_even() as i32) + zero_point as i32)
-        .clamp(u8::MIN as i32, u8::MAX as i32) as u8
-}
-
 /// 1.5 × 2^23: adding and taking away this rounds an f32 of magnitude under 2^22 to an
 /// integer, ties to even (the default rounding mode); adding it to an integer from 0 to
 /// 255 leaves that integer in the low byte of the sum's bits.
 const MAGIC: f32 = 12_582_912.0;
 
 fn dynamic_quantize_linear_u8(scale: f32, zero_point: u8, xs: &[f32], ys: &mut [u8]) {
-    // `dynamic_quantize_linear_f32_u8` value by value, in float arithmetic that vectorizes
+    // ONNX's `saturate(round_ties_even(x / scale) + zero_point)` value by value (the
+    // tests' `dynamic_quantize_linear_f32_u8`), in float arithmetic that vectorizes
     // (baseline x86-64 has no rounding instruction, so `round_ties_even` was a library
     // call per value, and the saturating casts kept the loop scalar):
     // - x / scale lies within [-255, 255] (scale is the range over 255, and the range
@@ -310,21 +303,10 @@ fn dynamic_quantize_linear_u8(scale: f32, zero_point: u8, xs: &[f32], ys: &mut [
     });
 }
 
-fn scale_and_zero_point(v: ArrayViewD<f32>) -> (f32, u8) {
-    // get the min and max of v and extend it to have zero included
+fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
+    // get the min and max of xs and extend it to have zero included
     // in the interval [min, max]
-    let (min, max) = match v.as_slice_memory_order() {
-        Some(xs) => min_max_with_zero(xs),
-        None => v.fold((0., 0.), |(a_min, a_max), &v| {
-            if v < a_min {
-                (v, a_max)
-            } else if v > a_max {
-                (a_min, v)
-            } else {
-                (a_min, a_max)
-            }
-        }),
-    };
+    let (min, max) = min_max_with_zero(xs);
 
     // quantize range
     let min_t = u8::MIN as f32;
@@ -396,8 +378,8 @@ impl EvalOp for DynamicQuantizeLinearU8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
         let input = input.cast_to::<f32>()?;
-        let a_input = input.to_plain_array_view::<f32>()?;
-        let (scale, zero_point) = scale_and_zero_point(a_input);
+        let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let (scale, zero_point) = scale_and_zero_point(xs);
 
         let mut dst = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         // We cannot use quantize_linear_u8 here because it does `x * scale.recip()`
@@ -405,7 +387,7 @@ impl EvalOp for DynamicQuantizeLinearU8 {
         dynamic_quantize_linear_u8(
             scale,
             zero_point,
-            input.try_as_plain_ram()?.as_slice::<f32>()?,
+            xs,
             dst.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
         );
 
@@ -433,6 +415,12 @@ impl TypedOp for DynamicQuantizeLinearU8 {
 mod tests {
     use super::*;
     use tract_ndarray::arr1;
+
+    /// The definition, value by value (`dynamic_quantize_linear_u8` is its fast form).
+    fn dynamic_quantize_linear_f32_u8(x: f32, scale: f32, zero_point: u8) -> u8 {
+        (((x / scale).round_ties_even() as i32) + zero_point as i32)
+            .clamp(u8::MIN as i32, u8::MAX as i32) as u8
+    }
 
     // Data for tests is from:
     // https://github.com/onnx/onnx/blob/master/docs/Operators.md#DynamicQuantizeLinear
@@ -471,7 +459,7 @@ mod tests {
                 }
             });
             assert_eq!(min_max_with_zero(&xs), folded, "case {case}");
-            let (scale, zero_point) = scale_and_zero_point(arr1(&xs).into_dyn().view());
+            let (scale, zero_point) = scale_and_zero_point(&xs);
             let mut fast = vec![0u8; len];
             dynamic_quantize_linear_u8(scale, zero_point, &xs, &mut fast);
             let slow: Vec<u8> =
@@ -490,8 +478,6 @@ mod tests {
 
         let epsilon = 0.00000001;
         for (v, scale_ok, zero_point_ok) in &data {
-            let v = arr1(v).into_dyn();
-            let v = v.view();
             let (scale, zero_point) = scale_and_zero_point(v);
             assert!((scale - scale_ok).abs() < epsilon);
             assert_eq!(zero_point, *zero_point_ok);
@@ -511,7 +497,7 @@ mod tests {
 
         for (v, quantized_ok) in &data {
             let v = arr1(v).into_dyn();
-            let (scale, zero_point) = scale_and_zero_point(v.view());
+            let (scale, zero_point) = scale_and_zero_point(v.as_slice().unwrap());
 
             // same shape of v but with u8 type, values will be overwritten
             let mut quantized = v.mapv(|_| 0_u8);
@@ -534,7 +520,7 @@ mod tests {
         // The value on a tie. scale is exactly 1, so 0.5 survives the division as a tie.
         // round_ties_even(0.5) = 0, so y = 0 + 127; rounding away from zero would give 128.
         let v = arr1(&[-127f32, 128., 0.5]).into_dyn();
-        let (scale, zero_point) = scale_and_zero_point(v.view());
+        let (scale, zero_point) = scale_and_zero_point(v.as_slice().unwrap());
         assert_eq!(scale, 1.0);
         assert_eq!(zero_point, 127);
         let mut quantized = v.mapv(|_| 0_u8);
@@ -550,7 +536,7 @@ mod tests {
         // round_ties_even gives 126; rounding away from zero would give 127 and shift every
         // output by one.
         let v = arr1(&[-253f32, 257.]).into_dyn();
-        let (scale, zero_point) = scale_and_zero_point(v.view());
+        let (scale, zero_point) = scale_and_zero_point(v.as_slice().unwrap());
         assert_eq!(scale, 2.0);
         assert_eq!(zero_point, 126);
         let mut quantized = v.mapv(|_| 0_u8);
