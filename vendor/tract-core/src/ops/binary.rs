@@ -59,6 +59,20 @@ pub trait BinMiniOp:
             return Ok(a);
         }
         let c_shape = crate::broadcast::multi_broadcast(&[a.shape(), b.shape()])?;
+        // b has the result's shape and a broadcasts: b's buffer takes the result when the
+        // operands can swap, as they can in a sum or product (a per-tensor zero point
+        // times a row of column sums)
+        if &*c_shape != a.shape()
+            && &*c_shape == b.shape()
+            && matches!(self.as_linalg_binop(), Some(BinOp::Add | BinOp::Mul))
+            && (c_dt.is_float() || c_dt.is_integer())
+            && c_dt == b.datum_type()
+            && a.datum_type() == b.datum_type()
+        {
+            let mut b = b.into_tensor();
+            self.eval_in_a(&mut b, &a)?;
+            return Ok(b);
+        }
         if &*c_shape == a.shape() && c_dt == a.datum_type() {
             let mut a = a.into_tensor();
             self.eval_in_a(&mut a, &b)?;
@@ -481,6 +495,78 @@ fn repeat_broadcast(op: BinOp, a: &mut Tensor, b: &Tensor, period: usize) -> Tra
         run!(f16)
     }
     Ok(false)
+}
+
+/// `f(a, b)` over every element of `a` in place, where `b` broadcasts to `a`'s shape
+/// (each of its axes `a`'s size or 1; fewer axes count as leading 1s), in runs of
+/// consecutive elements: either the innermost axes on which `b` matches `a` (an element
+/// of `b` for each), or the innermost axes `b` repeats along (one element of `b` for the
+/// run). ndarray's broadcasting `Zip` visits one element at a time through an indirect
+/// call; a rotary table `[S, 64]` against `[2, H, S, 64]`, or a per-head scale against
+/// `[2, H, S, 64]`, runs here as slices the compiler vectorizes. Both operands are read
+/// as dense row-major data, which a tensor's storage is. Returns false (and touches
+/// nothing) when `b` does not broadcast to `a`.
+pub(crate) fn in_a_by_runs<T>(
+    a: &mut [T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    f: impl Fn(&mut T, &T),
+) -> bool {
+    let rank = a_shape.len();
+    if rank == 0 || b_shape.len() > rank || a.len() != a_shape.iter().product::<usize>() {
+        return false;
+    }
+    let mut bs: TVec<usize> = tvec![1; rank - b_shape.len()];
+    bs.extend(b_shape.iter().copied());
+    if bs.iter().zip(a_shape).any(|(&b, &a)| b != a && b != 1)
+        || b.len() != bs.iter().product::<usize>()
+        || a.is_empty()
+    {
+        return false;
+    }
+    // b's stride on each axis of a, 0 where it repeats
+    let mut b_strides: TVec<usize> = tvec![0; rank];
+    let mut stride = 1;
+    for ax in (0..rank).rev() {
+        if bs[ax] == a_shape[ax] && a_shape[ax] != 1 {
+            b_strides[ax] = stride;
+        }
+        stride *= bs[ax];
+    }
+    // the run: innermost axes where b matches a, else innermost axes where it repeats
+    let matching = |ax: usize| bs[ax] == a_shape[ax];
+    let repeating = |ax: usize| bs[ax] == 1;
+    let per_element = matching(rank - 1) && a_shape[rank - 1] != 1;
+    let mut inner = rank;
+    let mut run = 1;
+    while inner > 0 && (if per_element { matching(inner - 1) } else { repeating(inner - 1) }) {
+        inner -= 1;
+        run *= a_shape[inner];
+    }
+    // the outer axes, walked as an odometer, with b's offset beside
+    let mut index: TVec<usize> = tvec![0; inner];
+    let mut b_at = 0;
+    for chunk in a.chunks_exact_mut(run) {
+        if per_element {
+            for (x, y) in chunk.iter_mut().zip(&b[b_at..b_at + run]) {
+                f(x, y);
+            }
+        } else {
+            let y = &b[b_at];
+            chunk.iter_mut().for_each(|x| f(x, y));
+        }
+        for ax in (0..inner).rev() {
+            index[ax] += 1;
+            b_at += b_strides[ax];
+            if index[ax] < a_shape[ax] {
+                break;
+            }
+            b_at -= b_strides[ax] * index[ax];
+            index[ax] = 0;
+        }
+    }
+    true
 }
 
 fn core_op_for_linalg_op(linalg: &BinOp) -> Box<dyn BinMiniOp> {
@@ -1364,6 +1450,19 @@ macro_rules! bin_to_super_type {
                     )?
                 }
                 $(
+                    $(if b.datum_type() == $typ::datum_type() && a.datum_type() == b.datum_type() {
+                        let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
+                        let a_shape: TVec<usize> = a.shape().into();
+                        let b_plain = b.try_as_plain_ram()?;
+                        let b_slice = b_plain.as_slice::<$typ>()?;
+                        let mut a_plain = a.try_as_plain_ram_mut()?;
+                        let a_slice = a_plain.as_slice_mut::<$typ>()?;
+                        if $crate::ops::binary::in_a_by_runs(a_slice, &a_shape, b_slice, b.shape(), |x, y| cab(x, &x.clone(), y)) {
+                            return Ok(())
+                        }
+                    })*
+                )*
+                $(
                     $(if b.datum_type() == $typ::datum_type() {
                         let cab: fn(&mut $typ, &$typ, &$typ) -> () = $cab;
                         let b = b.to_plain_array_view::<$typ>()?;
@@ -1569,6 +1668,41 @@ pub(crate) fn one_input_is_uniform(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `in_a_by_runs` against ndarray's broadcasting `Zip` (the path it shortcuts), for
+    /// `b` broadcast on leading, middle, trailing and several axes, with fewer axes than
+    /// `a`, and shapes it must refuse.
+    #[test]
+    fn runs_match_the_broadcasting_zip() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[2, 1, 3, 5, 4], &[2, 1, 3, 1, 4]),
+            (&[2, 1, 3, 5, 4], &[1, 1, 1, 5, 4]),
+            (&[2, 3, 5, 4], &[5, 4]),
+            (&[2, 3, 5, 4], &[2, 3, 1, 1]),
+            (&[2, 3, 5, 4], &[1, 3, 1, 4]),
+            (&[2, 3, 5, 4], &[2, 1, 5, 1]),
+            (&[1, 1, 7], &[1, 1, 1]),
+            (&[3, 1], &[3, 1]),
+            (&[4, 6], &[4, 6]),
+            (&[6], &[1]),
+        ];
+        for (a_shape, b_shape) in cases {
+            let n: usize = a_shape.iter().product();
+            let m: usize = b_shape.iter().product();
+            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let b: Vec<f32> = (0..m).map(|i| 1.0 + i as f32 * 0.25).collect();
+            let mut want = tract_ndarray::ArrayD::from_shape_vec(a_shape.to_vec(), a.clone()).unwrap();
+            let bv = tract_ndarray::ArrayD::from_shape_vec(b_shape.to_vec(), b.clone()).unwrap();
+            tract_ndarray::Zip::from(&mut want).and_broadcast(&bv).for_each(|x, y| *x = *x * 3.0 + y);
+            let mut got = a.clone();
+            assert!(in_a_by_runs(&mut got, a_shape, &b, b_shape, |x, y| *x = *x * 3.0 + y));
+            assert_eq!(got, want.into_raw_vec_and_offset().0, "{a_shape:?} by {b_shape:?}");
+        }
+        let mut a = vec![0f32; 6];
+        assert!(!in_a_by_runs(&mut a, &[2, 3], &[1.0, 2.0], &[2], |x, y| *x += y));
+        assert!(!in_a_by_runs(&mut a, &[2, 3], &[0.0; 12], &[2, 2, 3], |x, y| *x += y));
+        assert_eq!(a, vec![0f32; 6]);
+    }
 
     /// Reproducer for the OptBinUnicast panic seen on Nemotron decoder CI
     /// (cuda-lovelace + Darwin). A 1-D tensor that goes through `insert_axis`
