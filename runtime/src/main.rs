@@ -521,11 +521,13 @@ fn main() -> ExitCode {
 }
 
 /// How the process asks the system for memory; a large model's load turns gigabytes of
-/// weights from one form into another, and both settings below are about that.
+/// weights from one form into another, and the first two settings below are about that,
+/// the third about the blocks each inference step asks for again and again.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod memory {
     use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::Mutex;
 
     /// glibc gives a freed block above its mmap threshold back to the system, but raises
     /// that threshold (up to 32 MiB) each time it frees one, after which blocks of that
@@ -534,8 +536,11 @@ mod memory {
     /// the process near one copy of its weights.
     pub fn large_blocks_back_to_the_system() {
         // SAFETY: mallopt only changes an allocator setting; first thing in main.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD as i32) };
     }
+
+    /// The mmap threshold set above.
+    const THRESHOLD: usize = 1 << 20;
 
     /// Blocks of at least this many bytes ask for transparent huge pages.
     const LARGE: usize = 4 << 20;
@@ -544,6 +549,8 @@ mod memory {
     /// fresh memory is touched a 2 MiB page at a time instead of 4 KiB, which made
     /// packing the weights of the 9.4 B q4 package 25-35 % faster here (one fault and one
     /// clear per huge page). Kernels without them (or set to `never`) ignore the advice.
+    /// Freed blocks of [`SHELVED`] sizes are kept on a [`Shelf`] for the next request of
+    /// the same size.
     pub struct LargeOnHugePages;
 
     fn advise(block: *mut u8, size: usize) {
@@ -561,33 +568,208 @@ mod memory {
         }
     }
 
-    // SAFETY: every call is the system allocator's; `advise` changes no memory.
+    /// Sizes of block kept when freed: from the mmap threshold, where each block is a
+    /// mapping of its own that freeing unmaps, up to this.
+    const SHELVED: std::ops::Range<usize> = THRESHOLD..(32 << 20);
+
+    /// Most bytes kept at once (the oldest blocks go back to the system first).
+    const SHELF_BYTES: usize = 64 << 20;
+
+    /// Most blocks kept at once.
+    const SHELF_SLOTS: usize = 32;
+
+    /// Freed blocks of a megabyte or more, kept for the next request of the same size
+    /// and alignment. Each decoder step of a large model asks for the same few such
+    /// blocks (a logits row of 262,144 floats is 1 MiB; a prefill's activations are
+    /// several); from the system, each would be a fresh mapping faulted in a page at a
+    /// time and unmapped when freed. A 1.3 B int8 decode step spent more time in the
+    /// kernel doing that than in half its operators. Sizes are rounded up to whole pages
+    /// so that a block always holds what its class promises.
+    struct Shelf {
+        /// (size class, alignment, address), oldest first.
+        blocks: [(usize, usize, usize); SHELF_SLOTS],
+        len: usize,
+        bytes: usize,
+    }
+
+    static SHELF: Mutex<Shelf> = Mutex::new(Shelf {
+        blocks: [(0, 0, 0); SHELF_SLOTS],
+        len: 0,
+        bytes: 0,
+    });
+
+    /// The size class of a request, or `None` for sizes never shelved.
+    fn class(layout: Layout) -> Option<usize> {
+        SHELVED
+            .contains(&layout.size())
+            .then(|| layout.size().next_multiple_of(4096))
+    }
+
+    fn shelf() -> std::sync::MutexGuard<'static, Shelf> {
+        SHELF
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    impl Shelf {
+        fn take(&mut self, size: usize, align: usize) -> Option<*mut u8> {
+            let i = self.blocks[..self.len]
+                .iter()
+                .rposition(|&(s, a, _)| s == size && a == align)?;
+            let (_, _, block) = self.blocks[i];
+            self.blocks.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+            self.bytes -= size;
+            Some(block as *mut u8)
+        }
+
+        /// Keeps `block`, handing back the oldest blocks that no longer fit.
+        fn keep(&mut self, block: *mut u8, size: usize, align: usize) {
+            while self.len > 0 && (self.len == SHELF_SLOTS || self.bytes + size > SHELF_BYTES) {
+                let (s, a, old) = self.blocks[0];
+                self.blocks.copy_within(1..self.len, 0);
+                self.len -= 1;
+                self.bytes -= s;
+                // SAFETY: a shelved block came from System with this size and alignment.
+                unsafe { System.dealloc(old as *mut u8, Layout::from_size_align_unchecked(s, a)) };
+            }
+            self.blocks[self.len] = (size, align, block as usize);
+            self.len += 1;
+            self.bytes += size;
+        }
+    }
+
+    // SAFETY: every block comes from the system allocator, with its size rounded up to a
+    // whole page for the shelved sizes; a block taken from the shelf was freed by its
+    // last owner and has the size and alignment asked for; `advise` changes no memory.
     unsafe impl GlobalAlloc for LargeOnHugePages {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let block = unsafe { System.alloc(layout) };
-            advise(block, layout.size());
+            let Some(size) = class(layout) else {
+                let block = unsafe { System.alloc(layout) };
+                advise(block, layout.size());
+                return block;
+            };
+            if let Some(block) = shelf().take(size, layout.align()) {
+                return block;
+            }
+            // SAFETY: `size`, the layout's rounded up to whole pages, is no larger than
+            // isize::MAX allows for this alignment (the shelved sizes are under 32 MiB).
+            let rounded = unsafe { Layout::from_size_align_unchecked(size, layout.align()) };
+            let block = unsafe { System.alloc(rounded) };
+            advise(block, size);
             block
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            let block = unsafe { System.alloc_zeroed(layout) };
-            advise(block, layout.size());
+            let Some(size) = class(layout) else {
+                let block = unsafe { System.alloc_zeroed(layout) };
+                advise(block, layout.size());
+                return block;
+            };
+            if let Some(block) = shelf().take(size, layout.align()) {
+                // SAFETY: the block holds `size` bytes.
+                unsafe { block.write_bytes(0, size) };
+                return block;
+            }
+            // SAFETY: as in `alloc`.
+            let rounded = unsafe { Layout::from_size_align_unchecked(size, layout.align()) };
+            let block = unsafe { System.alloc_zeroed(rounded) };
+            advise(block, size);
             block
         }
 
         unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-            unsafe { System.dealloc(block, layout) }
+            match class(layout) {
+                Some(size) => shelf().keep(block, size, layout.align()),
+                None => unsafe { System.dealloc(block, layout) },
+            }
         }
 
         unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
-            let block = unsafe { System.realloc(block, layout, size) };
-            advise(block, size);
+            // glibc's realloc reads neither size; a block that will be shelved when freed
+            // must hold its whole class.
+            let new = Layout::from_size_align(size, layout.align())
+                .ok()
+                .and_then(class)
+                .unwrap_or(size);
+            let block = unsafe { System.realloc(block, layout, new) };
+            advise(block, new);
             block
         }
     }
 
     #[global_allocator]
     static ALLOCATOR: LargeOnHugePages = LargeOnHugePages;
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A block freed and asked for again (same size and alignment) is the same memory,
+        /// and a request for zeroed memory gets it zeroed.
+        #[test]
+        fn a_freed_large_block_serves_the_next_request_of_its_size() {
+            let size = (3 << 20) + 12345;
+            let first = vec![7u8; size];
+            let at = first.as_ptr();
+            drop(first);
+            let mut second = vec![0u8; size];
+            assert_eq!(second.as_ptr(), at);
+            assert!(
+                second.iter().all(|&b| b == 0),
+                "a zeroed request comes back zeroed"
+            );
+            second.fill(9);
+            assert_eq!(second[size - 1], 9);
+        }
+
+        /// The shelf hands back the oldest blocks when full, by count and by bytes, and a
+        /// request of another size or alignment is not served from it.
+        #[test]
+        fn the_shelf_keeps_the_newest_blocks_within_its_limits() {
+            let mut shelf = Shelf {
+                blocks: [(0, 0, 0); SHELF_SLOTS],
+                len: 0,
+                bytes: 0,
+            };
+            let block = |size: usize, align: usize| {
+                // SAFETY: a valid, non-zero layout.
+                unsafe { System.alloc(Layout::from_size_align(size, align).unwrap()) }
+            };
+            let mb = 1 << 20;
+            let oldest = block(mb, 16);
+            shelf.keep(oldest, mb, 16);
+            for _ in 1..SHELF_SLOTS {
+                shelf.keep(block(mb, 16), mb, 16);
+            }
+            assert_eq!((shelf.len, shelf.bytes), (SHELF_SLOTS, SHELF_SLOTS * mb));
+            let newest = block(2 * mb, 64);
+            shelf.keep(newest, 2 * mb, 64);
+            assert_eq!(shelf.len, SHELF_SLOTS, "one slot freed for it");
+            assert!(
+                shelf.blocks[..shelf.len]
+                    .iter()
+                    .all(|b| b.2 != oldest as usize)
+            );
+            assert_eq!(shelf.take(2 * mb, 16), None, "another alignment");
+            assert_eq!(shelf.take(3 * mb, 64), None, "another size");
+            assert_eq!(shelf.take(2 * mb, 64), Some(newest));
+            let big = SHELF_BYTES - 4 * mb;
+            shelf.keep(block(big, 16), big, 16);
+            assert!(shelf.bytes <= SHELF_BYTES);
+            assert_eq!(shelf.len, 5, "all but four 1 MiB blocks handed back");
+            while let Some((size, align, at)) = (shelf.len > 0).then(|| shelf.blocks[shelf.len - 1])
+            {
+                assert_eq!(shelf.take(size, align), Some(at as *mut u8));
+                // SAFETY: it came from System with this layout.
+                unsafe {
+                    System.dealloc(at as *mut u8, Layout::from_size_align(size, align).unwrap())
+                };
+            }
+            // SAFETY: taken from the shelf above, from System with this layout.
+            unsafe { System.dealloc(newest, Layout::from_size_align(2 * mb, 64).unwrap()) };
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
