@@ -571,15 +571,16 @@ pub(crate) fn in_a_by_runs<T>(
     true
 }
 
-/// `a = a op b` by [`in_a_by_runs`] for the sums, differences and products of f32 and i32
-/// tensors (what the decoder graphs broadcast), false for anything else, which stays on
-/// the `Zip`. One function rather than a branch in every operator's eval for every type it
-/// takes: that many copies of the loop made a board binary 0.25 MB larger.
+/// Without the `broadcast-runs` feature every operator stays on the `Zip`.
 #[cfg(not(feature = "broadcast-runs"))]
 pub(crate) fn eval_in_a_by_runs(_: Option<BinOp>, _: &mut Tensor, _: &Tensor) -> TractResult<bool> {
     Ok(false)
 }
 
+/// `a = a op b` by [`in_a_by_runs`] for the sums, differences and products of f32 and i32
+/// tensors (what the decoder graphs broadcast), false for anything else, which stays on
+/// the `Zip`. One function rather than a branch in every operator's eval for every type it
+/// takes: that many copies of the loop made a board binary 0.25 MB larger.
 #[cfg(feature = "broadcast-runs")]
 pub(crate) fn eval_in_a_by_runs(op: Option<BinOp>, a: &mut Tensor, b: &Tensor) -> TractResult<bool> {
     let Some(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul)) = op else { return Ok(false) };
