@@ -641,48 +641,69 @@ mod memory {
         }
     }
 
+    /// A block from the system allocator, zeroed or not, advised onto huge pages when large.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size.
+    unsafe fn fresh(layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: the caller's.
+        let block = unsafe {
+            if zeroed {
+                System.alloc_zeroed(layout)
+            } else {
+                System.alloc(layout)
+            }
+        };
+        advise(block, layout.size());
+        block
+    }
+
+    /// A block of the shelved size class `size`: the shelf's newest of that size and
+    /// alignment, else a fresh one of the whole class. Out of line, as is [`shelve`], so
+    /// that an allocation site carries only [`class`]'s range check.
+    #[inline(never)]
+    fn shelved(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+        if let Some(block) = shelf().take(size, align) {
+            if zeroed {
+                // SAFETY: a shelved block holds its whole class.
+                unsafe { block.write_bytes(0, size) };
+            }
+            return block;
+        }
+        // SAFETY: `size`, a layout's rounded up to whole pages, is non-zero and no larger
+        // than isize::MAX allows for this alignment (the shelved sizes are under 32 MiB).
+        unsafe { fresh(Layout::from_size_align_unchecked(size, align), zeroed) }
+    }
+
+    /// Puts a freed block of the size class `size` on the shelf.
+    #[inline(never)]
+    fn shelve(block: *mut u8, size: usize, align: usize) {
+        shelf().keep(block, size, align)
+    }
+
     // SAFETY: every block comes from the system allocator, with its size rounded up to a
     // whole page for the shelved sizes; a block taken from the shelf was freed by its
     // last owner and has the size and alignment asked for; `advise` changes no memory.
     unsafe impl GlobalAlloc for LargeOnHugePages {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            let Some(size) = class(layout) else {
-                let block = unsafe { System.alloc(layout) };
-                advise(block, layout.size());
-                return block;
-            };
-            if let Some(block) = shelf().take(size, layout.align()) {
-                return block;
+            match class(layout) {
+                Some(size) => shelved(size, layout.align(), false),
+                // SAFETY: GlobalAlloc's callers pass a non-zero size.
+                None => unsafe { fresh(layout, false) },
             }
-            // SAFETY: `size`, the layout's rounded up to whole pages, is no larger than
-            // isize::MAX allows for this alignment (the shelved sizes are under 32 MiB).
-            let rounded = unsafe { Layout::from_size_align_unchecked(size, layout.align()) };
-            let block = unsafe { System.alloc(rounded) };
-            advise(block, size);
-            block
         }
 
         unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            let Some(size) = class(layout) else {
-                let block = unsafe { System.alloc_zeroed(layout) };
-                advise(block, layout.size());
-                return block;
-            };
-            if let Some(block) = shelf().take(size, layout.align()) {
-                // SAFETY: the block holds `size` bytes.
-                unsafe { block.write_bytes(0, size) };
-                return block;
+            match class(layout) {
+                Some(size) => shelved(size, layout.align(), true),
+                // SAFETY: as in `alloc`.
+                None => unsafe { fresh(layout, true) },
             }
-            // SAFETY: as in `alloc`.
-            let rounded = unsafe { Layout::from_size_align_unchecked(size, layout.align()) };
-            let block = unsafe { System.alloc_zeroed(rounded) };
-            advise(block, size);
-            block
         }
 
         unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
             match class(layout) {
-                Some(size) => shelf().keep(block, size, layout.align()),
+                Some(size) => shelve(block, size, layout.align()),
                 None => unsafe { System.dealloc(block, layout) },
             }
         }
