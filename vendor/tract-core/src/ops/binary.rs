@@ -577,13 +577,16 @@ pub(crate) fn eval_in_a_by_runs(_: Option<BinOp>, _: &mut Tensor, _: &Tensor) ->
     Ok(false)
 }
 
-/// `a = a op b` by [`in_a_by_runs`] for the sums, differences and products of f32 and i32
-/// tensors (what the decoder graphs broadcast), false for anything else, which stays on
-/// the `Zip`. One function rather than a branch in every operator's eval for every type it
+/// `a = a op b` by [`in_a_by_runs`] for the sums, differences, products, minimums and
+/// maximums of f32 and i32 tensors (what the decoder graphs broadcast: the ReLU is a
+/// maximum against a scalar 0, which codegen leaves here when the sequence length is
+/// symbolic), false for anything else, which stays on the `Zip`. One function rather than a branch in every operator's eval for every type it
 /// takes: that many copies of the loop made a board binary 0.25 MB larger.
 #[cfg(feature = "broadcast-runs")]
 pub(crate) fn eval_in_a_by_runs(op: Option<BinOp>, a: &mut Tensor, b: &Tensor) -> TractResult<bool> {
-    let Some(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul)) = op else { return Ok(false) };
+    let Some(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Min | BinOp::Max)) = op else {
+        return Ok(false);
+    };
     if a.datum_type() != b.datum_type() {
         return Ok(false);
     }
@@ -599,6 +602,8 @@ pub(crate) fn eval_in_a_by_runs(op: Option<BinOp>, a: &mut Tensor, b: &Tensor) -
             Ok(match op {
                 BinOp::Add => in_a_by_runs(av, &a_shape, bs, b_shape, |x, y| *x = *x + *y),
                 BinOp::Sub => in_a_by_runs(av, &a_shape, bs, b_shape, |x, y| *x = *x - *y),
+                BinOp::Min => in_a_by_runs(av, &a_shape, bs, b_shape, |x, y| *x = (*x).min(*y)),
+                BinOp::Max => in_a_by_runs(av, &a_shape, bs, b_shape, |x, y| *x = (*x).max(*y)),
                 _ => in_a_by_runs(av, &a_shape, bs, b_shape, $mul),
             })
         }};
