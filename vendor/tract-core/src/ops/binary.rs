@@ -580,8 +580,9 @@ pub(crate) fn eval_in_a_by_runs(_: Option<BinOp>, _: &mut Tensor, _: &Tensor) ->
 /// `a = a op b` by [`in_a_by_runs`] for the sums, differences, products, minimums and
 /// maximums of f32 and i32 tensors (what the decoder graphs broadcast: the ReLU is a
 /// maximum against a scalar 0, which codegen leaves here when the sequence length is
-/// symbolic), false for anything else, which stays on the `Zip`. One function rather than a branch in every operator's eval for every type it
-/// takes: that many copies of the loop made a board binary 0.25 MB larger.
+/// symbolic), false for anything else, which stays on the `Zip`. One function rather than
+/// a branch in every operator's eval for every type it takes: that many copies of the loop
+/// made a board binary 0.25 MB larger.
 #[cfg(feature = "broadcast-runs")]
 pub(crate) fn eval_in_a_by_runs(op: Option<BinOp>, a: &mut Tensor, b: &Tensor) -> TractResult<bool> {
     let Some(op @ (BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Min | BinOp::Max)) = op else {
