@@ -364,7 +364,7 @@ impl TypedOp for TypedBinOp {
             let input_facts = model.node_input_facts(node.id)?;
             let must_swap_inputs =
                 input_facts.iter().collect_tuple().is_some_and(|(a_fact, b_fact)| {
-                    (a_fact.shape.volume() - b_fact.shape.volume()).prove_strict_negative()
+                    volume_provably_smaller(&a_fact.shape, &b_fact.shape)
                 });
             let (operand_1, operand_2) = if must_swap_inputs {
                 (input_facts[1], input_facts[0])
@@ -626,6 +626,26 @@ fn core_op_for_linalg_op(linalg: &BinOp) -> Box<dyn BinMiniOp> {
         BinOp::SubF => Box::new(SubF),
     }
 }
+
+/// Whether `a` provably has fewer elements than `b`: `(a.volume() - b.volume())
+/// .prove_strict_negative()`, which builds and simplifies a symbolic difference for every
+/// binary operator at every optimiser pass. Two cases are answered without it: concrete
+/// shapes (compared as numbers) and `b` broadcasting onto `a` (each of its axes 1 or equal
+/// to `a`'s, so `a` holds `b`'s elements times its other axes: never fewer; a shape with a
+/// literal 0 is left to the proof).
+fn volume_provably_smaller(a: &ShapeFact, b: &ShapeFact) -> bool {
+    if let (Some(a), Some(b)) = (a.as_concrete(), b.as_concrete()) {
+        return a.iter().product::<usize>() < b.iter().product::<usize>();
+    }
+    let b_onto_a = b.rank() <= a.rank()
+        && b.iter().zip(&a[a.rank() - b.rank()..]).all(|(b, a)| b.is_one() || b == a)
+        && a.iter().all(|d| !matches!(d, TDim::Val(0)));
+    if b_onto_a {
+        return false;
+    }
+    (a.volume() - b.volume()).prove_strict_negative()
+}
+
 fn declutter_broadcasting_operand_1(
     model: &TypedModel,
     node: &TypedNode,
@@ -637,9 +657,7 @@ fn declutter_broadcasting_operand_1(
         unreachable!("TypedBinOp has two inputs.")
     };
 
-    let a_num_elements = a_shape.iter().product::<TDim>();
-    let b_num_elements = b_shape.iter().product::<TDim>();
-    let a_should_be_broadcast = (a_num_elements - b_num_elements).prove_strict_negative();
+    let a_should_be_broadcast = volume_provably_smaller(&a_shape, &b_shape);
     if a_should_be_broadcast & mini_op.is_commutative() {
         let mut swap_input = node.inputs.clone();
         swap_input.swap(0, 1);
@@ -1705,6 +1723,46 @@ pub(crate) fn one_input_is_uniform(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `volume_provably_smaller`'s shortcuts answer as the symbolic proof does, on the
+    /// shapes a decoder's binary operators see (a sequence length `S`, a past `P`, heads
+    /// and widths), with and without an assertion on `S`.
+    #[test]
+    fn volume_shortcuts_agree_with_the_proof() {
+        for assert_s in [false, true] {
+            let scope = SymbolScope::default();
+            if assert_s {
+                scope.add_assertion("S>=1").unwrap();
+            }
+            let s: TDim = scope.sym("S").into();
+            let p: TDim = scope.sym("P").into();
+            let d = |v: i64| TDim::Val(v);
+            let shapes: Vec<Vec<TDim>> = vec![
+                vec![d(1), s.clone(), d(512)],
+                vec![d(512)],
+                vec![d(1), d(1), d(512)],
+                vec![d(1), s.clone(), d(1)],
+                vec![d(2), d(1), d(4), s.clone(), d(32)],
+                vec![d(2), d(1), d(4), d(1), d(32)],
+                vec![d(1), d(4), s.clone(), s.clone() + p.clone()],
+                vec![d(1), d(1), s.clone(), s.clone() + p.clone()],
+                vec![s.clone(), d(1)],
+                vec![d(1), p.clone()],
+                vec![d(0), s.clone()],
+                vec![d(3), d(0)],
+                vec![d(1), d(2), d(3)],
+                vec![d(6)],
+                vec![],
+            ];
+            for a in &shapes {
+                for b in &shapes {
+                    let (a, b) = (ShapeFact::from_dims(a.clone()), ShapeFact::from_dims(b.clone()));
+                    let proof = (a.volume() - b.volume()).prove_strict_negative();
+                    assert_eq!(volume_provably_smaller(&a, &b), proof, "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
 
     /// `in_a_by_runs` against ndarray's broadcasting `Zip` (the path it shortcuts), for
     /// `b` broadcast on leading, middle, trailing and several axes, with fewer axes than
