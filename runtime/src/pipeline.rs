@@ -63,34 +63,7 @@ type Graphs = (
     Option<HeadsGraph>,
 );
 
-/// Loads the tokenizer and the graphs. The decoder, most of a load's time (tract's
-/// optimiser rewrites the most operators there), loads on a thread of its own beside the
-/// rest; a failure is reported as a load one after the other would meet it first.
 fn load_graphs(package: &Package, precision: Precision) -> Result<Graphs> {
-    let m = &package.manifest;
-    let decoder_file = package.file(&precision.file(DECODER_FILE));
-    let (rest, decoder) = std::thread::scope(|scope| {
-        let decoder = scope.spawn(|| DecoderGraph::load(&decoder_file, &m.model));
-        let rest = load_the_rest(package, precision);
-        let decoder = decoder
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (rest, decoder)
-    });
-    let (tokenizer, vision, embedding, heads) = rest?;
-    Ok((tokenizer, vision, embedding, decoder?, heads?))
-}
-
-/// What loads beside the decoder: the tokenizer, the vision and embedding graphs, and the
-/// matching heads' result (a failure of the heads is reported after the decoder's).
-type Rest = (
-    TextTokenizer,
-    VisionGraph,
-    EmbeddingGraph,
-    Result<Option<HeadsGraph>>,
-);
-
-fn load_the_rest(package: &Package, precision: Precision) -> Result<Rest> {
     let m = &package.manifest;
     let tokenizer = TextTokenizer::load(
         &package.file(TOKENIZER_FILE),
@@ -107,12 +80,16 @@ fn load_the_rest(package: &Package, precision: Precision) -> Result<Rest> {
         m.model.d_model,
     )?;
     let embedding = EmbeddingGraph::load(&package.file(&precision.file(EMBEDDING_FILE)), &m.model)?;
-    let heads = m
-        .matching
-        .as_ref()
-        .map(|h| HeadsGraph::load(&package.file(&h.file), m.model.d_model, h.dim))
-        .transpose();
-    Ok((tokenizer, vision, embedding, heads))
+    let decoder = DecoderGraph::load(&package.file(&precision.file(DECODER_FILE)), &m.model)?;
+    let heads = match &m.matching {
+        Some(h) => Some(HeadsGraph::load(
+            &package.file(&h.file),
+            m.model.d_model,
+            h.dim,
+        )?),
+        None => None,
+    };
+    Ok((tokenizer, vision, embedding, decoder, heads))
 }
 
 impl Glimpse {
