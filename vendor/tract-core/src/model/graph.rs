@@ -752,20 +752,20 @@ where
             }
         }
         let mut old_to_new = vec![usize::MAX; self.nodes.len()];
-        let mut new_nodes = vec![
-            Node {
-                id: self.nodes.len(),
-                name: "".to_string(),
-                inputs: vec![],
-                op: self.create_dummy(),
-                outputs: tvec!(),
-            };
-            order.len()
-        ];
+        // Glimpse: the nodes are moved into their new places rather than swapped with
+        // freshly cloned placeholders (an allocation per node at every compaction), and
+        // the new list leaves room for the nodes the next patches add (vendor/README.md).
+        let mut old_nodes: Vec<Option<Node<F, O>>> =
+            std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+        let mut new_nodes = Vec::with_capacity(order.len() + order.len() / 2);
         for (ix, id) in order.iter().enumerate() {
             old_to_new[*id] = ix;
-            std::mem::swap(&mut new_nodes[ix], &mut self.nodes[*id]);
+            let node = old_nodes[*id]
+                .take()
+                .with_context(|| format!("node {id} twice in the evaluation order"))?;
+            new_nodes.push(node);
         }
+        drop(old_nodes);
         for node in &mut new_nodes {
             if self.inputs.iter().any(|n| n.node == node.id) && !Self::is_source(&node.op) {
                 node.inputs.clear();

@@ -805,12 +805,13 @@ fn find_most_efficient_config(
         // the eval reads b in place for those, so what pays off is the total
         // element count, not the group. Requiring >= 2 also confirms b really has
         // a trailing unary axis, which identical shapes satisfy only vacuously.
-        let total_elements = a_shape.iter().product::<TDim>();
+        // (Glimpse: the total is only taken when the answer depends on it; a product of
+        // symbolic dimensions is simplified at each factor.)
         let by_scalar_should_be_efficient =
             gt_tdim(num_by_scalar_elements.clone(), min_num_elements)
                 || (by_scalar_is_possible
                     && gt_tdim(num_by_scalar_elements, 2)
-                    && gt_tdim(total_elements, 256));
+                    && gt_tdim(a_shape.iter().product::<TDim>(), 256));
         let unicast_should_be_efficient = gt_tdim(num_unicast_elements, min_num_elements);
         return Ok((by_scalar_should_be_efficient, unicast_should_be_efficient));
     }
@@ -818,6 +819,11 @@ fn find_most_efficient_config(
 }
 
 pub fn gt_tdim(x: TDim, min_val: i64) -> bool {
+    // Glimpse: a known count is compared as a number, as the simplified minimum of two
+    // values would be (vendor/README.md).
+    if let TDim::Val(v) = x {
+        return v >= min_val;
+    }
     TDim::Val(min_val).mini(x).as_i64().is_some_and(|v| v == min_val)
 }
 
@@ -1760,6 +1766,19 @@ mod tests {
                     let proof = (a.volume() - b.volume()).prove_strict_negative();
                     assert_eq!(volume_provably_smaller(&a, &b), proof, "{a:?} vs {b:?}");
                 }
+            }
+        }
+    }
+
+    /// `gt_tdim`'s comparison of a known count answers as the simplified minimum does,
+    /// around the threshold and for zero and negative values.
+    #[test]
+    fn known_counts_compare_as_the_minimum_does() {
+        for min_val in [0, 1, 2, 32, 256] {
+            for v in [-5, 0, 1, 2, 3, 31, 32, 33, 255, 256, 257, 1 << 20] {
+                let by_minimum =
+                    TDim::Val(min_val).mini(TDim::Val(v)).as_i64().is_some_and(|m| m == min_val);
+                assert_eq!(gt_tdim(TDim::Val(v), min_val), by_minimum, "{v} against {min_val}");
             }
         }
     }
