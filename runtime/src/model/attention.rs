@@ -10,14 +10,19 @@
 //! [`CachedAttention`] keeps tract's cache (the same [`InPlaceKvCache`], appended the same
 //! way) and replaces the loop: for each head and query row, the scores against every
 //! cached key, their softmax, and the weighted sum of the values, reading the cache's
-//! rows where they lie, with no allocation but one row of scores per head. Heads are
-//! split over the `--threads` pool when there is one.
+//! rows where they lie, with no allocation but one row of scores per head. A prefill's
+//! many rows go through two matrix products per head and block of rows instead (the
+//! scores against the keys, then the weighted sum of the values: ndarray's, whose
+//! kernels use the widest vectors the CPU has). Heads are split over the `--threads`
+//! pool when there is one.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
-use tract_onnx::tract_hir::tract_ndarray::{ArrayView4, ArrayViewD, Axis, Ix4};
+use tract_onnx::tract_hir::tract_ndarray::linalg::general_mat_mul;
+use tract_onnx::tract_hir::tract_ndarray::{
+    ArrayView2, ArrayView4, ArrayViewD, ArrayViewMut2, Axis, Ix4,
+};
 use tract_transformers::ops::dyn_kv_cache::DynKeyValueCacheState;
-use tract_transformers::ops::flash_sdpa::FlashSdpaOp;
 use tract_transformers::ops::inplace_kv_cache::{InPlaceKvCache, InPlaceKvSdpa};
 
 /// Drop-in for tract's `InPlaceKvSdpa`: inputs `[Q, K_new, V_new]` (`[B, H, S, D]`, the
@@ -66,11 +71,6 @@ struct CachedAttentionState {
     v: InPlaceKvCache,
 }
 
-/// Up to this many query rows (a decode step, a short prompt) are attended one by one;
-/// more (an image's prefill) go through tract's flash attention, whose tiled products
-/// are faster there.
-const ROWS_ONE_BY_ONE: usize = 4;
-
 impl CachedAttentionState {
     fn scale(&self, s: &Shape) -> f32 {
         self.op
@@ -79,7 +79,7 @@ impl CachedAttentionState {
             .unwrap_or_else(|| (s.head_dim as f32).sqrt().recip())
     }
 
-    fn row_by_row(
+    fn attend(
         &self,
         q: &Tensor,
         cache: &Cache,
@@ -87,7 +87,7 @@ impl CachedAttentionState {
         s: &Shape,
     ) -> TractResult<Tensor> {
         let mask = mask.map(|m| Mask::new(m, s)).transpose()?;
-        let mut out = vec![0f32; q.len()];
+        let mut out = Tensor::zero::<f32>(q.shape())?;
         attend(
             q.try_as_plain_ram()?.as_slice::<f32>()?,
             cache,
@@ -95,39 +95,9 @@ impl CachedAttentionState {
             s,
             self.scale(s),
             self.op.fused.causal,
-            &mut out,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
         );
-        Tensor::from_shape(q.shape(), &out)
-    }
-
-    fn flash(
-        &self,
-        q: &Tensor,
-        cache: &Cache,
-        mask: Option<&Tensor>,
-        s: &Shape,
-    ) -> TractResult<Tensor> {
-        let mask = match mask {
-            Some(m) => {
-                let heads = if m.rank() == 3 { 1 } else { m.shape()[1] };
-                let shape = (m.shape()[0], heads, s.rows, s.kv_len);
-                Some(
-                    m.to_plain_array_view::<f32>()?
-                        .into_shape_with_order(shape)?,
-                )
-            }
-            None => None,
-        };
-        let flash = FlashSdpaOp {
-            causal: self.op.fused.causal,
-            scale: self.op.fused.scale,
-        };
-        let q = q
-            .to_plain_array_view::<f32>()?
-            .into_dimensionality::<Ix4>()?;
-        Ok(flash
-            .flash_attention_gqa(q, cache.keys.view(), cache.values.view(), mask)
-            .into_tensor())
+        Ok(out)
     }
 }
 
@@ -170,12 +140,12 @@ impl OpState for CachedAttentionState {
         let mask = inputs.get(3).map(|m| m.cast_to::<f32>()).transpose()?;
         let cache = Cache::new(self.k.valid_view::<f32>()?, self.v.valid_view::<f32>()?)?;
         let shape = Shape::of(q.shape(), &cache)?;
-        let out = if shape.rows > ROWS_ONE_BY_ONE {
-            self.flash(&q, &cache, mask.as_deref(), &shape)?
-        } else {
-            self.row_by_row(&q, &cache, mask.as_deref(), &shape)?
+        let out = self.attend(&q, &cache, mask.as_deref(), &shape)?;
+        let out = match input_dt {
+            DatumType::F32 => out,
+            dt => out.cast_to_dt(dt)?.into_owned(),
         };
-        Ok(tvec!(out.cast_to_dt(input_dt)?.into_owned().into_tvalue()))
+        Ok(tvec!(out.into_tvalue()))
     }
 
     fn save_to(&self, states: &mut Vec<TValue>) -> TractResult<()> {
@@ -377,8 +347,54 @@ struct Head<'a> {
     causal: bool,
 }
 
+/// Up to this many query rows (a decode step, a short prompt) are attended one by one;
+/// more (an image's prefill) through matrix products, [`BLOCK`] rows at a time.
+const ROWS_ONE_BY_ONE: usize = 4;
+const BLOCK: usize = 64;
+
 impl Head<'_> {
     fn attend(&self, s: &Shape, out: &mut [f32]) {
+        if s.rows > ROWS_ONE_BY_ONE {
+            self.by_products(s, out)
+        } else {
+            self.one_by_one(s, out)
+        }
+    }
+
+    /// How many of the cached keys query row `i` sees: with the op's causal flag and no
+    /// mask, the past and itself; with a mask, up to the last key it does not hide.
+    fn visible(&self, s: &Shape, i: usize) -> usize {
+        if let Some((mask, b, h)) = self.mask {
+            let row = mask.row(b, h, i, s.kv_len);
+            row.iter()
+                .rposition(|&m| m != f32::NEG_INFINITY)
+                .map_or(0, |last| last + 1)
+        } else if self.causal {
+            s.kv_len - s.rows + i + 1
+        } else {
+            s.kv_len
+        }
+    }
+
+    /// Query row `i`'s dot products with the first `scores.len()` keys (at least the
+    /// `visible` ones) made its softmax weights: scaled, masked, exponentiated, 0 past
+    /// what the row sees. Returns their sum, 0 when the row sees no key.
+    fn weights(&self, i: usize, visible: usize, scores: &mut [f32]) -> f32 {
+        let (scores, hidden) = scores.split_at_mut(visible);
+        hidden.fill(0.0);
+        match self.mask {
+            Some((mask, b, h)) => {
+                for (score, m) in scores.iter_mut().zip(mask.row(b, h, i, visible)) {
+                    *score = *score * self.scale + m;
+                }
+            }
+            None => scores.iter_mut().for_each(|x| *x *= self.scale),
+        }
+        // nothing visible: a zero row, as a softmax over nothing
+        super::softmax::exp_weights(scores)
+    }
+
+    fn one_by_one(&self, s: &Shape, out: &mut [f32]) {
         let d = s.head_dim;
         let mut scores = vec![0f32; s.kv_len];
         for (i, (q, out)) in self
@@ -387,30 +403,15 @@ impl Head<'_> {
             .zip(out.chunks_exact_mut(d))
             .enumerate()
         {
-            // with a causal flag and no mask, row i sees the past and itself
-            let visible = if self.causal && self.mask.is_none() {
-                s.kv_len - s.rows + i + 1
-            } else {
-                s.kv_len
-            };
+            let visible = self.visible(s, i);
             let scores = &mut scores[..visible];
             for (score, key) in scores.iter_mut().zip(self.keys.chunks_exact(d)) {
-                *score = dot(q, key) * self.scale;
+                *score = dot(q, key);
             }
-            if let Some((mask, b, h)) = self.mask {
-                for (score, m) in scores.iter_mut().zip(mask.row(b, h, i, visible)) {
-                    *score += m;
-                }
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum = self.weights(i, visible, scores);
             out.fill(0.0);
-            if max == f32::NEG_INFINITY {
-                continue; // nothing visible: a zero row, as a softmax over nothing
-            }
-            let mut sum = 0.0;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                sum += *score;
+            if sum == 0.0 {
+                continue;
             }
             for (&p, value) in scores.iter().zip(self.values.chunks_exact(d)) {
                 if p != 0.0 {
@@ -419,6 +420,41 @@ impl Head<'_> {
             }
             let r = sum.recip();
             out.iter_mut().for_each(|o| *o *= r);
+        }
+    }
+
+    /// The rows [`BLOCK`] at a time: their scores as one matrix product with the keys,
+    /// their softmax weights row by row, then their weighted sums as one product with the
+    /// values. Keys that no row of a block sees (the future, in a causal prefill) are
+    /// left out of both products.
+    fn by_products(&self, s: &Shape, out: &mut [f32]) {
+        let d = s.head_dim;
+        // the first `n` rows of `D` values
+        fn first(rows: &[f32], n: usize, d: usize) -> ArrayView2<'_, f32> {
+            ArrayView2::from_shape((n, d), &rows[..n * d]).expect("n rows of D values")
+        }
+        let mut buffer = vec![0f32; BLOCK.min(s.rows) * s.kv_len];
+        for (block, out) in out.chunks_mut(BLOCK * d).enumerate() {
+            let (start, rows) = (block * BLOCK, out.len() / d);
+            let visible: Vec<usize> = (start..start + rows).map(|i| self.visible(s, i)).collect();
+            let seen = visible.iter().copied().max().unwrap_or(0);
+            let q = first(&self.q[start * d..], rows, d);
+            let mut scores = ArrayViewMut2::from_shape((rows, seen), &mut buffer[..rows * seen])
+                .expect("rows × seen scores");
+            general_mat_mul(1.0, &q, &first(self.keys, seen, d).t(), 0.0, &mut scores);
+            let mut total = Vec::with_capacity(rows);
+            for (r, mut row) in scores.rows_mut().into_iter().enumerate() {
+                let row = row
+                    .as_slice_mut()
+                    .expect("a row of scores lies in one piece");
+                total.push(self.weights(start + r, visible[r], row));
+            }
+            let mut out = ArrayViewMut2::from_shape((rows, d), out).expect("rows × D out");
+            general_mat_mul(1.0, &scores, &first(self.values, seen, d), 0.0, &mut out);
+            for (mut row, total) in out.rows_mut().into_iter().zip(total) {
+                let scale = if total == 0.0 { 0.0 } else { total.recip() };
+                row.iter_mut().for_each(|o| *o *= scale);
+            }
         }
     }
 }
@@ -533,24 +569,24 @@ mod tests {
         Tensor::stack_tensors(2, &[a.clone(), b.clone()]).unwrap()
     }
 
-    #[test]
-    fn a_prefill_then_decode_steps_match_softmax_attention_over_the_whole_cache() {
-        // 4 query heads over 2 cached heads; a prefill of 7 rows (tract's flash
-        // attention), then single rows and a short prompt of 3 (attended row by row)
-        let (heads, kv_heads, dim) = (4, 2, 20);
+    /// A prefill of 7 rows, then single rows and a short prompt of 3, each checked against
+    /// softmax attention over the whole cache: 4 query heads over 2 cached heads of `dim`
+    /// values, with a causal mask input or, without one, the op's causal flag.
+    fn prefill_then_decode_steps(dim: usize, mask_input: bool) {
+        let (heads, kv_heads) = (4, 2);
         let op = CachedAttention {
             fused: InPlaceKvSdpa {
                 name: "cache".into(),
                 past_sequence_fact: f32::fact([1usize, kv_heads, 0, dim].as_ref()),
                 axis: 2,
-                causal: false,
+                causal: !mask_input,
                 scale: None,
             },
         };
         let mut state = op.state(&EvalContext::out_of_plan()).unwrap().unwrap();
         let (mut keys, mut vals): (Option<Tensor>, Option<Tensor>) = (None, None);
         let mut past = 0;
-        for (step, rows) in [7usize, 1, 1, 3, 1].into_iter().enumerate() {
+        for (step, rows) in [7usize, 1, 1, 3, 1, 9].into_iter().enumerate() {
             let seed = 10 * step as u64;
             let q = tensor(&[1, heads, rows, dim], seed);
             let k = tensor(&[1, kv_heads, rows, dim], seed + 1);
@@ -559,7 +595,10 @@ mod tests {
             keys = Some(keys.map_or(k.clone(), |all| concat(&all, &k)));
             vals = Some(vals.map_or(v.clone(), |all| concat(&all, &v)));
             let want = reference(&q, keys.as_ref().unwrap(), vals.as_ref().unwrap(), &mask);
-            let inputs = tvec![q.into(), k.into(), v.into(), mask.into()];
+            let mut inputs = tvec![q.into(), k.into(), v.into()];
+            if mask_input {
+                inputs.push(mask.into());
+            }
             let got = state
                 .eval(&EvalContext::out_of_plan(), &op, inputs)
                 .unwrap()
@@ -570,6 +609,21 @@ mod tests {
                 assert!((g - w).abs() < 1e-5, "step {step}: {g} against {w}");
             }
             past += rows;
+        }
+    }
+
+    #[test]
+    fn a_prefill_then_decode_steps_match_softmax_attention_over_the_whole_cache() {
+        // 20 values a head: every row one by one; 32: the prefills of 7 and 9 rows tiled
+        for dim in [20, 32] {
+            prefill_then_decode_steps(dim, true);
+        }
+    }
+
+    #[test]
+    fn the_causal_flag_without_a_mask_hides_the_future_in_tiles_too() {
+        for dim in [20, 32] {
+            prefill_then_decode_steps(dim, false);
         }
     }
 

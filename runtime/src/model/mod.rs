@@ -15,6 +15,7 @@ mod heads;
 mod parallel;
 pub mod profile;
 mod q4;
+mod softmax;
 mod sums;
 mod threads;
 mod vision;
