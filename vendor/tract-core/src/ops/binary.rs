@@ -807,15 +807,33 @@ fn find_most_efficient_config(
         // a trailing unary axis, which identical shapes satisfy only vacuously.
         // (Glimpse: the total is only taken when the answer depends on it; a product of
         // symbolic dimensions is simplified at each factor.)
+        // (Glimpse: counts are judged at their smallest non-empty size, `worth_a_kernel`.)
         let by_scalar_should_be_efficient =
-            gt_tdim(num_by_scalar_elements.clone(), min_num_elements)
+            worth_a_kernel(num_by_scalar_elements.clone(), min_num_elements)
                 || (by_scalar_is_possible
-                    && gt_tdim(num_by_scalar_elements, 2)
-                    && gt_tdim(a_shape.iter().product::<TDim>(), 256));
-        let unicast_should_be_efficient = gt_tdim(num_unicast_elements, min_num_elements);
+                    && worth_a_kernel(num_by_scalar_elements, 2)
+                    && worth_a_kernel(a_shape.iter().product::<TDim>(), 256));
+        let unicast_should_be_efficient = worth_a_kernel(num_unicast_elements, min_num_elements);
         return Ok((by_scalar_should_be_efficient, unicast_should_be_efficient));
     }
     Ok((false, false))
+}
+
+/// Glimpse: whether `count` elements are at least `min_val` when every symbol in it has its
+/// smallest non-empty value, 1. A decoder's shapes carry the batch and sequence lengths as
+/// symbols, and `gt_tdim` cannot prove `256·B·S >= 32` (its prover does not multiply
+/// bounds), so every element-wise operator over them kept tract's generic loop instead of
+/// its vector kernels. The question is only which kernel pays off: a run where a symbol is
+/// 0 has no elements, and any kernel does nothing in no time.
+fn worth_a_kernel(count: TDim, min_val: i64) -> bool {
+    if let TDim::Val(v) = count {
+        return v >= min_val;
+    }
+    let mut ones = SymbolValues::default();
+    for symbol in count.symbols() {
+        ones.set(&symbol, 1);
+    }
+    count.eval_to_i64(&ones).is_ok_and(|v| v >= min_val)
 }
 
 pub fn gt_tdim(x: TDim, min_val: i64) -> bool {
@@ -1780,6 +1798,28 @@ mod tests {
                     TDim::Val(min_val).mini(TDim::Val(v)).as_i64().is_some_and(|m| m == min_val);
                 assert_eq!(gt_tdim(TDim::Val(v), min_val), by_minimum, "{v} against {min_val}");
             }
+        }
+    }
+
+    /// `worth_a_kernel` takes a known count as it is and a symbolic one at its smallest
+    /// non-empty size: every symbol 1.
+    #[test]
+    fn symbolic_counts_are_judged_at_their_smallest_non_empty_size() {
+        let scope = SymbolScope::default();
+        let (b, s) = (scope.sym("B"), scope.sym("S"));
+        let count = |c: i64, syms: &[&Symbol]| {
+            syms.iter().fold(TDim::Val(c), |acc, sym| acc * TDim::Sym((*sym).clone()))
+        };
+        assert!(worth_a_kernel(count(256, &[&b, &s]), 32));
+        assert!(worth_a_kernel(count(32, &[&s]), 32));
+        assert!(!worth_a_kernel(count(31, &[&b, &s]), 32));
+        assert!(!worth_a_kernel(count(1, &[&s]), 2));
+        // what gt_tdim's proof refuses for the product of two symbols
+        assert!(!gt_tdim(count(256, &[&b, &s]), 32));
+        // a count that can be negative at 1 is not worth a kernel
+        assert!(!worth_a_kernel(TDim::Sym(s.clone()) - 40, 32));
+        for v in [0, 31, 32, 1 << 20] {
+            assert_eq!(worth_a_kernel(TDim::Val(v), 32), gt_tdim(TDim::Val(v), 32), "{v}");
         }
     }
 
