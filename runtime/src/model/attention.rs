@@ -614,14 +614,14 @@ mod tests {
 
     #[test]
     fn a_prefill_then_decode_steps_match_softmax_attention_over_the_whole_cache() {
-        // 20 values a head: every row one by one; 32: the prefills of 7 and 9 rows tiled
+        // 20 values a head and 32: the prefills of 7 and 9 rows go through the products
         for dim in [20, 32] {
             prefill_then_decode_steps(dim, true);
         }
     }
 
     #[test]
-    fn the_causal_flag_without_a_mask_hides_the_future_in_tiles_too() {
+    fn the_causal_flag_without_a_mask_hides_the_future_in_a_prefill_too() {
         for dim in [20, 32] {
             prefill_then_decode_steps(dim, false);
         }
