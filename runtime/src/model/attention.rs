@@ -13,8 +13,8 @@
 //! rows where they lie, with no allocation but one row of scores per head. A prefill's
 //! many rows go through two matrix products per head and block of rows instead (the
 //! scores against the keys, then the weighted sum of the values: ndarray's, whose
-//! kernels use the widest vectors the CPU has). Heads are split over the `--threads`
-//! pool when there is one.
+//! kernels are picked when they run, AVX2 with FMA on x86-64 and NEON on aarch64).
+//! Heads are split over the `--threads` pool when there is one.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::*;
