@@ -10,6 +10,14 @@ panel_extractor!(x86_64; kernel_packed_32_q40_to_f32 as packed_32_q40_to_f32(
     f32::packing(32).align(256)
 ) isa(X86_64Avx2, X86_64F16c));
 
+// Glimpse: the same panels 512-byte aligned, the packing of the AVX-512 kernels with a
+// 32-row A (avx512_mmm_f32_32x5, avx512_mmm_f32_32x6), so that a many-column product of
+// Q4_0 weights runs on 512-bit registers where the CPU has them.
+panel_extractor!(x86_64; kernel_packed_32_q40_to_f32 as packed_32_q40_to_f32_a512(
+    Box::new(super::mmm::pq40_r32()),
+    f32::packing(32).align(512)
+) isa(X86_64Avx2, X86_64F16c));
+
 panel_extractor!(x86_64; kernel_packed_32_q20t_to_f32 as packed_32_q20t_to_f32(
     Box::new(super::mmm::pq20t_r32()),
     f32::packing(32).align(32)
