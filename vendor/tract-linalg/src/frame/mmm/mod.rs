@@ -567,49 +567,46 @@ fn for_each_blocked_tile(
 ) -> TractResult<()> {
     let blk = blk.max(1);
     let blk_outer = blk_outer.max(blk);
-    let mut jb3 = n.start;
-    while jb3 < n.end {
-        let jb3_end = jb3.saturating_add(blk_outer).min(n.end);
-        let mut ja3 = m.start;
-        while ja3 < m.end {
-            let ja3_end = ja3.saturating_add(blk_outer).min(m.end);
-            let mut block = |ja: usize, ja_end: usize, jb: usize, jb_end: usize| {
+    for n3 in bands(n, blk_outer) {
+        for m3 in bands(m.clone(), blk_outer) {
+            let mut block = |ms: Range<usize>, ns: Range<usize>| {
                 if col_outer {
-                    for ib in jb..jb_end {
-                        for ia in ja..ja_end {
+                    for ib in ns {
+                        for ia in ms.clone() {
                             f(ia, ib)?;
                         }
                     }
                 } else {
-                    for ia in ja..ja_end {
-                        for ib in jb..jb_end {
+                    for ia in ms {
+                        for ib in ns.clone() {
                             f(ia, ib)?;
                         }
                     }
                 }
                 TractResult::Ok(())
             };
-            let bands = |start: usize, end: usize| {
-                (start..end).step_by(blk).map(move |b| (b, b.saturating_add(blk).min(end)))
-            };
             if m_blocks_outer {
-                for (ja, ja_end) in bands(ja3, ja3_end) {
-                    for (jb, jb_end) in bands(jb3, jb3_end) {
-                        block(ja, ja_end, jb, jb_end)?;
+                for ms in bands(m3, blk) {
+                    for ns in bands(n3.clone(), blk) {
+                        block(ms.clone(), ns)?;
                     }
                 }
             } else {
-                for (jb, jb_end) in bands(jb3, jb3_end) {
-                    for (ja, ja_end) in bands(ja3, ja3_end) {
-                        block(ja, ja_end, jb, jb_end)?;
+                for ns in bands(n3.clone(), blk) {
+                    for ms in bands(m3.clone(), blk) {
+                        block(ms, ns.clone())?;
                     }
                 }
             }
-            ja3 = ja3_end;
         }
-        jb3 = jb3_end;
     }
     Ok(())
+}
+
+/// `all` cut into consecutive ranges of `step` (the last one shorter; `step` ≥ 1).
+fn bands(all: Range<usize>, step: usize) -> impl Iterator<Item = Range<usize>> {
+    let end = all.end;
+    all.step_by(step).map(move |b| b..b.saturating_add(step).min(end))
 }
 
 /// Whether the inner blocks should be walked a row band at a time. A block holds
