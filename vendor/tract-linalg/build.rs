@@ -423,7 +423,16 @@ fn main() {
                 let tmpl16 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x16.S.j2");
                 let out16 = out_dir.join(format!("avx512vnni_mmm_i32_16x16_{suffix}.S"));
                 preprocess_file(tmpl16, &out16, &[], &suffix, false);
-                cc::Build::new().file(&out).file(&out16).flag("-mfma").compile("x86_64_avx512vnni");
+                // And the 16x16's one-column partner, on the same packing of A.
+                let tmpl1 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x1.S.j2");
+                let out1 = out_dir.join(format!("avx512vnni_mmm_i32_16x1_{suffix}.S"));
+                preprocess_file(tmpl1, &out1, &[], &suffix, false);
+                cc::Build::new()
+                    .file(&out)
+                    .file(&out16)
+                    .file(&out1)
+                    .flag("-mfma")
+                    .compile("x86_64_avx512vnni");
                 println!("cargo:rustc-cfg=tract_avx512vnni");
             }
 

@@ -196,6 +196,20 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_6
     store(i8)
 }
 
+// The one-column partner of the 16x16 on CPUs without AMX: a decode step's product, weights by
+// one column of activations, read from the same PackedI8K4(16) panels one step (4 k-bytes of
+// the 16 rows, 64 bytes) at a time, each multiplied by the column's 4 bytes broadcast, instead
+// of a 16-column tile of which 15 columns are padding. Declared with the 16x16's instruction
+// sets and boost so that kernel selection keeps both and pairs them over one packing of the
+// weights: this one for n = 1, the tile for the rest.
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x1<i32>(16,1)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16), PackedI8K4::new(1));
+
+    boost(AVX512VNNI_WIDE_TILE)
+    store(i8)
+}
+
 // AVX-VNNI ymm int8 GEMM: byte-for-byte the same body as avx512vnni_mmm_i32_8x8
 // (8x8 ymm accumulators, PackedI8K4 inner-K, +128 bias trick), but the
 // VPDPBUSD instructions are forced to the VEX (AVX-VNNI) encoding via the
@@ -750,23 +764,34 @@ mod tests {
     }
 }
 
-#[cfg(all(test, tract_amx_int8))]
-mod avx512amx_mmm_i32_16x1_tests {
+#[cfg(all(test, any(tract_amx_int8, tract_avx512vnni)))]
+mod mmm_i32_16x1_tests {
     use super::*;
-    use crate::frame::mmm::{FusedKerSpec, MatMatMulKer, OutputStoreKer};
+    use crate::frame::mmm::{DynKernel, FusedKerSpec, MatMatMulKer, OutputStoreKer};
     use tract_data::prelude::*;
 
     /// tract's kernel tests pad k to the packing's 64 before packing, so they never reach
     /// the last, partial step a product whose k is not a multiple of 64 takes (its bytes of
-    /// B read under a mask). This packs the true k, around the 64-byte edges and at decode
+    /// B read under a mask), nor, for the VNNI one, k not a multiple of the 4 of a step or
+    /// of its four-step turns. This packs the true k, around those edges and at decode
     /// sizes, over the whole i8 range.
+    #[cfg(tract_amx_int8)]
     #[test]
-    fn every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
-        let ker = &*avx512amx_mmm_i32_16x1;
+    fn amx_packed_every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
+        every_k(&avx512amx_mmm_i32_16x1)
+    }
+
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn k4_packed_every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_16x1)
+    }
+
+    fn every_k(ker: &DynKernel<16, 1, i32>) -> TractResult<()> {
         if !ker.runnable() {
             return Ok(());
         }
-        for k in [1usize, 4, 63, 64, 65, 130, 200, 2047, 2048, 5000] {
+        for k in [1usize, 2, 3, 4, 5, 12, 16, 17, 63, 64, 65, 68, 130, 200, 2047, 2048, 5000] {
             let a: Vec<i8> = (0..16 * k).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
             let b: Vec<i8> = (0..k).map(|i| ((i * 91 + 5) % 256) as u8 as i8).collect();
             let at = tensor1(&a).into_shape(&[16, k])?;
