@@ -415,24 +415,19 @@ fn main() {
             // The templates stay in x86_64/fma/ (alongside dispatcher.j2 and the
             // other partials they include) so the jinja env can resolve its includes.
             if assembler_supports_avx512vnni() {
-                let tmpl = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_8x8.S.j2");
-                let out = out_dir.join(format!("avx512vnni_mmm_i32_8x8_{suffix}.S"));
-                preprocess_file(tmpl, &out, &[], &suffix, false);
-                // The zmm 16x16 sibling shares the VPDPBUSD probe; compile it into
-                // the same object so `tract_avx512vnni` gates both kernels together.
-                let tmpl16 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x16.S.j2");
-                let out16 = out_dir.join(format!("avx512vnni_mmm_i32_16x16_{suffix}.S"));
-                preprocess_file(tmpl16, &out16, &[], &suffix, false);
-                // And the 16x16's one-column partner, on the same packing of A.
-                let tmpl1 = path::Path::new("x86_64/fma/avx512vnni_mmm_i32_16x1.S.j2");
-                let out1 = out_dir.join(format!("avx512vnni_mmm_i32_16x1_{suffix}.S"));
-                preprocess_file(tmpl1, &out1, &[], &suffix, false);
-                cc::Build::new()
-                    .file(&out)
-                    .file(&out16)
-                    .file(&out1)
-                    .flag("-mfma")
-                    .compile("x86_64_avx512vnni");
+                // The zmm 16x16 sibling and its one-column partner share the VPDPBUSD
+                // probe; they go into the same object so `tract_avx512vnni` gates all
+                // three kernels together.
+                let mut vnni = cc::Build::new();
+                for kernel in
+                    ["avx512vnni_mmm_i32_8x8", "avx512vnni_mmm_i32_16x16", "avx512vnni_mmm_i32_16x1"]
+                {
+                    let tmpl = path::PathBuf::from(format!("x86_64/fma/{kernel}.S.j2"));
+                    let out = out_dir.join(format!("{kernel}_{suffix}.S"));
+                    preprocess_file(&tmpl, &out, &[], &suffix, false);
+                    vnni.file(&out);
+                }
+                vnni.flag("-mfma").compile("x86_64_avx512vnni");
                 println!("cargo:rustc-cfg=tract_avx512vnni");
             }
 
