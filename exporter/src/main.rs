@@ -216,6 +216,11 @@ struct TrainArgs {
     /// wording.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().word_noise)]
     word_noise: f32,
+    /// Synthetic scenes: draw this share of the training scenes with three or four objects
+    /// only (empty ones stay as often), a curriculum on the scenes whose captions are
+    /// hardest to get exact.
+    #[arg(long, value_name = "P", default_value_t = TrainOptions::default().crowded)]
+    crowded: f32,
 }
 
 #[derive(clap::Args)]
@@ -361,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
                 init: a.init,
                 caption_share: a.caption_share,
                 word_noise: a.word_noise,
+                crowded: a.crowded,
                 ..TrainOptions::default()
             };
             anyhow::ensure!(
@@ -382,6 +388,15 @@ fn run(cli: Cli) -> Result<()> {
                 (0.0..=1.0).contains(&a.word_noise),
                 "--word-noise must be a probability from 0 to 1, not {}",
                 a.word_noise
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&a.crowded),
+                "--crowded must be a probability from 0 to 1, not {}",
+                a.crowded
+            );
+            anyhow::ensure!(
+                a.crowded == 0.0 || options.data.is_none(),
+                "--crowded draws synthetic scenes; a --data folder's images are what they are"
             );
             if let Some(p) = a.caption_share {
                 anyhow::ensure!(

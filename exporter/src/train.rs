@@ -96,6 +96,10 @@ pub struct TrainOptions {
     /// Probability of each word swap of [`WordNoise`] in the training inputs (0: none).
     #[serde(default)]
     pub word_noise: f32,
+    /// Synthetic data: share of training scenes drawn with three or four objects only
+    /// (a curriculum on the crowded scenes; 0: every count alike).
+    #[serde(default)]
+    pub crowded: f32,
 }
 
 fn default_image_cache_mb() -> u64 {
@@ -146,6 +150,7 @@ impl Default for TrainOptions {
             caption_share: None,
             init: None,
             word_noise: 0.0,
+            crowded: 0.0,
         }
     }
 }
@@ -377,6 +382,7 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
     Ok(match &o.data {
         None => Box::new(SyntheticData {
             caption_share: o.caption_share,
+            crowded: o.crowded,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
         Some(dir) => {

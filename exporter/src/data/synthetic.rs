@@ -17,7 +17,12 @@ pub struct SyntheticData {
     /// is the caption with this probability, else one of the scene's questions (one per
     /// kind, as the test split asks them).
     pub caption_share: Option<f32>,
+    /// Share of training scenes drawn with [`CROWDED`] objects or more (`train --crowded`).
+    pub crowded: f32,
 }
+
+/// The fewest objects of a crowded training scene.
+pub const CROWDED: usize = 3;
 
 impl SyntheticData {
     pub fn new(seed: u64, per_scene: usize) -> Self {
@@ -25,6 +30,21 @@ impl SyntheticData {
             seed,
             per_scene: per_scene.max(1),
             caption_share: None,
+            crowded: 0.0,
+        }
+    }
+
+    /// Scene `index` of `split`: crowded with the share `self.crowded` when training, the
+    /// choice drawn from its own stream so the rest of the scene's draws do not move.
+    fn sample(&self, split: Split, index: u64) -> scene::Sample {
+        let conditions = split.conditions();
+        let crowded = split == Split::Train
+            && self.crowded > 0.0
+            && Rng::for_item(self.seed ^ 0x6372_6f77, index).chance(self.crowded);
+        if crowded {
+            scene::sample_in(self.seed, split, index, &conditions.crowded(CROWDED))
+        } else {
+            scene::sample(self.seed, split, index)
         }
     }
 
@@ -32,7 +52,7 @@ impl SyntheticData {
         let mut out = Vec::with_capacity(count);
         let mut index = first_scene;
         while out.len() < count {
-            let s = scene::sample(self.seed, split, index);
+            let s = self.sample(split, index);
             let mut rng = Rng::for_item(self.seed ^ 0x6578, index);
             let image = Arc::new(s.image);
             // its own stream, so the matching texts and the questions do not depend on each other
@@ -156,6 +176,7 @@ impl ExampleSource for SyntheticData {
             "question_kinds": scene::QuestionKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "examples_per_scene": self.per_scene,
             "caption_share": self.caption_share,
+            "crowded_share": self.crowded,
             "compositional_held_out": held_out_pairs(),
             "empty_share": scene::Conditions::TRAINING.empty,
             "frames": scene::Conditions::TRAINING.frames,
@@ -302,5 +323,61 @@ mod tests {
             (180..=300).contains(&captions),
             "{captions} captions of 600"
         );
+    }
+
+    /// Objects in each scene of the examples (one example a scene), from its matching facts.
+    fn object_counts(examples: &[Example]) -> Vec<usize> {
+        examples
+            .iter()
+            .map(|e| {
+                let facts = &e
+                    .matching
+                    .as_ref()
+                    .expect("synthetic examples match")
+                    .image_facts;
+                if facts == &[scene::NOTHING.to_string()] {
+                    0
+                } else {
+                    facts.len()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn crowded_training_scenes_hold_three_or_four_objects_at_their_share() {
+        let plain = SyntheticData::new(5, 1);
+        let half = SyntheticData {
+            crowded: 0.5,
+            ..SyntheticData::new(5, 1)
+        };
+        let all = SyntheticData {
+            crowded: 1.0,
+            ..SyntheticData::new(5, 1)
+        };
+        let (plain, half, all) = (
+            object_counts(&plain.train_batch(0, 400).unwrap()),
+            object_counts(&half.train_batch(0, 400).unwrap()),
+            object_counts(&all.train_batch(0, 400).unwrap()),
+        );
+        let few = |v: &[usize]| v.iter().filter(|&&n| n == 1 || n == 2).count();
+        assert!(all.iter().all(|&n| n == 0 || n >= CROWDED), "{all:?}");
+        // the empty scenes stay where they were
+        for (p, a) in plain.iter().zip(&all) {
+            assert_eq!(*p == 0, *a == 0);
+        }
+        // half the scenes crowded: about half as many with one or two objects
+        let (p, h) = (few(&plain), few(&half));
+        assert!(
+            p > 150 && (h as f32) < 0.65 * p as f32 && (h as f32) > 0.35 * p as f32,
+            "{p} {h}"
+        );
+        // validation never changes
+        let val = |d: &SyntheticData| object_counts(&d.validation(50));
+        let crowded = SyntheticData {
+            crowded: 1.0,
+            ..SyntheticData::new(5, 1)
+        };
+        assert_eq!(val(&SyntheticData::new(5, 1)), val(&crowded));
     }
 }

@@ -52,6 +52,8 @@ pub struct Conditions {
     pub large: (f32, f32),
     /// Share of scenes without any object.
     pub empty: f32,
+    /// Fewest objects of a scene that is not empty (up to [`super::MAX_OBJECTS`]).
+    pub fewest: usize,
 }
 
 impl Conditions {
@@ -80,6 +82,7 @@ impl Conditions {
         small: (0.075, 0.115),
         large: (0.145, 0.19),
         empty: 0.08,
+        fewest: 1,
     };
 
     /// The `shifted` split: every range wider than training's, and backgrounds, frame
@@ -108,7 +111,14 @@ impl Conditions {
         small: (0.07, 0.12),
         large: (0.14, 0.2),
         empty: 0.08,
+        fewest: 1,
     };
+
+    /// These conditions with only scenes of `fewest` objects or more, besides the empty
+    /// ones: the crowded scenes a training curriculum can add (`train --crowded`).
+    pub const fn crowded(self, fewest: usize) -> Conditions {
+        Conditions { fewest, ..self }
+    }
 
     /// A frame size: the first one half of the time, else any.
     pub fn frame(&self, rng: &mut Rng) -> (u32, u32) {

@@ -155,13 +155,18 @@ pub struct Scene {
 pub const MAX_OBJECTS: usize = 4;
 
 impl Scene {
-    /// Draws a random scene graph: empty with the share `c.empty`, else 1 to
-    /// [`MAX_OBJECTS`] objects of `c`'s sizes, no two overlapping and no two alike in all
+    /// Draws a random scene graph: empty with the share `c.empty`, else `c.fewest` (at
+    /// least 1) to [`MAX_OBJECTS`] objects of `c`'s sizes, no two overlapping and no two alike in all
     /// of shape, colour and size, with centres apart enough that "left of" is never
     /// ambiguous. A held-out scene is never empty.
     pub fn random(rng: &mut Rng, width: u32, height: u32, pairs: Pairs, c: &Conditions) -> Scene {
         let empty = rng.chance(c.empty) && pairs == Pairs::Seen;
-        let count = if empty { 0 } else { 1 + rng.below(MAX_OBJECTS) };
+        let fewest = c.fewest.clamp(1, MAX_OBJECTS);
+        let count = if empty {
+            0
+        } else {
+            fewest + rng.below(MAX_OBJECTS + 1 - fewest)
+        };
         let unit = width.min(height) as f32;
         let mut objects: Vec<Object> = Vec::new();
         let mut attempts = 0;
@@ -250,5 +255,28 @@ mod tests {
         }
         // about the share asked for (8 %), and a held-out scene is never empty
         assert!((12..=40).contains(&empty), "{empty} empty scenes of 300");
+    }
+
+    #[test]
+    fn crowded_conditions_draw_only_the_larger_counts() {
+        let crowded = Conditions::TRAINING.crowded(3);
+        let mut counts = [[0usize; MAX_OBJECTS + 1]; 2];
+        for i in 0..400 {
+            for (c, conditions) in [&Conditions::TRAINING, &crowded].into_iter().enumerate() {
+                let mut rng = Rng::for_item(13, i);
+                let s = Scene::random(&mut rng, 320, 240, Pairs::Seen, conditions);
+                counts[c][s.objects.len()] += 1;
+            }
+        }
+        let [plain, crowded] = counts;
+        // every count from one to four in the plain scenes, a quarter each give or take
+        assert!(
+            plain[1..].iter().all(|&n| (70..=115).contains(&n)),
+            "{plain:?}"
+        );
+        // the crowded ones keep their empty scenes (the same draw) and hold three or four
+        assert_eq!(crowded[0], plain[0], "{crowded:?}");
+        assert_eq!(crowded[1] + crowded[2], 0, "{crowded:?}");
+        assert!((150..=230).contains(&crowded[3]), "{crowded:?}");
     }
 }

@@ -114,12 +114,18 @@ pub struct Sample {
 
 /// Sample `index` of `split` under `seed`. Different splits never share a scene stream.
 pub fn sample(seed: u64, split: Split, index: u64) -> Sample {
+    sample_in(seed, split, index, split.conditions())
+}
+
+/// Sample `index` of `split` under `seed`, its nuisances and object count drawn from
+/// `conditions` instead of the split's own (a training curriculum's crowded scenes). With
+/// the split's conditions it is [`sample`].
+pub fn sample_in(seed: u64, split: Split, index: u64, conditions: &Conditions) -> Sample {
     let mut rng = Rng::for_item(seed ^ split.stream(), index);
     let pairs = match split {
         Split::Compositional => Pairs::HeldOut,
         _ => Pairs::Seen,
     };
-    let conditions = split.conditions();
     let (width, height) = conditions.frame(&mut rng);
     let scene = Scene::random(&mut rng, width, height, pairs, conditions);
     let image = render(&scene, conditions, &mut rng);
