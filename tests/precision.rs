@@ -173,6 +173,34 @@ fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
     assert!(q4.starts_with(&format!("{gemv}, ")), "{kernels}");
 }
 
+/// An f16 prefill's many-column products run on the 512-bit f32 tile where the CPU has
+/// AVX-512 (`avx512_mmm_f32_32x6`: activations widened to f32 as they are packed, weights
+/// widened a panel at a time, vendor/README.md), else on the 256-bit kernel that reads f16;
+/// a decode step's one column reads the f16 weights directly either way. The f16 agreement
+/// above is measured with whichever this machine runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f16_prefill_runs_the_widest_tile_the_cpu_has() {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let g = Glimpse::load_with(&pkg, Some(Precision::F16)).unwrap();
+    let kernels = g.decoder_kernels().join("; ");
+    let tile = if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512_mmm_f32_32x6"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "fma_mmm_f32_32x3"
+    } else {
+        return;
+    };
+    let f16 = kernels
+        .split("; ")
+        .find(|k| k.contains("PackedF16"))
+        .unwrap_or_else(|| panic!("no f16 product among {kernels}"));
+    assert!(
+        f16.starts_with(&format!("fma_mmm_f32_32x1, {tile} on ")),
+        "{kernels}"
+    );
+}
+
 /// Where an int8 product runs on a 16-column tile, the AMX one (`avx512amx_mmm_i32_16x16`)
 /// or, without AMX, the AVX-512 VNNI one (`avx512vnni_mmm_i32_16x16`), a decode step's one
 /// column runs on that tile's partner (`..._16x1`), which reads the same packed weights with

@@ -48,6 +48,7 @@ pub mod lut;
 pub mod mmm;
 #[macro_use]
 pub mod pack;
+pub mod pack_widened;
 #[macro_use]
 pub mod reduce;
 #[macro_use]

@@ -6,6 +6,7 @@ use crate::isa::IsaSet;
 use crate::mmm::{Query, Suitable};
 use crate::mmm_tiers::MmmTier;
 use crate::pack::PackedFormat;
+use crate::pack_widened::WidenedF16;
 #[cfg(any(tract_avx512vnni, tract_avxvnni, tract_amx_int8))]
 use crate::pack::PackedI8K4;
 
@@ -134,7 +135,14 @@ MMMExternKernel!(x86_64; avx512_mmm_f32_128x1<f32>(128, 1)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x1 <f32>( 16, 1)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x12<f32>( 16,12)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_16x8 <f32>( 16, 8)@(512,4) isa(X86_64Avx512f));
-MMMExternKernel!(x86_64; avx512_mmm_f32_32x6 <f32>( 32, 6)@(512,4) isa(X86_64Avx512f));
+// Glimpse: packing 1 takes f16 activations widened to f32 as they are packed, and f16
+// weights through `packed_32_f16_to_f32_a512`; the loop is packing 0's, and the stores
+// write f16 where the product's output is f16.
+MMMExternKernel! { x86_64; avx512_mmm_f32_32x6<f32>(32, 6)@(512,4) isa(X86_64Avx512f)
+    packing[1] = f32f16w => |k| k.with_packing(f32::packing(32).align(512), WidenedF16::new(f32::packing(6).align(4)));
+
+    store(f16)
+}
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));

@@ -157,6 +157,14 @@ panel_extractor!(x86_64; kernel_packed_32_f16_to_f32 as packed_32_f16_to_f32(
     f32::packing(32).align(256)
 ) isa(X86_64Avx2, X86_64F16c));
 
+// Glimpse: the same f16 panels into the AVX-512 kernels' 512-byte aligned packing, so that
+// an f16 model's many-column products (f16 activations widened at packing, `WidenedF16`) run
+// on avx512_mmm_f32_32x6 instead of converting both operands at every step on 256 bits.
+panel_extractor!(x86_64; kernel_packed_32_f16_to_f32 as packed_32_f16_to_f32_a512(
+    Box::new(PackedFormat::new(f16::datum_type(), 32, 32)),
+    f32::packing(32).align(512)
+) isa(X86_64Avx2, X86_64F16c));
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn kernel_packed_32_q40_to_f32(input: *const u8, output: *mut u8, k: usize) {
