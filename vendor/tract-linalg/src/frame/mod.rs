@@ -48,6 +48,9 @@ pub mod lut;
 pub mod mmm;
 #[macro_use]
 pub mod pack;
+// only x86 kernels take f16 activations widened (ARM has f16 arithmetic); kept out of the
+// ARM builds, whose board binary has a size limit
+#[cfg(any(target_arch = "x86_64", feature = "foreign-inventory"))]
 pub mod pack_widened;
 #[macro_use]
 pub mod reduce;
