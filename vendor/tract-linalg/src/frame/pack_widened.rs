@@ -11,6 +11,7 @@
 
 use std::fmt::{Debug, Display};
 
+use tract_data::half::slice::HalfFloatSliceExt;
 use tract_data::internal::*;
 
 use crate::WeightType;
@@ -83,7 +84,7 @@ impl MMMInputFormat for WidenedF16 {
             unsafe { Blob::new_for_size_and_align(halves.len() * 4, self.inner.alignment_bytes) };
         let floats: &mut [f32] =
             unsafe { std::slice::from_raw_parts_mut(wide.as_mut_ptr() as *mut f32, halves.len()) };
-        widen(halves, floats);
+        halves.convert_to_f32_slice(floats);
         Ok(Box::new(EagerPackedInput {
             fact: PackedExoticFact {
                 format: Box::new(self.clone()),
@@ -130,36 +131,6 @@ impl MMMInputFormat for WidenedF16 {
     ) -> TractResult<()> {
         ensure!(data.format().dyn_eq(self));
         self.inner.extract_at_mn_f32(&self.as_inner(data), mn, slice)
-    }
-}
-
-/// `dst[i] = src[i]` as f32, with the CPU's conversion instructions where it has them.
-fn widen(src: &[f16], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("f16c") && is_x86_feature_detected!("avx") {
-        unsafe { widen_f16c(src, dst) };
-        return;
-    }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn widen_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let n = src.len().min(dst.len());
-    let mut i = 0;
-    unsafe {
-        while i + 8 <= n {
-            let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-            i += 8;
-        }
-    }
-    for j in i..n {
-        dst[j] = src[j].to_f32();
     }
 }
 
