@@ -156,9 +156,6 @@ fn bundled_precisions_agree_with_f32_token_by_token() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
-    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
-    let g = Glimpse::load_with(&pkg, Some(Precision::Q4)).unwrap();
-    let kernels = g.decoder_kernels().join("; ");
     let gemv = if std::arch::is_x86_feature_detected!("avx512f") {
         "avx512_mmm_f32_32x1"
     } else if std::arch::is_x86_feature_detected!("fma") {
@@ -166,11 +163,23 @@ fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
     } else {
         return;
     };
-    let q4 = kernels
-        .split("; ")
-        .find(|k| k.contains("PackedQ4_0"))
-        .unwrap_or_else(|| panic!("no Q4_0 product among {kernels}"));
+    let (q4, kernels) = bundled_kernels_on(Precision::Q4, "PackedQ4_0");
     assert!(q4.starts_with(&format!("{gemv}, ")), "{kernels}");
+}
+
+/// The bundled decoder's kernel line (as `glimpse info` prints it) for the products whose
+/// weights are packed as `packing`, and all its lines, for the messages.
+#[cfg(target_arch = "x86_64")]
+fn bundled_kernels_on(precision: Precision, packing: &str) -> (String, String) {
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
+    let g = Glimpse::load_with(&pkg, Some(precision)).unwrap();
+    let kernels = g.decoder_kernels().join("; ");
+    let line = kernels
+        .split("; ")
+        .find(|k| k.contains(packing))
+        .unwrap_or_else(|| panic!("no {packing} product among {kernels}"))
+        .to_string();
+    (line, kernels)
 }
 
 /// An f16 prefill's many-column products run on the 512-bit f32 tile where the CPU has
@@ -181,9 +190,6 @@ fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn f16_prefill_runs_the_widest_tile_the_cpu_has() {
-    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
-    let g = Glimpse::load_with(&pkg, Some(Precision::F16)).unwrap();
-    let kernels = g.decoder_kernels().join("; ");
     let tile = if std::arch::is_x86_feature_detected!("avx512f") {
         "avx512_mmm_f32_32x6"
     } else if std::arch::is_x86_feature_detected!("fma") {
@@ -191,10 +197,7 @@ fn f16_prefill_runs_the_widest_tile_the_cpu_has() {
     } else {
         return;
     };
-    let f16 = kernels
-        .split("; ")
-        .find(|k| k.contains("PackedF16"))
-        .unwrap_or_else(|| panic!("no f16 product among {kernels}"));
+    let (f16, kernels) = bundled_kernels_on(Precision::F16, "PackedF16");
     assert!(
         f16.starts_with(&format!("fma_mmm_f32_32x1, {tile} on ")),
         "{kernels}"
