@@ -770,6 +770,79 @@ mod tests {
         );
         Ok(())
     }
+
+    static WIDENED_PANELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    unsafe fn counting_f16_to_f32_a512(input: *const u8, output: *mut u8, k: usize) {
+        WIDENED_PANELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        unsafe { (super::super::panel_extract::packed_32_f16_to_f32_a512.kernel)(input, output, k) }
+    }
+
+    /// An f16 model's many-column product: f16 weights widened panel by panel by an
+    /// extractor, f16 activations widened at packing (`WidenedF16`). The extractor's work
+    /// is the product's overhead over an f32 one, so each weight panel must be widened
+    /// once, not once per column of tiles.
+    #[test]
+    fn f16_weight_panels_are_widened_once_per_product() -> TractResult<()> {
+        use crate::frame::mmm::{MMMInputFormat, MMMInputValue, PanelExtractInput, PanelExtractor};
+        use crate::pack::PackedFormat;
+        let extractor = &*super::super::panel_extract::packed_32_f16_to_f32_a512;
+        let ker = avx512_mmm_f32_32x6.mmm();
+        if !extractor.runnable() || !ker.runnable() {
+            return Ok(());
+        }
+        // four weight panels, 97 tokens: seventeen columns of 6-wide tiles
+        let (m, k, n) = (128usize, 64usize, 97usize);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 19) as f32 - 9.0) / 4.0).collect();
+        let half = |v: &[f32], shape: (usize, usize)| {
+            tract_ndarray::Array2::from_shape_vec(shape, v.to_vec())
+                .unwrap()
+                .into_tensor()
+                .cast_to::<f16>()
+                .unwrap()
+                .into_owned()
+        };
+        let from = PackedFormat::new(f16::datum_type(), 32, 32);
+        let packed_a = from.prepare_one(&half(&a, (m, k)), 1, 0)?;
+        let counting = PanelExtractor {
+            name: "counting".into(),
+            kernel: counting_f16_to_f32_a512,
+            ..extractor.clone()
+        };
+        let data = packed_a.downcast_ref::<crate::mmm::EagerPackedInput>().unwrap().clone();
+        let pa = PanelExtractInput { format: counting, data };
+        let (pack_a, pack_b) = &ker.packings()[1];
+        assert!(pack_a.dyn_eq(pa.format()), "{pack_a} takes the extractor's panels");
+        let pb = pack_b.prepare_one(&half(&b, (k, n)), 0, 1)?;
+
+        let mut c = Tensor::zero::<f32>(&[m, n])?;
+        WIDENED_PANELS.store(0, std::sync::atomic::Ordering::Relaxed);
+        unsafe {
+            let c_view = c.view_mut();
+            let store = ker.c_view(Some(0), Some(1)).wrap(&c_view);
+            let ops: TVec<FusedSpec> = tvec!(
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&pa),
+                    b: AsInputValue::Borrowed(&*pb),
+                    packing: 1,
+                },
+                FusedSpec::Store(store),
+            );
+            ker.run(m, n, &ops)?;
+        }
+        assert_eq!(WIDENED_PANELS.load(std::sync::atomic::Ordering::Relaxed), m / 32);
+
+        // the values are exact in f16, and so are their products and sums in f32
+        let c = c.to_plain_array_view::<f32>()?;
+        for r in 0..m {
+            for col in 0..n {
+                let want: f32 = (0..k).map(|kk| a[r * k + kk] * b[kk * n + col]).sum();
+                assert_eq!(c[[r, col]], want, "row {r} column {col}");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(all(test, any(tract_amx_int8, tract_avx512vnni)))]

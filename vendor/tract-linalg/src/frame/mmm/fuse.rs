@@ -51,10 +51,22 @@ pub enum FusedSpec<'t> {
 }
 
 impl FusedSpec<'_> {
+    /// Whether the tiles should be walked column after column (`Some(true)`: each B panel
+    /// stays while the A panels pass) or row after row (`Some(false)`), so that the operand
+    /// whose panels cost work to make (a lazy im2col, a panel extractor) makes each one once
+    /// per block instead of once per tile.
+    ///
+    /// Glimpse: an input is ready only when it is plain packed data that needs no scratch
+    /// panel. A panel extractor's value reports the format it extracts to, a plain
+    /// `PackedFormat`, and was counted as ready: beside a B in another ready-made format
+    /// (f16 activations widened at packing, `WidenedF16`) the walk went by columns and the
+    /// extractor widened every A panel once per column of tiles, 17 times for 97 tokens.
     pub fn prefer_col_outer(&self) -> Option<bool> {
         if let FusedSpec::AddMatMul { a, b, .. } = self {
-            let a_is_eager = a.format().is::<PackedFormat>();
-            let b_is_eager = b.format().is::<PackedFormat>();
+            let ready = |v: &dyn MMMInputValue| {
+                v.format().is::<PackedFormat>() && v.scratch_panel_buffer_layout().is_none()
+            };
+            let (a_is_eager, b_is_eager) = (ready(&**a), ready(&**b));
             if a_is_eager == b_is_eager { None } else { Some(a_is_eager) }
         } else {
             None
