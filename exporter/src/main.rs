@@ -221,6 +221,11 @@ struct TrainArgs {
     /// hardest to get exact.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().crowded)]
     crowded: f32,
+    /// With --init: add N decoder blocks on top of the starting model's, each starting as
+    /// the identity (its output projections at zero), so training begins from what the
+    /// model already does with room to do more.
+    #[arg(long, value_name = "N", default_value_t = TrainOptions::default().add_layers)]
+    add_layers: usize,
 }
 
 #[derive(clap::Args)]
@@ -367,6 +372,7 @@ fn run(cli: Cli) -> Result<()> {
                 caption_share: a.caption_share,
                 word_noise: a.word_noise,
                 crowded: a.crowded,
+                add_layers: a.add_layers,
                 ..TrainOptions::default()
             };
             anyhow::ensure!(
@@ -397,6 +403,10 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(
                 a.crowded == 0.0 || options.data.is_none(),
                 "--crowded draws synthetic scenes; a --data folder's images are what they are"
+            );
+            anyhow::ensure!(
+                a.add_layers == 0 || options.init.is_some(),
+                "--add-layers grows the model of --init; a new run takes its depth from --layers"
             );
             if let Some(p) = a.caption_share {
                 anyhow::ensure!(

@@ -100,6 +100,10 @@ pub struct TrainOptions {
     /// (a curriculum on the crowded scenes; 0: every count alike).
     #[serde(default)]
     pub crowded: f32,
+    /// With `init`: decoder blocks added on top of the starting model's, each starting as
+    /// the identity (see [`deepen`]).
+    #[serde(default)]
+    pub add_layers: usize,
 }
 
 fn default_image_cache_mb() -> u64 {
@@ -151,6 +155,7 @@ impl Default for TrainOptions {
             init: None,
             word_noise: 0.0,
             crowded: 0.0,
+            add_layers: 0,
         }
     }
 }
@@ -514,6 +519,51 @@ fn grow(from: Start, corpus: &[String], device: &Device) -> Result<Start> {
     })
 }
 
+/// `add` decoder blocks on top of `from`'s, each starting as the identity: fresh random
+/// weights everywhere but its two output projections (the attention's `dense` and the
+/// MLP's `mlp_down`), which start at zero, so each block adds nothing to the residual
+/// stream and the deeper model computes what `from` did. Training then grows them from
+/// the gradient at those projections.
+fn deepen(from: Start, add: usize, device: &Device) -> Result<Start> {
+    if add == 0 {
+        return Ok(from);
+    }
+    let n = from.config.n_layers;
+    let config = ModelConfig {
+        n_layers: n + add,
+        ..from.config.clone()
+    };
+    let fresh = Fuyu::new(&config, &from.canvas, from.match_dim, device);
+    let mut w = crate::model::weights::collect(&from.model);
+    let new = crate::model::weights::collect(&fresh);
+    for (name, mut array) in new {
+        let Some(layer) = name
+            .strip_prefix("layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if layer < n {
+            continue;
+        }
+        if name.contains(".dense.") || name.contains(".mlp_down.") {
+            array.data.iter_mut().for_each(|v| *v = 0.0);
+        }
+        w.insert(name, array);
+    }
+    let model = model_from_weights(fresh, &w)?;
+    eprintln!(
+        "{add} decoder block(s) added on top ({n} -> {}), each starting as the identity",
+        n + add
+    );
+    Ok(Start {
+        config,
+        model,
+        ..from
+    })
+}
+
 /// What a resumed run may change; a new run takes both from its [`TrainOptions`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Changes {
@@ -599,6 +649,8 @@ pub fn train(
         // new data brings its own words (a user's folder, or phrasings the scene generator
         // gained since the model was trained): they become tokens of their own
         let from = grow(from, &src.corpus(), &train_device)?;
+        let from = deepen(from, options.add_layers, &train_device)?;
+        options.n_layers = from.config.n_layers;
         tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
         let tok = from.tokenizer;
         let model = from.model;
@@ -1004,5 +1056,66 @@ mod tests {
         let err = train(&dir.join("c"), bad, false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("nothing"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn blocks_added_on_top_start_as_the_identity() {
+        let device = Device::default();
+        let o = tiny(1);
+        let cfg = ModelConfig {
+            vocab_size: 40,
+            d_model: o.d_model,
+            n_layers: o.n_layers,
+            n_heads: o.n_heads,
+            d_ff: o.d_ff,
+            rotary_fraction: 0.5,
+            rope_theta: 25_000.0,
+            layer_norm_eps: 1e-5,
+            max_positions: o.max_positions,
+        };
+        device.seed(3);
+        let model = Fuyu::new(&cfg, &o.canvas, 8, &device);
+        let tokenizer = tokenizer::train(&["a small red circle".to_string()], 64).unwrap();
+        let start = Start {
+            config: cfg.clone(),
+            canvas: o.canvas,
+            match_dim: 8,
+            tokenizer,
+            model,
+        };
+        let (rows, cols, dim) = (o.canvas.rows(), o.canvas.cols(), o.canvas.patch_dim());
+        let patches = Tensor::<4>::random(
+            [2, rows, cols, dim],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![1i64, 5, 9, 2, 7, 3, 30, 11], [2, 4]),
+            &device,
+        );
+        let rotary = Rotary::new(&cfg, &device);
+        let logits = |m: &Fuyu| {
+            m.forward(patches.clone(), ids.clone(), &rotary, cfg.n_heads)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let before = logits(&start.model);
+        let deeper = deepen(start, 2, &device).unwrap();
+        assert_eq!(deeper.config.n_layers, 3);
+        assert_eq!(deeper.model.layers.len(), 3);
+        let after = logits(&deeper.model);
+        let worst = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "logits moved by {worst}");
+        // the new blocks are fresh, not copies of the old one: only their outputs are zero
+        let w = crate::model::weights::collect(&deeper.model);
+        let nonzero = |n: &str| w[n].data.iter().any(|v| *v != 0.0);
+        assert!(nonzero("layers.1.qkv.weight") && nonzero("layers.2.mlp_up.weight"));
+        assert!(!nonzero("layers.1.dense.weight") && !nonzero("layers.2.mlp_down.weight"));
+        assert_ne!(w["layers.0.qkv.weight"].data, w["layers.1.qkv.weight"].data);
     }
 }
