@@ -197,11 +197,22 @@ impl PackedAmxA {
                 let pw = self.r.min(mn - p * self.r);
                 let panel = dst.add(p * pl);
                 let mn0 = (p * self.r) as isize;
-                for lm in 0..pw {
-                    let drow = panel.add(lm * kp);
-                    let srow_base = src.offset((mn0 + lm as isize) * ms);
+                if ks == 1 {
+                    // each of the panel's rows lies in one piece: copy it whole
+                    for lm in 0..pw {
+                        let srow = src.offset((mn0 + lm as isize) * ms);
+                        std::ptr::copy_nonoverlapping(srow, panel.add(lm * kp), k);
+                    }
+                } else {
+                    // a weight stored [k, mn] (an ONNX MatMul's right operand): read along
+                    // its rows, `pw` neighbouring bytes a step, and scatter them down the
+                    // panel's rows, which stay in L1, instead of reading down a column,
+                    // one byte of each cache line a step
                     for kk in 0..k {
-                        *drow.add(kk) = *srow_base.offset(kk as isize * ks);
+                        let s = src.offset(kk as isize * ks + mn0 * ms);
+                        for lm in 0..pw {
+                            *panel.add(lm * kp + kk) = *s.offset(lm as isize * ms);
+                        }
                     }
                 }
             }
@@ -272,5 +283,36 @@ mod test {
     fn packed_amx_a_view() -> TractResult<()> {
         view_matches_tensor(&PackedAmxA::new(16), 64, 48)?;
         view_matches_tensor(&PackedAmxA::new(16), 5, 7)
+    }
+
+    /// Both layouts of the weights, `[k, mn]` (read along its rows) and `[mn, k]` (rows
+    /// copied whole), pack to the panel layout the kernels read: row `m` of panel `p` holds
+    /// `W[16p + m, 0..k]` then zeros to `k_padded`, missing rows zero.
+    #[test]
+    fn packed_amx_a_layout_from_either_axis_order() -> TractResult<()> {
+        let (k, mn, r) = (70usize, 37usize, 16usize);
+        let w = |m: usize, kk: usize| ((m * 131 + kk * 7) % 251) as u8 as i8;
+        let kp = 128;
+        let mut expected = vec![0i8; mn.div_ceil(r) * r * kp];
+        for m in 0..mn {
+            for kk in 0..k {
+                expected[(m / r) * r * kp + (m % r) * kp + kk] = w(m, kk);
+            }
+        }
+        let k_mn: Vec<i8> = (0..k).flat_map(|kk| (0..mn).map(move |m| w(m, kk))).collect();
+        let mn_k: Vec<i8> = (0..mn).flat_map(|m| (0..k).map(move |kk| w(m, kk))).collect();
+        let format = PackedAmxA::new(r);
+        for (data, shape, k_axis, mn_axis) in
+            [(k_mn, [k, mn], 0, 1), (mn_k, [mn, k], 1, 0)]
+        {
+            let t = tract_data::prelude::tensor1(&data).into_shape(&shape)?;
+            let packed = format.pack_view(&t.view(), k_axis, mn_axis)?;
+            let packed = packed.downcast_ref::<EagerPackedInput>().unwrap();
+            let bytes = unsafe {
+                std::slice::from_raw_parts(packed.packed.as_ptr() as *const i8, expected.len())
+            };
+            assert_eq!(bytes, &expected[..], "k_axis {k_axis}");
+        }
+        Ok(())
     }
 }
