@@ -868,22 +868,30 @@ mod mmm_i32_16x1_tests {
         every_k(&avx512vnni_mmm_i32_16x1)
     }
 
-    fn every_k(ker: &DynKernel<16, 1, i32>) -> TractResult<()> {
+    /// The same for the 16x16 tile kernel, all sixteen columns: the generic frame tests
+    /// draw k under 40, one 64-byte step, and the products of a model run to thousands.
+    #[cfg(tract_amx_int8)]
+    #[test]
+    fn amx_16x16_every_k_accumulates_every_step() -> TractResult<()> {
+        every_k(&avx512amx_mmm_i32_16x16)
+    }
+
+    fn every_k<const NR: usize>(ker: &DynKernel<16, NR, i32>) -> TractResult<()> {
         if !ker.runnable() {
             return Ok(());
         }
         for k in [1usize, 2, 3, 4, 5, 12, 16, 17, 63, 64, 65, 68, 130, 200, 2047, 2048, 5000] {
             let a: Vec<i8> = (0..16 * k).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
-            let b: Vec<i8> = (0..k).map(|i| ((i * 91 + 5) % 256) as u8 as i8).collect();
+            let b: Vec<i8> = (0..k * NR).map(|i| ((i * 91 + 5) % 256) as u8 as i8).collect();
             let at = tensor1(&a).into_shape(&[16, k])?;
-            let bt = tensor1(&b).into_shape(&[k, 1])?;
+            let bt = tensor1(&b).into_shape(&[k, NR])?;
             let (pack_a, pack_b) = &ker.packings()[1];
             let pa = pack_a.prepare_one(&at, 1, 0)?;
             let pb = pack_b.prepare_one(&bt, 0, 1)?;
-            let mut c = vec![0i32; 16];
+            let mut c = vec![0i32; 16 * NR];
             let store = OutputStoreKer {
                 ptr: c.as_mut_ptr() as *mut u8,
-                row_byte_stride: 4,
+                row_byte_stride: 4 * NR as isize,
                 col_byte_stride: 4,
                 item_size: 4,
             };
@@ -900,8 +908,11 @@ mod mmm_i32_16x1_tests {
             ];
             assert_eq!(ker.kernel(&ops), 0);
             for m in 0..16 {
-                let want: i32 = (0..k).map(|j| a[m * k + j] as i32 * b[j] as i32).sum();
-                assert_eq!(c[m], want, "k {k}, row {m}");
+                for n in 0..NR {
+                    let want: i32 =
+                        (0..k).map(|j| a[m * k + j] as i32 * b[j * NR + n] as i32).sum();
+                    assert_eq!(c[m * NR + n], want, "k {k}, row {m}, column {n}");
+                }
             }
         }
         Ok(())
