@@ -627,6 +627,16 @@ fn m_blocks_outer(m_panels: usize, n_panels: usize, mr: usize, nr: usize, blk: u
     by_rows < by_cols
 }
 
+/// Bytes of one packed operand value, which the cache blocking sizes panels by: the
+/// accumulator's size, but for integer products, whose i32 accumulators multiply i8
+/// panels. Counting those at 4 bytes made a 1536 × 6144 × 97 int8 product (a decoder's
+/// MLP down-projection, 16 × 16 tiles) look four times its size: its B panels (688 kB)
+/// seemed to spill a 2 MB L2, the walk blocked by one panel and took column bands, and
+/// every weight was read once per column of tiles, seven times, instead of once.
+fn operand_bytes(acc: DatumType) -> usize {
+    if acc.is_integer() { 1 } else { acc.size_of() }
+}
+
 /// Tile walk over one panel rectangle — the whole grid on the single-thread
 /// path, one dispatch chunk on the rayon path — blocked into cache-sized panel
 /// blocks for locality (the naive nested loop re-streams the whole inner operand
@@ -649,7 +659,7 @@ unsafe fn run_blocked<K: MatMatMulKer>(
     non_linear: &[FusedSpec],
 ) -> TractResult<()> {
     unsafe {
-        let elem = K::Acc::datum_type().size_of();
+        let elem = operand_bytes(K::Acc::datum_type());
         let (mr, nr) = (ker.mr(), ker.nr());
         let (m_panels, n_panels) = (m.len(), n.len());
         let l2_share = llc_share.min(crate::cache::cache_info().l2_sharers_or_one());
@@ -705,7 +715,7 @@ unsafe fn run_with_scratch_space_2d<K: MatMatMulKer>(
                 ker.mr(),
                 ker.nr(),
                 k,
-                K::Acc::datum_type().size_of(),
+                operand_bytes(K::Acc::datum_type()),
                 0,
                 chunk,
             ),
@@ -717,7 +727,7 @@ unsafe fn run_with_scratch_space_2d<K: MatMatMulKer>(
                 ker.mr(),
                 ker.nr(),
                 k,
-                K::Acc::datum_type().size_of(),
+                operand_bytes(K::Acc::datum_type()),
                 0,
                 chunk,
             ),
@@ -975,6 +985,21 @@ mod blocked_walk_tests {
         })
         .unwrap();
         v
+    }
+
+    /// An int8 product's panels are sized at a byte a value, not at its i32
+    /// accumulator's four: the MLP down-projection of a 1.3 B decoder (k 6144, seven
+    /// 16-column panels of activations) keeps its B panels within a 2 MB L2, so the
+    /// walk is not blocked and reads every weight once; an f32 product of that shape
+    /// still spills and is blocked.
+    #[test]
+    fn int8_panels_are_sized_by_their_bytes() {
+        assert_eq!(operand_bytes(DatumType::I32), 1);
+        assert_eq!(operand_bytes(DatumType::F32), 4);
+        assert_eq!(operand_bytes(DatumType::F16), 2);
+        let l2 = 2 << 20;
+        assert!(!inner_tier_pays(7, 16, 6144, operand_bytes(DatumType::I32), l2));
+        assert!(inner_tier_pays(7, 16, 6144, operand_bytes(DatumType::F32), l2));
     }
 
     /// Every tile of the rectangle is visited exactly once, for both inner orders
