@@ -1218,8 +1218,11 @@ pub struct PackedI8K4 {
     pub align: usize,
 }
 impl PackedI8K4 {
+    /// Panels start on a 64-byte line: the AMX tile kernel loads each 64-byte row of a
+    /// K block with one `tileloadd`, and a row straddling two lines reads both (the
+    /// activations a 1.3 B prefill packed started 16 or 32 bytes into a line).
     pub fn new(r: usize) -> Self {
-        PackedI8K4 { r, align: 16 }
+        PackedI8K4 { r, align: 64 }
     }
     fn panel(&self, k: usize) -> usize {
         (k.div_ceil(4) * 4) * self.r
