@@ -1583,6 +1583,26 @@ mod test {
         PackKMajorProblem { k, mn, r, align_panel: 1, k_range: 0..k, mn_range: 0..mn }
     }
 
+    /// Every panel of int8 activations packed four k at a time starts on a 64-byte line,
+    /// where the AMX tile kernel reads each 64-byte row of a K block in one load: packed
+    /// many times over (the allocator's offsets vary), for k that is and is not a multiple
+    /// of 4 and a width that leaves the last panel short.
+    #[test]
+    fn i8k4_panels_start_on_a_cache_line() {
+        use crate::mmm::{MMMInputFormat, MMMInputValue};
+        let mut keep = vec![];
+        let shapes = [(1536usize, 97usize), (6144, 97), (2700, 10), (5, 3)];
+        for (round, &(k, n)) in shapes.iter().cycle().take(40).enumerate() {
+            keep.push(vec![0u8; 16 * round + 8]); // shift the allocator between rounds
+            let t = Tensor::zero::<i8>(&[k, n]).unwrap();
+            let packed = super::PackedI8K4::new(16).prepare_one(&t, 0, 1).unwrap();
+            for p in 0..n.div_ceil(16) {
+                let at = packed.panel_bytes(p, None).unwrap() as usize;
+                assert_eq!(at % 64, 0, "k {k}, n {n}, panel {p} at {at:#x}");
+            }
+        }
+    }
+
     #[test]
     fn k_major_exact_tiles() {
         k_major(4, 4, 4).check_all_widths();
