@@ -846,7 +846,7 @@ mod tests {
 }
 
 #[cfg(all(test, any(tract_amx_int8, tract_avx512vnni)))]
-mod mmm_i32_16x1_tests {
+mod mmm_i32_every_k_tests {
     use super::*;
     use crate::frame::mmm::{DynKernel, FusedKerSpec, MatMatMulKer, OutputStoreKer};
     use tract_data::prelude::*;
