@@ -255,3 +255,103 @@ fn every_precision_grows_its_cache_in_place() {
         );
     }
 }
+
+/// The values of a plain tensor of `T`.
+fn values_of<T: tract_onnx::prelude::Datum + Clone>(t: &tract_onnx::prelude::Tensor) -> Vec<T> {
+    t.try_as_plain_ram()
+        .unwrap()
+        .as_slice::<T>()
+        .unwrap()
+        .to_vec()
+}
+
+/// An int8 linear layer's i32 accumulators become f32 in the tensor that holds them when
+/// nothing else holds it (vendored tract-core, `Cast`; vendor/README.md); a tensor held
+/// elsewhere too is converted into a new one and left as it was.
+#[test]
+fn an_unshared_i32_tensor_is_cast_to_f32_where_it_lies_and_a_shared_one_is_left_alone() {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::EvalOp;
+    use tract_onnx::tract_core::ops::cast::cast;
+    use tract_onnx::tract_hir::internal::EvalContext;
+
+    let values = [
+        0i32,
+        1,
+        -1,
+        7,
+        i32::MAX,
+        i32::MIN,
+        1 << 24,
+        (1 << 24) + 1,
+        -12345678,
+    ];
+    let want: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    let eval = |t: TValue| {
+        let op = cast(f32::datum_type());
+        op.eval(&EvalContext::out_of_plan(), tvec!(t))
+            .unwrap()
+            .remove(0)
+    };
+    let unshared = Tensor::from_shape(&[3, 3], &values).unwrap();
+    let at = unshared.as_bytes().as_ptr();
+    let out = eval(unshared.into_tvalue());
+    assert_eq!(out.datum_type(), f32::datum_type());
+    assert_eq!(out.shape(), &[3, 3]);
+    assert_eq!(out.as_bytes().as_ptr(), at, "converted into a new buffer");
+    assert_eq!(values_of::<f32>(&out), want);
+
+    let shared = Tensor::from_shape(&[9], &values).unwrap().into_tvalue();
+    assert_eq!(values_of::<f32>(&eval(shared.clone())), want);
+    assert_eq!(values_of::<i32>(&shared), values);
+}
+
+/// A gather whose indices run in consecutive stretches (a rotary embedding's "rotate
+/// half") copies each stretch as one slice (vendored tract-core, `Gather`;
+/// vendor/README.md): every value lands where gathering one index at a time puts it, along
+/// the innermost axis and an outer one, with negative indices, repeats and a lone index.
+#[test]
+fn a_gather_of_consecutive_runs_puts_every_value_where_one_at_a_time_would() {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::EvalOp;
+    use tract_onnx::tract_core::ops::array::Gather;
+    use tract_onnx::tract_hir::internal::EvalContext;
+
+    let shape = [2usize, 3, 10];
+    let data: Vec<f32> = (0..60).map(|x| x as f32).collect();
+    let cases: [(usize, Vec<i64>); 4] = [
+        (2, vec![5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
+        (2, vec![8, 9, -10, -9, 4, 4, 5, 1]),
+        (1, vec![1, 2, 0, -1]),
+        (2, vec![3]),
+    ];
+    for (axis, indices) in cases {
+        let gather = Gather {
+            axis,
+            output_type: None,
+        };
+        let data_t = Tensor::from_shape(&shape, &data).unwrap();
+        let indices_t = Tensor::from_shape(&[indices.len()], &indices).unwrap();
+        let inputs = tvec!(data_t.into_tvalue(), indices_t.into_tvalue());
+        let out = gather.eval(&EvalContext::out_of_plan(), inputs).unwrap();
+        let mut out_shape = shape;
+        out_shape[axis] = indices.len();
+        let mut want = vec![];
+        for a in 0..out_shape[0] {
+            for b in 0..out_shape[1] {
+                for c in 0..out_shape[2] {
+                    let mut at = [a, b, c];
+                    let i = indices[at[axis]];
+                    at[axis] = (if i < 0 { i + shape[axis] as i64 } else { i }) as usize;
+                    want.push(data[(at[0] * 3 + at[1]) * 10 + at[2]]);
+                }
+            }
+        }
+        assert_eq!(out[0].shape(), &out_shape);
+        assert_eq!(
+            values_of::<f32>(&out[0]),
+            want,
+            "axis {axis}, indices {indices:?}"
+        );
+    }
+}
