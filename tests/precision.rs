@@ -355,3 +355,60 @@ fn a_gather_of_consecutive_runs_puts_every_value_where_one_at_a_time_would() {
         );
     }
 }
+
+/// `MatMulInteger` with a matrix of int8 weights (rank 2) beside batched activations takes
+/// the weights as they are (vendored tract-onnx; vendor/README.md): the typed graph gives
+/// them no leading axis (folding that axis into the constant copied every weight of an int8
+/// package once more at load), and the product is the one the same weights shaped
+/// `[1, k, n]` give.
+#[test]
+fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
+    use glimpse_exporter::onnx::builder::{Elem, GraphBuilder, fixed};
+    use tract_onnx::pb::tensor_proto::DataType;
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+
+    let (k, n) = (8usize, 5usize);
+    let weights: Vec<u8> = (0..k * n)
+        .map(|i| ((i * 37 % 255) as i8 - 100) as u8)
+        .collect();
+    let graph = |weight_dims: &[usize]| {
+        let mut g = GraphBuilder::new("mmi");
+        g.input("x", Elem::F32, &[fixed(1), fixed(3), fixed(k)]);
+        let w = g.raw("w", weight_dims, DataType::Int8, weights.clone());
+        g.node_multi(
+            "DynamicQuantizeLinear",
+            "q",
+            &["x"],
+            &["xq", "xs", "xz"],
+            vec![],
+        );
+        let p = g.node("MatMulInteger", "p", &["xq", &w, "xz"], vec![]);
+        let y = g.cast("y", &p, Elem::F32);
+        g.output(&y, Elem::F32, &[fixed(1), fixed(3), fixed(n)]);
+        let model = tract_onnx::onnx()
+            .model_for_proto_model(&g.finish("test"))
+            .unwrap();
+        model.into_typed().unwrap()
+    };
+    let x: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let run = |model: TypedModel| {
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let input = Tensor::from_shape(&[1, 3, k], &x).unwrap();
+        plan.run(tvec!(input.into_tvalue()))
+            .unwrap()
+            .remove(0)
+            .into_tensor()
+    };
+    let matrix = graph(&[k, n]);
+    let axis_ops = matrix
+        .nodes
+        .iter()
+        .filter(|node| node.op_is::<AxisOp>())
+        .count();
+    assert_eq!(axis_ops, 0, "{matrix}");
+    let got = run(matrix);
+    assert_eq!(got.shape(), &[1, 3, n]);
+    assert_eq!(got, run(graph(&[1, k, n])));
+    assert!(values_of::<f32>(&got).iter().any(|&v| v != 0.0));
+}

@@ -59,15 +59,20 @@ impl ModelConfig {
     pub fn rotary_tables(&self) -> (Vec<f32>, Vec<f32>) {
         let rot = self.rotary_dim();
         let half = rot / 2;
+        // each column's frequency, computed once (an 8 B model's table has 16384 rows)
+        let inverse: Vec<f64> = (0..rot)
+            .map(|i| {
+                let k = i % half.max(1);
+                1.0 / (self.rope_theta as f64).powf(2.0 * k as f64 / rot as f64)
+            })
+            .collect();
         let mut cos = Vec::with_capacity(self.max_positions * rot);
         let mut sin = Vec::with_capacity(self.max_positions * rot);
         for pos in 0..self.max_positions {
-            for i in 0..rot {
-                let k = i % half.max(1);
-                let inv = 1.0 / (self.rope_theta as f64).powf(2.0 * k as f64 / rot as f64);
-                let angle = pos as f64 * inv;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+            for inv in &inverse {
+                let (s, c) = (pos as f64 * inv).sin_cos();
+                cos.push(c as f32);
+                sin.push(s as f32);
             }
         }
         (cos, sin)

@@ -55,8 +55,16 @@ impl Expansion for MatMulInteger {
         target: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let mut new_inputs =
-            tract_hir::ops::binary::wire_rank_broadcast(prefix, target, &[inputs[0], inputs[1]])?;
+        // Glimpse: a matrix of weights (rank 2) enters the product as it is, its batch axes
+        // absent; giving it a leading axis of 1 to match the activations copied every
+        // weight of an int8 package once more at load (the constant's `AddAxis` folded).
+        let (rank_a, rank_b) =
+            (target.outlet_fact(inputs[0])?.rank(), target.outlet_fact(inputs[1])?.rank());
+        let mut new_inputs = if rank_b == 2 && rank_a >= 2 {
+            tvec!(inputs[0], inputs[1])
+        } else {
+            tract_hir::ops::binary::wire_rank_broadcast(prefix, target, &[inputs[0], inputs[1]])?
+        };
         new_inputs.push(target.add_const(format!("{prefix}.bias"), tensor0(0i32))?);
         if let Some(o) = self.optional_a_zero_point_input {
             new_inputs.push(inputs[o]);
@@ -139,23 +147,28 @@ fn wire_as_einsum(
     output: DatumType,
 ) -> TractResult<TVec<OutletId>> {
     assert!(inputs.len() == 9);
-    let rank = target.outlet_fact(inputs[0])?.rank();
     let ranks = inputs
         .iter()
         .map(|i| Ok(target.outlet_fact(*i)?.rank()))
         .collect::<TractResult<Vec<_>>>()?;
-    let mut expr = AxesMapping::disconnected_for_ranks(&ranks, &ranks[0..1])?;
+    // Glimpse: the operands may differ in rank (a matrix of weights beside batched
+    // activations); batch axes line up from the right, as in a broadcast.
+    let (rank_a, rank_b) = (ranks[0], ranks[1]);
+    let rank = rank_a.max(rank_b);
+    let mut expr = AxesMapping::disconnected_for_ranks(&ranks, &[rank])?;
     expr = expr
-        .renaming((InOut::In(0), rank - 2), 'm')?
+        .renaming((InOut::In(0), rank_a - 2), 'm')?
         .linking('m', (InOut::Out(0), rank - 2))?
-        .renaming((InOut::In(1), rank - 1), 'n')?
+        .renaming((InOut::In(1), rank_b - 1), 'n')?
         .linking('n', (InOut::Out(0), rank - 1))?
-        .renaming((InOut::In(0), rank - 1), 'k')?
-        .linking('k', (InOut::In(1), rank - 2))?;
+        .renaming((InOut::In(0), rank_a - 1), 'k')?
+        .linking('k', (InOut::In(1), rank_b - 2))?;
     for ax in 0..rank - 2 {
-        expr = expr
-            .linking((InOut::In(0), ax), (InOut::In(1), ax))?
-            .linking((InOut::In(0), ax), (InOut::Out(0), ax))?;
+        for (input, input_rank) in [(0, rank_a), (1, rank_b)] {
+            if let Some(at) = (ax + input_rank).checked_sub(rank) {
+                expr = expr.linking((InOut::Out(0), ax), (InOut::In(input), at))?;
+            }
+        }
     }
     if ranks[2] == 1 {
         expr = expr.linking('m', (InOut::In(2), 0))?;
