@@ -356,11 +356,11 @@ fn a_gather_of_consecutive_runs_puts_every_value_where_one_at_a_time_would() {
     }
 }
 
-/// `MatMulInteger` with a matrix of int8 weights (rank 2) beside batched activations takes
-/// the weights as they are (vendored tract-onnx; vendor/README.md): the typed graph gives
-/// them no leading axis (folding that axis into the constant copied every weight of an int8
-/// package once more at load), and the product is the one the same weights shaped
-/// `[1, k, n]` give.
+/// `MatMulInteger` and `QLinearMatMul` with a matrix of int8 weights (rank 2) beside
+/// batched activations take the weights as they are (vendored tract-onnx;
+/// vendor/README.md): the typed graph gives them no leading axis (folding that axis into
+/// the constant copied every weight of an int8 package once more at load), and the product
+/// is the one the same weights shaped `[1, k, n]` give.
 #[test]
 fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
     use glimpse_exporter::onnx::builder::{Elem, GraphBuilder, fixed};
@@ -372,7 +372,7 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
     let weights: Vec<u8> = (0..k * n)
         .map(|i| ((i * 37 % 255) as i8 - 100) as u8)
         .collect();
-    let graph = |weight_dims: &[usize]| {
+    let graph = |op: &str, weight_dims: &[usize]| {
         let mut g = GraphBuilder::new("mmi");
         g.input("x", Elem::F32, &[fixed(1), fixed(3), fixed(k)]);
         let w = g.raw("w", weight_dims, DataType::Int8, weights.clone());
@@ -383,7 +383,16 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
             &["xq", "xs", "xz"],
             vec![],
         );
-        let p = g.node("MatMulInteger", "p", &["xq", &w, "xz"], vec![]);
+        let p = if op == "MatMulInteger" {
+            g.node(op, "p", &["xq", &w, "xz"], vec![])
+        } else {
+            let f = |v: f32| v.to_le_bytes().to_vec();
+            let ws = g.raw("ws", &[], DataType::Float, f(0.02));
+            let wz = g.raw("wz", &[], DataType::Int8, vec![0]);
+            let ys = g.raw("ys", &[], DataType::Float, f(0.05));
+            let yz = g.raw("yz", &[], DataType::Uint8, vec![128]);
+            g.node(op, "p", &["xq", "xs", "xz", &w, &ws, &wz, &ys, &yz], vec![])
+        };
         let y = g.cast("y", &p, Elem::F32);
         g.output(&y, Elem::F32, &[fixed(1), fixed(3), fixed(n)]);
         let model = tract_onnx::onnx()
@@ -400,15 +409,19 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
             .remove(0)
             .into_tensor()
     };
-    let matrix = graph(&[k, n]);
-    let axis_ops = matrix
-        .nodes
-        .iter()
-        .filter(|node| node.op_is::<AxisOp>())
-        .count();
-    assert_eq!(axis_ops, 0, "{matrix}");
-    let got = run(matrix);
-    assert_eq!(got.shape(), &[1, 3, n]);
-    assert_eq!(got, run(graph(&[1, k, n])));
-    assert!(values_of::<f32>(&got).iter().any(|&v| v != 0.0));
+    for op in ["MatMulInteger", "QLinearMatMul"] {
+        let matrix = graph(op, &[k, n]);
+        let axis_ops = matrix
+            .nodes
+            .iter()
+            .filter(|node| node.op_is::<AxisOp>())
+            .count();
+        assert_eq!(axis_ops, 0, "{op}: {matrix}");
+        let got = run(matrix);
+        assert_eq!(got.shape(), &[1, 3, n], "{op}");
+        assert_eq!(got, run(graph(op, &[1, k, n])), "{op}");
+        let distinct: std::collections::BTreeSet<u32> =
+            values_of::<f32>(&got).iter().map(|v| v.to_bits()).collect();
+        assert!(distinct.len() > 1, "{op}: {got:?}");
+    }
 }

@@ -181,4 +181,3 @@ impl TypedOp for Cast {
 
     as_op!();
 }
-

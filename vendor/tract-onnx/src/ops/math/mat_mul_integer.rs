@@ -55,16 +55,7 @@ impl Expansion for MatMulInteger {
         target: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        // Glimpse: a matrix of weights (rank 2) enters the product as it is, its batch axes
-        // absent; giving it a leading axis of 1 to match the activations copied every
-        // weight of an int8 package once more at load (the constant's `AddAxis` folded).
-        let (rank_a, rank_b) =
-            (target.outlet_fact(inputs[0])?.rank(), target.outlet_fact(inputs[1])?.rank());
-        let mut new_inputs = if rank_b == 2 && rank_a >= 2 {
-            tvec!(inputs[0], inputs[1])
-        } else {
-            tract_hir::ops::binary::wire_rank_broadcast(prefix, target, &[inputs[0], inputs[1]])?
-        };
+        let mut new_inputs = wire_operands(prefix, target, inputs[0], inputs[1])?;
         new_inputs.push(target.add_const(format!("{prefix}.bias"), tensor0(0i32))?);
         if let Some(o) = self.optional_a_zero_point_input {
             new_inputs.push(inputs[o]);
@@ -130,13 +121,30 @@ impl Expansion for QLinearMatMul {
         target: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let mut new_inputs =
-            tract_hir::ops::binary::wire_rank_broadcast(prefix, target, &[inputs[0], inputs[3]])?;
+        let mut new_inputs = wire_operands(prefix, target, inputs[0], inputs[3])?;
         new_inputs.push(target.add_const(format!("{prefix}.bias"), tensor0(0i32))?);
         for i in [2, 1, 5, 4, 7, 6] {
             new_inputs.push(inputs[i]);
         }
         wire_as_einsum(prefix, target, &new_inputs, target.outlet_fact(inputs[7])?.datum_type)
+    }
+}
+
+/// Glimpse: the two operands of an integer product as `wire_as_einsum` takes them. A matrix
+/// of weights (rank 2) beside operands of rank 2 or more enters as it is, its batch axes
+/// absent: giving it a leading axis of 1 to match copied every weight of an int8 package
+/// once more at load (the constant's `AddAxis` folded). Other ranks are broadcast to one.
+fn wire_operands(
+    prefix: &str,
+    target: &mut TypedModel,
+    a: OutletId,
+    b: OutletId,
+) -> TractResult<TVec<OutletId>> {
+    let (rank_a, rank_b) = (target.outlet_fact(a)?.rank(), target.outlet_fact(b)?.rank());
+    if rank_b == 2 && rank_a >= 2 {
+        Ok(tvec!(a, b))
+    } else {
+        tract_hir::ops::binary::wire_rank_broadcast(prefix, target, &[a, b])
     }
 }
 
