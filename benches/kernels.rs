@@ -1,0 +1,124 @@
+//! tract's matrix kernels alone, on the products of a 1.3 B decoder layer (d_model 1536,
+//! MLP 6144), so that a kernel or a kernel pick can be judged apart from the rest of a
+//! model's run.
+//!
+//! `cargo bench --bench kernels -- [--n N] [--int8] [KERNEL ...]` runs each kernel (by
+//! tract's name; default: the AVX-512 f32 tiles, or the int8 tiles with `--int8`) on
+//! `[m, k] × [k, N]` for the four shapes of a layer (fused QKV 4608 × 1536, attention out
+//! 1536 × 1536, MLP up 6144 × 1536, MLP down 1536 × 6144), N 97 by default (a 300×300
+//! frame's prefill; 1 for a decode step). Each product runs on its kernel's own packing of
+//! the weights, with the activations packed beforehand as a graph does in its own operator,
+//! and the weights rotated over eight copies so that they come from memory, not the cache,
+//! as in a model of gigabytes. Prints the median of 17 runs: milliseconds, GFLOP/s (or
+//! G int8 multiply-adds ×2) and the weights' bytes read per second.
+
+use std::time::Instant;
+
+use tract_core::internal::*;
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MatMatMul, MmmDispatch};
+
+const SHAPES: [(&str, usize, usize); 4] = [
+    ("qkv", 4608, 1536),
+    ("out", 1536, 1536),
+    ("up", 6144, 1536),
+    ("down", 1536, 6144),
+];
+const COPIES: usize = 8;
+const RUNS: usize = 17;
+
+const F32_TILES: &[&str] = &[
+    "avx512_mmm_f32_64x3",
+    "avx512_mmm_f32_48x4",
+    "avx512_mmm_f32_32x6",
+    "avx512_mmm_f32_32x5",
+    "avx512_mmm_f32_16x12",
+];
+const INT8_TILES: &[&str] = &["avx512amx_mmm_i32_16x16", "avx512vnni_mmm_i32_16x16"];
+
+fn main() -> TractResult<()> {
+    let mut n = 97;
+    let mut int8 = false;
+    let mut names = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--n" => n = args.next().context("--n needs a number")?.parse()?,
+            "--int8" => int8 = true,
+            "--bench" => {}
+            name => names.push(name.to_string()),
+        }
+    }
+    if names.is_empty() {
+        let tiles = if int8 { INT8_TILES } else { F32_TILES };
+        names = tiles.iter().map(|s| s.to_string()).collect();
+    }
+    let runnable = MmmDispatch::native().runnable();
+    println!("product                  kernel                        ms   GFLOP/s  weights GB/s");
+    for (label, m, k) in SHAPES {
+        for name in &names {
+            let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
+                println!("{label:<4} {m}x{k}x{n:<6} {name:<28} not runnable on this CPU");
+                continue;
+            };
+            let secs = time(&**ker, m, k, n, int8)?;
+            let weight_bytes = (m * k * if int8 { 1 } else { 4 }) as f64;
+            println!(
+                "{label:<4} {:<18} {name:<28} {:7.3} {:8.1} {:12.1}",
+                format!("{m}x{k}x{n}"),
+                secs * 1e3,
+                2.0 * (m * k * n) as f64 / secs / 1e9,
+                weight_bytes / secs / 1e9
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The median time of one `[m, k] × [k, n]` product on `ker`.
+fn time(ker: &dyn MatMatMul, m: usize, k: usize, n: usize, int8: bool) -> TractResult<f64> {
+    let values = |len: usize, step: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * step % 23) as f32 - 11.0) / 8.0)
+            .collect()
+    };
+    let mut a = Tensor::from_shape(&[m, k], &values(m * k, 7))?;
+    let mut b = Tensor::from_shape(&[n, k], &values(n * k, 5))?;
+    if int8 {
+        a = a.cast_to::<i8>()?.into_owned();
+        b = b.cast_to::<i8>()?.into_owned();
+    }
+    // packing 0 of an int8 tile takes i32 operands; its i8 packing is the next one
+    let packing = if int8 { 1 } else { 0 };
+    let (pack_a, pack_b) = &ker.packings()[packing];
+    let weights = (0..COPIES)
+        .map(|_| pack_a.prepare_one(&a, 1, 0))
+        .collect::<TractResult<Vec<_>>>()?;
+    let pb = pack_b.prepare_one(&b, 1, 0)?;
+    let mut c = if int8 {
+        Tensor::zero::<i32>(&[n, m])?
+    } else {
+        Tensor::zero::<f32>(&[n, m])?
+    };
+    let mut times = Vec::with_capacity(RUNS);
+    for run in 0..RUNS {
+        let start = Instant::now();
+        // SAFETY: `c` is an [n, m] tensor of the kernel's output type, and the store view
+        // names its axes: m along axis 1, n along axis 0.
+        unsafe {
+            let c_view = c.view_mut();
+            let store = ker.c_view(Some(1), Some(0)).wrap(&c_view);
+            let ops: TVec<FusedSpec> = tvec!(
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&*weights[run % COPIES]),
+                    b: AsInputValue::Borrowed(&*pb),
+                    packing,
+                },
+                FusedSpec::Store(store),
+            );
+            ker.run(m, n, &ops)?;
+        }
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[RUNS / 2])
+}
