@@ -27,6 +27,7 @@ const COPIES: usize = 8;
 const RUNS: usize = 17;
 
 const F32_TILES: &[&str] = &[
+    "avx512_mmm_f32_64x6",
     "avx512_mmm_f32_64x3",
     "avx512_mmm_f32_48x4",
     "avx512_mmm_f32_32x6",

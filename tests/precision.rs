@@ -204,6 +204,23 @@ fn f16_prefill_runs_the_widest_tile_the_cpu_has() {
     );
 }
 
+/// An f32 prefill's many-column products run on the 64x6 tile where the CPU has AVX-512
+/// (`avx512_mmm_f32_64x6`, vendor/README.md): the same 64-row packing as the decode step's
+/// one-column kernel, so a decode step keeps `fma_mmm_f32_64x1`. The f32 figures are
+/// measured with whichever this machine runs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_prefill_runs_the_six_column_tile_beside_the_one_column_kernel() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let (f32_line, kernels) = bundled_kernels_on(Precision::F32, "PackedF32");
+    assert!(
+        f32_line.starts_with("fma_mmm_f32_64x1, avx512_mmm_f32_64x6 on PackedF32[64]"),
+        "{kernels}"
+    );
+}
+
 /// Where an int8 product runs on a 16-column tile, the AMX one (`avx512amx_mmm_i32_16x16`)
 /// or, without AMX, the AVX-512 VNNI one (`avx512vnni_mmm_i32_16x16`), a decode step's one
 /// column runs on that tile's partner (`..._16x1`), which reads the same packed weights with

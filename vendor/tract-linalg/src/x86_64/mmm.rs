@@ -146,6 +146,13 @@ MMMExternKernel! { x86_64; avx512_mmm_f32_32x6<f32>(32, 6)@(512,4) isa(X86_64Avx
 MMMExternKernel!(x86_64; avx512_mmm_f32_32x5 <f32>( 32, 5)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_48x4 <f32>( 48, 4)@(512,4) isa(X86_64Avx512f));
 MMMExternKernel!(x86_64; avx512_mmm_f32_64x3 <f32>( 64, 3)@(512,4) isa(X86_64Avx512f));
+// Glimpse: the 64x3 tile's packing with twice its columns (24 of the 32 registers hold
+// accumulators), so a weight panel read from the cache feeds twice the arithmetic. With
+// a symbolic n, einsum pairs it with fma_mmm_f32_64x1 over that packing: a prefill runs
+// it, a decode step keeps the 64-row GEMV.
+// Its loop also asks for a part of the next weight panel (`prefetch_next_a`): the next row
+// of tiles then finds its panel in the cache instead of waiting on memory at its first tile.
+MMMExternKernel!(x86_64; avx512_mmm_f32_64x6 <f32>( 64, 6)@(512,4) isa(X86_64Avx512f) prefetch_next_a(true));
 MMMExternKernel!(x86_64; avx512_mmm_f32_80x2 <f32>( 80, 2)@(512,4) isa(X86_64Avx512f));
 
 // 128-bit VEX i32 sibling of avx2_mmm_i32_8x8 for the avx-without-avx2 tier:
@@ -839,6 +846,65 @@ mod tests {
             for col in 0..n {
                 let want: f32 = (0..k).map(|kk| a[r * k + kk] * b[kk * n + col]).sum();
                 assert_eq!(c[[r, col]], want, "row {r} column {col}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The 64x6 tile's loop with its prefetch of the next weight panel (four steps of k and
+/// a line at a time, then the steps left over), through the frame as a model runs it: the
+/// weights packed ahead, several panels, many columns of tiles. Integer values, so every
+/// sum is exact and must equal the plain one.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod mmm_f32_64x6_tests {
+    use super::*;
+    use crate::frame::mmm::{AsInputValue, FusedSpec, MatMatMulKer};
+    use tract_data::internal::*;
+
+    #[test]
+    fn prefetching_the_next_panel_leaves_every_product_exact() -> TractResult<()> {
+        let ker = avx512_mmm_f32_64x6.mmm();
+        if !ker.runnable() {
+            return Ok(());
+        }
+        assert!(avx512_mmm_f32_64x6.prefetches_next_a());
+        for (m, k, n) in [
+            (256usize, 1usize, 13usize),
+            (256, 3, 97),
+            (200, 4, 6),
+            (256, 5, 97),
+            (192, 64, 25),
+            (256, 130, 97),
+            (64, 9, 7),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 23) as f32) - 11.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 19) as f32) - 9.0).collect();
+            let at = tract_ndarray::Array2::from_shape_vec((m, k), a.clone())?.into_tensor();
+            let bt = tract_ndarray::Array2::from_shape_vec((k, n), b.clone())?.into_tensor();
+            let (pack_a, pack_b) = &ker.packings()[0];
+            let pa = pack_a.prepare_one(&at, 1, 0)?;
+            let pb = pack_b.prepare_one(&bt, 0, 1)?;
+            let mut c = Tensor::zero::<f32>(&[m, n])?;
+            unsafe {
+                let c_view = c.view_mut();
+                let store = ker.c_view(Some(0), Some(1)).wrap(&c_view);
+                let ops: TVec<FusedSpec> = tvec!(
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*pa),
+                        b: AsInputValue::Borrowed(&*pb),
+                        packing: 0,
+                    },
+                    FusedSpec::Store(store),
+                );
+                ker.run(m, n, &ops)?;
+            }
+            let c = c.to_plain_array_view::<f32>()?;
+            for r in 0..m {
+                for col in 0..n {
+                    let want: f32 = (0..k).map(|kk| a[r * k + kk] * b[kk * n + col]).sum();
+                    assert_eq!(c[[r, col]], want, "{m}x{k}x{n}: row {r} column {col}");
+                }
             }
         }
         Ok(())

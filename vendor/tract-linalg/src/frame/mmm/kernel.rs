@@ -73,6 +73,16 @@ pub trait MatMatMulKer: Clone + Debug + Send + Sync + 'static {
     fn stores_row_major_tile(&self) -> bool {
         false
     }
+
+    /// Whether the kernel takes, in the bits of `AddMatMul`'s packing word above the six
+    /// that number the packing, the address of a part of the next A panel, and asks the
+    /// cache for `k * 16` bytes from there while it multiplies (one line every four steps
+    /// of k). The frame sets it only where A is packed ahead and a row of tiles is walked
+    /// before the next one, so the weights the next row reads come in under the arithmetic
+    /// of this one (see `ScratchSpaceImpl::next_a_part`).
+    fn prefetches_next_a(&self) -> bool {
+        false
+    }
 }
 
 type Kernel<Acc> = unsafe fn(&[FusedKerSpec<Acc>]) -> isize;
@@ -98,6 +108,7 @@ pub struct DynKernel<const MR: usize, const NR: usize, Acc: LADatum> {
     pub boost: fn() -> isize,
     pub can_fuse: fn(&FusedSpec) -> bool,
     pub row_major_store: bool,
+    pub prefetch_next_a: bool,
 }
 
 impl<const MR: usize, const NR: usize, Acc: LADatum> DynKernel<MR, NR, Acc> {
@@ -119,6 +130,7 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> DynKernel<MR, NR, Acc> {
             boost: || 0,
             can_fuse: |_| true,
             row_major_store: false,
+            prefetch_next_a: false,
         };
         kernel.with_packing(packing_a, packing_b)
     }
@@ -229,5 +241,9 @@ impl<const MR: usize, const NR: usize, Acc: LADatum> MatMatMulKer for DynKernel<
 
     fn stores_row_major_tile(&self) -> bool {
         self.row_major_store
+    }
+
+    fn prefetches_next_a(&self) -> bool {
+        self.prefetch_next_a
     }
 }

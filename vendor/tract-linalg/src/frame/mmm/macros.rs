@@ -120,6 +120,7 @@ macro_rules! MMMKernel {
             $(boost($boost:expr))?
             $(store($($store:ty),*))?
             $(row_major_store($rms:expr))?
+            $(prefetch_next_a($pna:expr))?
      ) => {
         paste! {
             lazy_static::lazy_static! {
@@ -154,6 +155,7 @@ macro_rules! MMMKernel {
                     $(k.emulated = $emulated;)?
                     $(k = k.with_boost($boost);)?
                     $(k.row_major_store = $rms;)?
+                    $(k.prefetch_next_a = $pna;)?
                     k
                 };
             }

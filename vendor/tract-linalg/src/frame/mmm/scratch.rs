@@ -1,4 +1,4 @@
-use super::{FusedKerSpec, FusedSpec, MatMatMulKer, OutputStoreKer};
+use super::{FusedKerSpec, FusedSpec, MMMInputValue, MatMatMulKer, OutputStoreKer};
 use crate::{BinOp, LADatum};
 use downcast_rs::{Downcast, impl_downcast};
 use std::cell::RefCell;
@@ -92,10 +92,23 @@ struct LocDependent {
 impl<TI: LADatum> ScratchSpace for ScratchSpaceImpl<TI> {}
 unsafe impl<TI: LADatum> Send for ScratchSpaceImpl<TI> {}
 
+/// What a kernel that prefetches the next A panel (`MatMatMulKer::prefetches_next_a`)
+/// finds above the six low bits of `AddMatMul`'s packing word: the part of that panel for
+/// the tile in column `right`. Each tile asks for `k * 16` bytes (a line every four steps
+/// of k), so the tiles of one row, left to right, bring the next panel in one part each;
+/// past its end, or with no next panel, it is 0 and the kernel asks for nothing.
+fn next_a_part(next: *const u8, len: usize, k: usize, right: usize) -> usize {
+    let from = right.saturating_mul(k).saturating_mul(16);
+    if next.is_null() || from >= len { 0 } else { (next as usize + from) & !63 }
+}
+
 #[derive(Debug)]
 struct AddMatMulTemp {
     ptr_a: *const u8,
     panel_a_id: usize,
+    /// The next A panel and its length, for a kernel that prefetches it (null if none).
+    next_a: *const u8,
+    next_a_len: usize,
     ptr_b: *const u8,
     panel_b_id: usize,
 }
@@ -377,6 +390,12 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                                 buffer_a.map(|o| tls.blob.as_mut_ptr().add(o)),
                             )?;
                             scratch.panel_a_id = down;
+                            (scratch.next_a, scratch.next_a_len) =
+                                if ker.prefetches_next_a() && buffer_a.is_none() {
+                                    self.next_a_panel(&**a, down, scratch.ptr_a)?
+                                } else {
+                                    (std::ptr::null(), 0)
+                                };
                         }
                         if scratch.panel_b_id != right {
                             scratch.ptr_b = b.panel_bytes(
@@ -385,11 +404,13 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                             )?;
                             scratch.panel_b_id = right;
                         }
+                        let k = b.k();
                         FKS::AddMatMul {
-                            k: b.k(),
+                            k,
                             pa: scratch.ptr_a,
                             pb: scratch.ptr_b,
-                            packing: *packing,
+                            packing: *packing
+                                | next_a_part(scratch.next_a, scratch.next_a_len, k, right),
                         }
                     }
                     _ => std::hint::unreachable_unchecked(),
@@ -397,6 +418,31 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                 *tls.ker_specs().get_unchecked_mut(*ker_spec) = it;
             }
             Ok(())
+        }
+    }
+
+    /// The A panel after `down` and its length, where a kernel that prefetches it should:
+    /// a full panel of weights packed ahead (no scratch buffer), whose length is at most a
+    /// quarter of the L2, so that it fits beside the panel being multiplied. Else null.
+    unsafe fn next_a_panel(
+        &self,
+        a: &dyn MMMInputValue,
+        down: usize,
+        this: *const u8,
+    ) -> TractResult<(*const u8, usize)> {
+        unsafe {
+            if down + 1 >= self.valid_down_tiles {
+                return Ok((std::ptr::null(), 0));
+            }
+            let Ok(next) = a.panel_bytes(down + 1, None) else {
+                return Ok((std::ptr::null(), 0));
+            };
+            let len = (next as usize).wrapping_sub(this as usize);
+            let budget = crate::cache::cache_info().l2 / 4;
+            if next <= this || len > budget {
+                return Ok((std::ptr::null(), 0));
+            }
+            Ok((next, len))
         }
     }
 
@@ -627,5 +673,24 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod next_a_part_tests {
+    use super::next_a_part;
+
+    /// The tiles of a row ask for consecutive parts of the next panel, k * 16 bytes each,
+    /// line-aligned, and for nothing past its end or when there is no next panel.
+    #[test]
+    fn each_tile_of_a_row_asks_for_its_own_part_of_the_next_panel() {
+        let next = 0x10000 as *const u8;
+        let (k, len) = (1536, 1536 * 64 * 4);
+        assert_eq!(next_a_part(next, len, k, 0), 0x10000);
+        assert_eq!(next_a_part(next, len, k, 1), 0x10000 + 1536 * 16);
+        assert_eq!(next_a_part(next, len, k, 15), 0x10000 + 15 * 1536 * 16);
+        assert_eq!(next_a_part(next, len, k, 16), 0);
+        assert_eq!(next_a_part(next, len, 5, 1) % 64, 0);
+        assert_eq!(next_a_part(std::ptr::null(), len, k, 0), 0);
     }
 }
