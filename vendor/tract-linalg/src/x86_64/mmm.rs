@@ -854,8 +854,9 @@ mod tests {
 
 /// The 64x6 tile's loop with its prefetch of the next weight panel (four steps of k and
 /// a line at a time, then the steps left over), through the frame as a model runs it: the
-/// weights packed ahead, several panels, many columns of tiles. Integer values, so every
-/// sum is exact and must equal the plain one.
+/// weights packed ahead, several panels, many columns of tiles; and, for a k whose panels
+/// pass a quarter of any L2, the walk a block of k at a time, without and with a fused
+/// bias. Integer values, so every sum is exact and must equal the plain one.
 #[cfg(all(test, target_arch = "x86_64"))]
 mod mmm_f32_64x6_tests {
     use super::*;
@@ -877,6 +878,10 @@ mod mmm_f32_64x6_tests {
             (192, 64, 25),
             (256, 130, 97),
             (64, 9, 7),
+            // past a quarter of any L2, a block of k at a time (ScratchSpaceImpl::run_k_blocked),
+            // with border tiles both ways
+            (200, 8200, 13),
+            (128, 8195, 97),
         ] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 23) as f32) - 11.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 19) as f32) - 9.0).collect();
@@ -885,25 +890,34 @@ mod mmm_f32_64x6_tests {
             let (pack_a, pack_b) = &ker.packings()[0];
             let pa = pack_a.prepare_one(&at, 1, 0)?;
             let pb = pack_b.prepare_one(&bt, 0, 1)?;
-            let mut c = Tensor::zero::<f32>(&[m, n])?;
-            unsafe {
-                let c_view = c.view_mut();
-                let store = ker.c_view(Some(0), Some(1)).wrap(&c_view);
-                let ops: TVec<FusedSpec> = tvec!(
-                    FusedSpec::AddMatMul {
+            // plain, then with a bias per row fused (applied once, after the last block)
+            let bias: Vec<f32> = (0..m).map(|r| (r % 13) as f32 - 6.0).collect();
+            let bias = tensor1(&bias);
+            for with_bias in [false, true] {
+                let mut c = Tensor::zero::<f32>(&[m, n])?;
+                unsafe {
+                    let c_view = c.view_mut();
+                    let store = ker.c_view(Some(0), Some(1)).wrap(&c_view);
+                    let mut ops: TVec<FusedSpec> = tvec!(FusedSpec::AddMatMul {
                         a: AsInputValue::Borrowed(&*pa),
                         b: AsInputValue::Borrowed(&*pb),
                         packing: 0,
-                    },
-                    FusedSpec::Store(store),
-                );
-                ker.run(m, n, &ops)?;
-            }
-            let c = c.to_plain_array_view::<f32>()?;
-            for r in 0..m {
-                for col in 0..n {
-                    let want: f32 = (0..k).map(|kk| a[r * k + kk] * b[kk * n + col]).sum();
-                    assert_eq!(c[[r, col]], want, "{m}x{k}x{n}: row {r} column {col}");
+                    });
+                    if with_bias {
+                        ops.push(FusedSpec::BinPerRow(bias.view(), crate::BinOp::Add));
+                    }
+                    ops.push(FusedSpec::Store(store));
+                    ker.run(m, n, &ops)?;
+                }
+                let c = c.to_plain_array_view::<f32>()?;
+                for r in 0..m {
+                    for col in 0..n {
+                        let mut want: f32 = (0..k).map(|kk| a[r * k + kk] * b[kk * n + col]).sum();
+                        if with_bias {
+                            want += (r % 13) as f32 - 6.0;
+                        }
+                        assert_eq!(c[[r, col]], want, "{m}x{k}x{n}, bias {with_bias}: row {r} column {col}");
+                    }
                 }
             }
         }

@@ -666,6 +666,23 @@ unsafe fn run_blocked<K: MatMatMulKer>(
         let blk = inner_block_edge(mr, nr, k, elem, m_panels, n_panels, col_outer, l2_share);
         let blk_outer = outer_block_edge(mr, nr, k, elem, blk, m_panels, n_panels, llc_share);
         let rows_first = m_blocks_outer(m_panels, n_panels, mr, nr, blk);
+        // a long-k product the kernel takes a block of k at a time (its border tiles left
+        // for the walk below)
+        #[cfg(target_arch = "x86_64")]
+        if scratch.k_blocks(ker, non_linear) {
+            return scratch.run_in_tls_scope(|scratch, tls| {
+                let (done_m, done_n) =
+                    scratch.run_k_blocked(ker, non_linear, tls, m.clone(), n.clone())?;
+                for ia in m.clone() {
+                    for ib in n.clone() {
+                        if !(done_m.contains(&ia) && done_n.contains(&ib)) {
+                            scratch.run_one_tile(ker, non_linear, tls, ia, ib)?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
         scratch.run_in_tls_scope(|scratch, tls| {
             for_each_blocked_tile(m, n, blk, blk_outer, col_outer, rows_first, |ia, ib| {
                 scratch.run_one_tile(ker, non_linear, tls, ia, ib)
