@@ -98,6 +98,15 @@ unsafe impl<TI: LADatum> Send for ScratchSpaceImpl<TI> {}
 #[cfg(target_arch = "x86_64")]
 const K_BLOCK: usize = 256;
 
+/// The longest A panel, in bytes, that a kernel prefetching the next one
+/// (`MatMatMulKer::prefetches_next_a`) fetches beside the one it multiplies: a quarter of
+/// L2, 0 where L2 is unknown. Longer panels are the ones [`ScratchSpaceImpl::k_blocks`]
+/// takes a block of k at a time instead, so the two must read the same budget.
+#[cfg(target_arch = "x86_64")]
+fn next_a_budget() -> usize {
+    crate::cache::cache_info().l2 / 4
+}
+
 /// What a kernel that prefetches the next A panel (`MatMatMulKer::prefetches_next_a`)
 /// finds above the six low bits of `AddMatMul`'s packing word: the part of that panel for
 /// the tile in column `right`. Each tile asks for `k * 16` bytes (a line every four steps
@@ -446,7 +455,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         let [FusedSpec::AddMatMul { a, b, .. }, middle @ .., FusedSpec::Store(c)] = specs else {
             return false;
         };
-        let l2 = crate::cache::cache_info().l2;
+        let budget = next_a_budget();
         let f32_packed = |v: &dyn super::MMMInputValue, r: usize| {
             v.scratch_panel_buffer_layout().is_none()
                 && v.format()
@@ -456,8 +465,8 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         ker.prefetches_next_a()
             && TI::datum_type() == f32::datum_type()
             && c.item_size == 4
-            && l2 > 0
-            && b.k() * ker.mr() * 4 > l2 / 4
+            && budget > 0
+            && b.k() * ker.mr() * 4 > budget
             && middle.len() <= 3
             && middle.iter().all(|s| {
                 matches!(
@@ -569,8 +578,7 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                 return Ok((std::ptr::null(), 0));
             };
             let len = (next as usize).wrapping_sub(this as usize);
-            let budget = crate::cache::cache_info().l2 / 4;
-            if next <= this || len > budget {
+            if next <= this || len > next_a_budget() {
                 return Ok((std::ptr::null(), 0));
             }
             Ok((next, len))
