@@ -6,9 +6,8 @@ use crate::isa::IsaSet;
 use crate::mmm::{Query, Suitable};
 use crate::mmm_tiers::MmmTier;
 use crate::pack::PackedFormat;
-use crate::pack_widened::WidenedF16;
-#[cfg(any(tract_avx512vnni, tract_avxvnni, tract_amx_int8))]
 use crate::pack::PackedI8K4;
+use crate::pack_widened::WidenedF16;
 
 #[cfg(tract_amx_int8)]
 use super::amx::PackedAmxA;
@@ -166,6 +165,25 @@ MMMExternKernel! { x86_64; avx_mmm_i32_8x4<i32>(8,4)@(256,4) isa(X86_64Avx)
 
 MMMExternKernel! { x86_64; avx2_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Avx2)
     packing[1] = i8i8 => |k| k.with_packing(PackedFormat::new(DatumType::I8, 8, 256), PackedFormat::new(DatumType::I8, 8, 4));
+
+    store(i8)
+}
+
+// Glimpse: int8 products on CPUs with AVX2 and no VNNI (the AMD Zen 1 and 2 cores, Intel
+// before Ice Lake). avx2_mmm_i32_8x8 widens every byte to i16, multiplies one k at a time
+// with VPMULLW and widens again to i32: about 1.5 multiply-adds an instruction, and a decode
+// step runs it as an 8-column tile with seven columns of padding. These two read the weights
+// as PackedI8K4(8) (steps of 4 k-bytes of 8 rows) and multiply with VPMADDWD, two exact i16
+// products summed into each i32 lane: the 8x6 for a prefill, the 8x1 for a decode step, on
+// the same packing, so einsum pairs them over one copy of the weights (x86_64/fma/i32_8xn_k4.j2).
+MMMExternKernel! { x86_64; avx2_mmm_i32_8x6<i32>(8,6)@(32,4) isa(X86_64Avx2)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(6));
+
+    store(i8)
+}
+
+MMMExternKernel! { x86_64; avx2_mmm_i32_8x1<i32>(8,1)@(32,4) isa(X86_64Avx2)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(1));
 
     store(i8)
 }
@@ -474,7 +492,7 @@ fn avx2_preferred(
 ) -> Option<&'static str> {
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
-        (DatumType::I32, _) => Some(&mmm::avx2_mmm_i32_8x8.name.as_str()),
+        (DatumType::I32, _) => Some(avx2_mmm_i32_8x6.name.as_str()),
         _ => None,
     }
 }
@@ -916,7 +934,11 @@ mod mmm_f32_64x6_tests {
                         if with_bias {
                             want += (r % 13) as f32 - 6.0;
                         }
-                        assert_eq!(c[[r, col]], want, "{m}x{k}x{n}, bias {with_bias}: row {r} column {col}");
+                        assert_eq!(
+                            c[[r, col]],
+                            want,
+                            "{m}x{k}x{n}, bias {with_bias}: row {r} column {col}"
+                        );
                     }
                 }
             }
@@ -925,7 +947,7 @@ mod mmm_f32_64x6_tests {
     }
 }
 
-#[cfg(all(test, any(tract_amx_int8, tract_avx512vnni)))]
+#[cfg(test)]
 mod mmm_i32_every_k_tests {
     use super::*;
     use crate::frame::mmm::{DynKernel, FusedKerSpec, MatMatMulKer, OutputStoreKer};
@@ -956,19 +978,135 @@ mod mmm_i32_every_k_tests {
         every_k(&avx512amx_mmm_i32_16x16)
     }
 
-    fn every_k<const NR: usize>(ker: &DynKernel<16, NR, i32>) -> TractResult<()> {
+    /// The AVX2 pair over PackedI8K4(8): odd and even numbers of steps (the 8x1 takes two a
+    /// turn), k not a multiple of 4, and the whole i8 range, -128 x -128 included.
+    #[test]
+    fn avx2_k4_8x1_every_k_accumulates_every_step() -> TractResult<()> {
+        every_k(&avx2_mmm_i32_8x1)
+    }
+
+    #[test]
+    fn avx2_k4_8x6_every_k_accumulates_every_step() -> TractResult<()> {
+        every_k(&avx2_mmm_i32_8x6)
+    }
+
+    /// A product whose sums do not start at zero (a bias added first, or a second product
+    /// into the same tile) keeps them: the AVX2 k4 kernels spread C's columns into halves
+    /// of pairs on entry and fold them back on exit.
+    #[test]
+    fn avx2_k4_products_add_to_what_the_tile_holds() -> TractResult<()> {
+        fn twice<const NR: usize>(ker: &DynKernel<8, NR, i32>) -> TractResult<()> {
+            if !ker.runnable() {
+                return Ok(());
+            }
+            let k = 37;
+            let a: Vec<i8> = (0..8 * k).map(|i| ((i * 53 + 3) % 256) as u8 as i8).collect();
+            let b: Vec<i8> = (0..k * NR).map(|i| ((i * 29 + 100) % 256) as u8 as i8).collect();
+            let pa = ker.packings()[1].0.prepare_one(&tensor1(&a).into_shape(&[8, k])?, 1, 0)?;
+            let pb = ker.packings()[1].1.prepare_one(&tensor1(&b).into_shape(&[k, NR])?, 0, 1)?;
+            let mut c = vec![0i32; 8 * NR];
+            let store = OutputStoreKer {
+                ptr: c.as_mut_ptr() as *mut u8,
+                row_byte_stride: 4 * NR as isize,
+                col_byte_stride: 4,
+                item_size: 4,
+            };
+            let bias: Vec<i32> = (0..8).map(|r| r * 1_000_003 - 4_000_000).collect();
+            let mm = FusedKerSpec::AddMatMul {
+                k,
+                pa: pa.panel_bytes(0, None)?,
+                pb: pb.panel_bytes(0, None)?,
+                packing: 1,
+            };
+            let ops = [
+                FusedKerSpec::Clear,
+                FusedKerSpec::PerRowAdd(bias.as_ptr()),
+                mm,
+                mm,
+                FusedKerSpec::Store(store),
+                FusedKerSpec::Done,
+            ];
+            assert_eq!(ker.kernel(&ops), 0);
+            for m in 0..8 {
+                for n in 0..NR {
+                    let dot: i32 = (0..k).map(|j| a[m * k + j] as i32 * b[j * NR + n] as i32).sum();
+                    assert_eq!(
+                        c[m * NR + n],
+                        bias[m] + 2 * dot,
+                        "{}: row {m}, column {n}",
+                        ker.name()
+                    );
+                }
+            }
+            Ok(())
+        }
+        twice(&avx2_mmm_i32_8x1)?;
+        twice(&avx2_mmm_i32_8x6)
+    }
+
+    /// The corners of the i8 range, where a narrower product would saturate: every byte
+    /// -128 (each pair of products 32768, one past i16), and -128 against 127.
+    #[test]
+    fn avx2_k4_products_are_exact_at_the_ends_of_the_i8_range() -> TractResult<()> {
+        fn ends<const NR: usize>(ker: &DynKernel<8, NR, i32>) -> TractResult<()> {
+            if !ker.runnable() {
+                return Ok(());
+            }
+            let k = 4099;
+            for (x, y) in [(-128i8, -128i8), (-128, 127), (127, 127)] {
+                let a = vec![x; 8 * k];
+                let b = vec![y; k * NR];
+                let pa =
+                    ker.packings()[1].0.prepare_one(&tensor1(&a).into_shape(&[8, k])?, 1, 0)?;
+                let pb =
+                    ker.packings()[1].1.prepare_one(&tensor1(&b).into_shape(&[k, NR])?, 0, 1)?;
+                let mut c = vec![0i32; 8 * NR];
+                let store = OutputStoreKer {
+                    ptr: c.as_mut_ptr() as *mut u8,
+                    row_byte_stride: 4 * NR as isize,
+                    col_byte_stride: 4,
+                    item_size: 4,
+                };
+                let ops = [
+                    FusedKerSpec::Clear,
+                    FusedKerSpec::AddMatMul {
+                        k,
+                        pa: pa.panel_bytes(0, None)?,
+                        pb: pb.panel_bytes(0, None)?,
+                        packing: 1,
+                    },
+                    FusedKerSpec::Store(store),
+                    FusedKerSpec::Done,
+                ];
+                assert_eq!(ker.kernel(&ops), 0);
+                let want = x as i32 * y as i32 * k as i32;
+                assert!(
+                    c.iter().all(|&v| v == want),
+                    "{}: {x} x {y}: {c:?}, want {want}",
+                    ker.name()
+                );
+            }
+            Ok(())
+        }
+        ends(&avx2_mmm_i32_8x1)?;
+        ends(&avx2_mmm_i32_8x6)
+    }
+
+    fn every_k<const MR: usize, const NR: usize>(ker: &DynKernel<MR, NR, i32>) -> TractResult<()> {
         if !ker.runnable() {
             return Ok(());
         }
-        for k in [1usize, 2, 3, 4, 5, 12, 16, 17, 63, 64, 65, 68, 130, 200, 2047, 2048, 5000] {
-            let a: Vec<i8> = (0..16 * k).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
+        for k in
+            [1usize, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 63, 64, 65, 68, 130, 200, 2047, 2048, 5000]
+        {
+            let a: Vec<i8> = (0..MR * k).map(|i| ((i * 37 + 11) % 256) as u8 as i8).collect();
             let b: Vec<i8> = (0..k * NR).map(|i| ((i * 91 + 5) % 256) as u8 as i8).collect();
-            let at = tensor1(&a).into_shape(&[16, k])?;
+            let at = tensor1(&a).into_shape(&[MR, k])?;
             let bt = tensor1(&b).into_shape(&[k, NR])?;
             let (pack_a, pack_b) = &ker.packings()[1];
             let pa = pack_a.prepare_one(&at, 1, 0)?;
             let pb = pack_b.prepare_one(&bt, 0, 1)?;
-            let mut c = vec![0i32; 16 * NR];
+            let mut c = vec![0i32; MR * NR];
             let store = OutputStoreKer {
                 ptr: c.as_mut_ptr() as *mut u8,
                 row_byte_stride: 4 * NR as isize,
@@ -987,7 +1125,7 @@ mod mmm_i32_every_k_tests {
                 FusedKerSpec::Done,
             ];
             assert_eq!(ker.kernel(&ops), 0);
-            for m in 0..16 {
+            for m in 0..MR {
                 for n in 0..NR {
                     let want: i32 =
                         (0..k).map(|j| a[m * k + j] as i32 * b[j * NR + n] as i32).sum();
