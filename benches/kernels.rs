@@ -3,10 +3,12 @@
 //! model's run.
 //!
 //! `cargo bench --bench kernels -- [--n N] [--int8] [KERNEL ...]` runs each kernel (by
-//! tract's name; default: the AVX-512 f32 tiles, or the int8 tiles with `--int8`) on
-//! `[m, k] × [k, N]` for the four shapes of a layer (fused QKV 4608 × 1536, attention out
-//! 1536 × 1536, MLP up 6144 × 1536, MLP down 1536 × 6144), N 97 by default (a 300×300
-//! frame's prefill; 1 for a decode step). Each product runs on its kernel's own packing of
+//! tract's name; default: the f32 tiles, AVX-512 and AVX2, or the int8 tiles with
+//! `--int8`; a kernel this CPU lacks is reported as such) on `[m, k] × [k, N]` for the
+//! four shapes of a layer (fused QKV 4608 × 1536, attention out 1536 × 1536, MLP up
+//! 6144 × 1536, MLP down 1536 × 6144), N 97 by default (a 300×300 frame's prefill; 1 for a
+//! decode step, with a one-column kernel such as `fma_mmm_f32_32x1` or
+//! `avx2_mmm_i32_8x1`). Each product runs on its kernel's own packing of
 //! the weights, with the activations packed beforehand as a graph does in its own operator,
 //! and the weights rotated over eight copies so that they come from memory, not the cache,
 //! as in a model of gigabytes. Prints the median of 17 runs: milliseconds, GFLOP/s (or
@@ -33,8 +35,13 @@ const F32_TILES: &[&str] = &[
     "avx512_mmm_f32_32x6",
     "avx512_mmm_f32_32x5",
     "avx512_mmm_f32_16x12",
+    "fma_mmm_f32_32x3",
 ];
-const INT8_TILES: &[&str] = &["avx512amx_mmm_i32_16x16", "avx512vnni_mmm_i32_16x16"];
+const INT8_TILES: &[&str] = &[
+    "avx512amx_mmm_i32_16x16",
+    "avx512vnni_mmm_i32_16x16",
+    "avx2_mmm_i32_8x6",
+];
 
 fn main() -> TractResult<()> {
     let mut n = 97;

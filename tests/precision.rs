@@ -224,16 +224,33 @@ fn f32_prefill_runs_the_six_column_tile_beside_the_one_column_kernel() {
 /// Where an int8 product runs on a 16-column tile, the AMX one (`avx512amx_mmm_i32_16x16`)
 /// or, without AMX, the AVX-512 VNNI one (`avx512vnni_mmm_i32_16x16`), a decode step's one
 /// column runs on that tile's partner (`..._16x1`), which reads the same packed weights with
-/// VNNI instead of a tile of padding (vendor/README.md). The int8 agreement above is
-/// measured with whichever this machine runs.
+/// VNNI instead of a tile of padding (vendor/README.md). On a CPU with AVX2 and none of
+/// those, the products run on `avx2_mmm_i32_8x6` and a decode step on its partner
+/// `avx2_mmm_i32_8x1`, both reading the weights four bytes of k at a time. The int8
+/// agreement above is measured with whichever this machine runs.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn int8_decode_steps_run_the_one_column_kernel_beside_the_tile() {
     let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/glimpse-default");
     let g = Glimpse::load_with(&pkg, Some(Precision::Int8)).unwrap();
     let kernels = g.decoder_kernels();
-    let amx = std::fs::read_to_string("/proc/cpuinfo")
-        .is_ok_and(|s| s.split_whitespace().any(|w| w == "amx_int8"));
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |flag: &str| flags.split_whitespace().any(|w| w == flag);
+    let amx = has("amx_int8");
+    if has("avx2") && !amx && !has("avx512_vnni") && !has("avx_vnni") {
+        assert!(
+            kernels
+                .iter()
+                .any(|k| k.starts_with("avx2_mmm_i32_8x1, avx2_mmm_i32_8x6 on ")),
+            "an AVX2 CPU without VNNI does not run the 8x6 tile and its one-column partner: {}",
+            kernels.join("; ")
+        );
+        assert!(
+            !kernels.iter().any(|k| k.contains("avx2_mmm_i32_8x8")),
+            "{}",
+            kernels.join("; ")
+        );
+    }
     if amx {
         assert!(
             kernels

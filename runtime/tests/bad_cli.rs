@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 /// Longest any case may take; a case that takes longer has hung.
@@ -99,7 +99,16 @@ fn run(args: &[&str]) -> (ExitStatus, String, String) {
     let mut r = start(args, Stdio::null(), Stdio::piped());
     let rx = r.stdout.take().unwrap();
     let (status, err) = r.finish();
-    let out: Vec<String> = rx.try_iter().collect();
+    // every line the process wrote: the reader thread may still be passing them on after
+    // the exit, and it ends (closing the channel) at the end of the pipe
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(LIMIT) {
+            Ok(line) => out.push(line),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => panic!("stdout still open after the exit"),
+        }
+    }
     (status, out.join("\n"), err)
 }
 

@@ -29,7 +29,6 @@ const AVX512VNNI_WIDE_TILE: fn() -> isize = || if has_dual_avx512_fma() { 50 } e
 #[cfg(tract_amx_bf16)]
 const AMX_BF16_OPT_IN: fn() -> isize =
     || if crate::knobs::TRACT_AMX_BF16.get() { 100 } else { crate::isa::NEVER_PREFERRED };
-use super::*;
 
 /// One kernel in a dispatcher’s preference table, with its tile geometry
 /// and a relative-throughput scale (1.0 = baseline, used to break

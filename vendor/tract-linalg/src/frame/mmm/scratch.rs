@@ -570,19 +570,17 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         down: usize,
         this: *const u8,
     ) -> TractResult<(*const u8, usize)> {
-        unsafe {
-            if down + 1 >= self.valid_down_tiles {
-                return Ok((std::ptr::null(), 0));
-            }
-            let Ok(next) = a.panel_bytes(down + 1, None) else {
-                return Ok((std::ptr::null(), 0));
-            };
-            let len = (next as usize).wrapping_sub(this as usize);
-            if next <= this || len > next_a_budget() {
-                return Ok((std::ptr::null(), 0));
-            }
-            Ok((next, len))
+        if down + 1 >= self.valid_down_tiles {
+            return Ok((std::ptr::null(), 0));
         }
+        let Ok(next) = a.panel_bytes(down + 1, None) else {
+            return Ok((std::ptr::null(), 0));
+        };
+        let len = (next as usize).wrapping_sub(this as usize);
+        if next <= this || len > next_a_budget() {
+            return Ok((std::ptr::null(), 0));
+        }
+        Ok((next, len))
     }
 
     #[inline(never)]
