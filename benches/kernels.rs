@@ -2,9 +2,10 @@
 //! MLP 6144), so that a kernel or a kernel pick can be judged apart from the rest of a
 //! model's run.
 //!
-//! `cargo bench --bench kernels -- [--n N] [--int8] [KERNEL ...]` runs each kernel (by
-//! tract's name; default: the f32 tiles, AVX-512 and AVX2, or the int8 tiles with
-//! `--int8`; a kernel this CPU lacks is reported as such) on `[m, k] × [k, N]` for the
+//! `cargo bench --bench kernels -- [--n N] [--int8 | --q4] [KERNEL ...]` runs each kernel
+//! (by tract's name; default: the f32 tiles, AVX-512 and AVX2, the int8 tiles with
+//! `--int8`, or with `--q4` the one-column kernels that take Q4_0 weights, best run with
+//! `--n 1`; a kernel this CPU lacks is reported as such) on `[m, k] × [k, N]` for the
 //! four shapes of a layer (fused QKV 4608 × 1536, attention out 1536 × 1536, MLP up
 //! 6144 × 1536, MLP down 1536 × 6144), N 97 by default (a 300×300 frame's prefill; 1 for a
 //! decode step, with a one-column kernel such as `fma_mmm_f32_32x1` or
@@ -26,6 +27,14 @@ const SHAPES: [(&str, usize, usize); 4] = [
     ("down", 1536, 6144),
 ];
 const COPIES: usize = 8;
+
+/// What the weights are: f32, int8 (i8 by i8 into i32), or Q4_0 blocks by f32 activations.
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    F32,
+    Int8,
+    Q4,
+}
 const RUNS: usize = 17;
 
 const F32_TILES: &[&str] = &[
@@ -37,6 +46,7 @@ const F32_TILES: &[&str] = &[
     "avx512_mmm_f32_16x12",
     "fma_mmm_f32_32x3",
 ];
+const Q4_GEMVS: &[&str] = &["avx512_mmm_f32_32x1", "fma_mmm_f32_32x1"];
 const INT8_TILES: &[&str] = &[
     "avx512amx_mmm_i32_16x16",
     "avx512vnni_mmm_i32_16x16",
@@ -45,19 +55,24 @@ const INT8_TILES: &[&str] = &[
 
 fn main() -> TractResult<()> {
     let mut n = 97;
-    let mut int8 = false;
+    let mut weights = Weights::F32;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--n" => n = args.next().context("--n needs a number")?.parse()?,
-            "--int8" => int8 = true,
+            "--int8" => weights = Weights::Int8,
+            "--q4" => weights = Weights::Q4,
             "--bench" => {}
             name => names.push(name.to_string()),
         }
     }
     if names.is_empty() {
-        let tiles = if int8 { INT8_TILES } else { F32_TILES };
+        let tiles = match weights {
+            Weights::F32 => F32_TILES,
+            Weights::Int8 => INT8_TILES,
+            Weights::Q4 => Q4_GEMVS,
+        };
         names = tiles.iter().map(|s| s.to_string()).collect();
     }
     let runnable = MmmDispatch::native().runnable();
@@ -68,8 +83,13 @@ fn main() -> TractResult<()> {
                 println!("{label:<4} {m}x{k}x{n:<6} {name:<28} not runnable on this CPU");
                 continue;
             };
-            let secs = time(&**ker, m, k, n, int8)?;
-            let weight_bytes = (m * k * if int8 { 1 } else { 4 }) as f64;
+            let secs = time(&**ker, m, k, n, weights)?;
+            let weight_bytes = match weights {
+                Weights::F32 => 4.0 * (m * k) as f64,
+                Weights::Int8 => (m * k) as f64,
+                // a block of 32 weights: an f16 scale and 16 bytes of nibbles
+                Weights::Q4 => (m * k) as f64 * 18.0 / 32.0,
+            };
             println!(
                 "{label:<4} {:<18} {name:<28} {:7.3} {:8.1} {:12.1}",
                 format!("{m}x{k}x{n}"),
@@ -83,7 +103,8 @@ fn main() -> TractResult<()> {
 }
 
 /// The median time of one `[m, k] × [k, n]` product on `ker`.
-fn time(ker: &dyn MatMatMul, m: usize, k: usize, n: usize, int8: bool) -> TractResult<f64> {
+fn time(ker: &dyn MatMatMul, m: usize, k: usize, n: usize, weights: Weights) -> TractResult<f64> {
+    let int8 = weights == Weights::Int8;
     let values = |len: usize, step: usize| -> Vec<f32> {
         (0..len)
             .map(|i| ((i * step % 23) as f32 - 11.0) / 8.0)
@@ -95,8 +116,10 @@ fn time(ker: &dyn MatMatMul, m: usize, k: usize, n: usize, int8: bool) -> TractR
         a = a.cast_to::<i8>()?.into_owned();
         b = b.cast_to::<i8>()?.into_owned();
     }
-    // packing 0 of an int8 tile takes i32 operands; its i8 packing is the next one
-    let packing = if int8 { 1 } else { 0 };
+    // packing 0 of an int8 tile takes i32 operands; its i8 packing is the next one. An f32
+    // one-column kernel's packing 1 is Q4_0 weights (quantized here from the f32 values)
+    // by f32 activations.
+    let packing = if weights == Weights::F32 { 0 } else { 1 };
     let (pack_a, pack_b) = &ker.packings()[packing];
     let weights = (0..COPIES)
         .map(|_| pack_a.prepare_one(&a, 1, 0))
