@@ -15,6 +15,7 @@
 //! as in a model of gigabytes. Prints the median of 17 runs: milliseconds, GFLOP/s (or
 //! G int8 multiply-adds ×2) and the weights' bytes read per second.
 
+use std::io::Write;
 use std::time::Instant;
 
 use tract_core::internal::*;
@@ -76,11 +77,20 @@ fn main() -> TractResult<()> {
         names = tiles.iter().map(|s| s.to_string()).collect();
     }
     let runnable = MmmDispatch::native().runnable();
-    println!("product                  kernel                        ms   GFLOP/s  weights GB/s");
+    // a closed stdout (the table piped into `head`) ends the run with an error, not a panic
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "product                  kernel                        ms   GFLOP/s  weights GB/s"
+    )?;
     for (label, m, k) in SHAPES {
         for name in &names {
             let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
-                println!("{label:<4} {m}x{k}x{n:<6} {name:<28} not runnable on this CPU");
+                let shape = format!("{m}x{k}x{n}");
+                writeln!(
+                    out,
+                    "{label:<4} {shape:<18} {name:<28} not runnable on this CPU"
+                )?;
                 continue;
             };
             let secs = time(&**ker, m, k, n, weights)?;
@@ -90,13 +100,14 @@ fn main() -> TractResult<()> {
                 // a block of 32 weights: an f16 scale and 16 bytes of nibbles
                 Weights::Q4 => (m * k) as f64 * 18.0 / 32.0,
             };
-            println!(
+            writeln!(
+                out,
                 "{label:<4} {:<18} {name:<28} {:7.3} {:8.1} {:12.1}",
                 format!("{m}x{k}x{n}"),
                 secs * 1e3,
                 2.0 * (m * k * n) as f64 / secs / 1e9,
                 weight_bytes / secs / 1e9
-            );
+            )?;
         }
     }
     Ok(())
