@@ -459,3 +459,79 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
         assert!(distinct.len() > 1, "{op}: {got:?}");
     }
 }
+
+/// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
+/// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
+/// blocks of 32, two 32-row panels. The weights are chosen so that Q4_0 holds them
+/// exactly (each block's scale a power of two, one value of -8 times it, the rest -7 to 7
+/// times it) and the activations are eighths, so every product and every sum is exact in
+/// f32 whatever order a kernel sums in: the kernel's outputs must equal the sums computed
+/// in f64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_one_column_kernels_sum_long_k_exactly() {
+    use tract_linalg::mmm::{AsInputValue, FusedSpec, MmmDispatch};
+    use tract_onnx::prelude::*;
+    let (m, k) = (64, 4096);
+    let mut w = vec![0f32; m * k];
+    for row in 0..m {
+        for block in 0..k / 32 {
+            let scale = 1.0 / (1 << (block % 4)) as f32;
+            for i in 0..32 {
+                let q = if i == (row + block) % 32 {
+                    -8
+                } else {
+                    ((row * 7 + block * 13 + i * 5) % 15) as i32 - 7
+                };
+                w[row * k + block * 32 + i] = q as f32 * scale;
+            }
+        }
+    }
+    let b: Vec<f32> = (0..k)
+        .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
+        .collect();
+    let expected: Vec<f32> = (0..m)
+        .map(|row| {
+            let sum: f64 = (0..k).map(|i| w[row * k + i] as f64 * b[i] as f64).sum();
+            sum as f32
+        })
+        .collect();
+    let a = Tensor::from_shape(&[m, k], &w).unwrap();
+    let bt = Tensor::from_shape(&[1, k], &b).unwrap();
+    let runnable = MmmDispatch::native().runnable();
+    let mut ran = 0;
+    for name in ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"] {
+        let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
+            continue;
+        };
+        // packing 1 of these kernels: Q4_0 weights by f32 activations
+        let (pack_a, pack_b) = &ker.packings()[1];
+        assert!(format!("{pack_a}").contains("Q4_0"), "{name}: {pack_a}");
+        let pa = pack_a.prepare_one(&a, 1, 0).unwrap();
+        let pb = pack_b.prepare_one(&bt, 1, 0).unwrap();
+        let mut c = Tensor::zero::<f32>(&[1, m]).unwrap();
+        // SAFETY: `c` is a [1, m] f32 tensor and the store view names its axes: m along
+        // axis 1, the one column along axis 0.
+        unsafe {
+            let c_view = c.view_mut();
+            let store = ker.c_view(Some(1), Some(0)).wrap(&c_view);
+            let ops: TVec<FusedSpec> = tvec!(
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&*pa),
+                    b: AsInputValue::Borrowed(&*pb),
+                    packing: 1,
+                },
+                FusedSpec::Store(store),
+            );
+            ker.run(m, 1, &ops).unwrap();
+        }
+        assert_eq!(values_of::<f32>(&c), expected, "{name}");
+        ran += 1;
+    }
+    let fma = std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|s| s.split_whitespace().any(|w| w == "fma"));
+    assert!(
+        ran > 0 || !fma,
+        "no one-column Q4_0 kernel ran on a CPU with FMA"
+    );
+}
