@@ -28,14 +28,6 @@ const SHAPES: [(&str, usize, usize); 4] = [
     ("down", 1536, 6144),
 ];
 const COPIES: usize = 8;
-
-/// What the weights are: f32, int8 (i8 by i8 into i32), or Q4_0 blocks by f32 activations.
-#[derive(Clone, Copy, PartialEq)]
-enum Weights {
-    F32,
-    Int8,
-    Q4,
-}
 const RUNS: usize = 17;
 
 const F32_TILES: &[&str] = &[
@@ -53,6 +45,14 @@ const INT8_TILES: &[&str] = &[
     "avx512vnni_mmm_i32_16x16",
     "avx2_mmm_i32_8x6",
 ];
+
+/// What the weights are: f32, int8 (i8 by i8 into i32), or Q4_0 blocks by f32 activations.
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    F32,
+    Int8,
+    Q4,
+}
 
 fn main() -> TractResult<()> {
     let mut n = 97;
@@ -84,9 +84,9 @@ fn main() -> TractResult<()> {
         "product                  kernel                        ms   GFLOP/s  weights GB/s"
     )?;
     for (label, m, k) in SHAPES {
+        let shape = format!("{m}x{k}x{n}");
         for name in &names {
             let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
-                let shape = format!("{m}x{k}x{n}");
                 writeln!(
                     out,
                     "{label:<4} {shape:<18} {name:<28} not runnable on this CPU"
@@ -102,8 +102,7 @@ fn main() -> TractResult<()> {
             };
             writeln!(
                 out,
-                "{label:<4} {:<18} {name:<28} {:7.3} {:8.1} {:12.1}",
-                format!("{m}x{k}x{n}"),
+                "{label:<4} {shape:<18} {name:<28} {:7.3} {:8.1} {:12.1}",
                 secs * 1e3,
                 2.0 * (m * k * n) as f64 / secs / 1e9,
                 weight_bytes / secs / 1e9
