@@ -226,6 +226,12 @@ struct TrainArgs {
     /// model already does with room to do more.
     #[arg(long, value_name = "N", default_value_t = TrainOptions::default().add_layers)]
     add_layers: usize,
+    /// With --init: multiply every width of the starting model (residual stream, number of
+    /// heads, MLP) by K, each new unit a copy of an old one with the weights that read it
+    /// split in random shares, so the wider model starts from exactly what the narrower
+    /// one computed and training makes the copies differ.
+    #[arg(long, value_name = "K", value_parser = positive, default_value_t = TrainOptions::default().widen)]
+    widen: usize,
 }
 
 #[derive(clap::Args)]
@@ -373,6 +379,7 @@ fn run(cli: Cli) -> Result<()> {
                 word_noise: a.word_noise,
                 crowded: a.crowded,
                 add_layers: a.add_layers,
+                widen: a.widen,
                 ..TrainOptions::default()
             };
             anyhow::ensure!(
@@ -407,6 +414,10 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(
                 a.add_layers == 0 || options.init.is_some(),
                 "--add-layers grows the model of --init; a new run takes its depth from --layers"
+            );
+            anyhow::ensure!(
+                a.widen == 1 || options.init.is_some(),
+                "--widen grows the model of --init; a new run takes its widths from --d-model, --heads and --d-ff"
             );
             if let Some(p) = a.caption_share {
                 anyhow::ensure!(

@@ -104,6 +104,15 @@ pub struct TrainOptions {
     /// the identity (see [`deepen`]).
     #[serde(default)]
     pub add_layers: usize,
+    /// With `init`: every width of the starting model (residual stream, heads, MLP)
+    /// multiplied by this factor, the wider model computing what the narrower one did
+    /// (see [`widen`]); 1 leaves it as it is.
+    #[serde(default = "one")]
+    pub widen: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_image_cache_mb() -> u64 {
@@ -156,6 +165,7 @@ impl Default for TrainOptions {
             word_noise: 0.0,
             crowded: 0.0,
             add_layers: 0,
+            widen: 1,
         }
     }
 }
@@ -564,6 +574,32 @@ fn deepen(from: Start, add: usize, device: &Device) -> Result<Start> {
     })
 }
 
+/// `from` made `k` times wider (see [`crate::model::widen`]): the same function, with room
+/// for each unit's copies to learn apart.
+fn widen(from: Start, k: usize, seed: u64, device: &Device) -> Result<Start> {
+    if k == 1 {
+        return Ok(from);
+    }
+    let weights = crate::model::weights::collect(&from.model);
+    let (wide, config) = crate::model::widen::widen(&weights, &from.config, k, seed)?;
+    let fresh = Fuyu::new(&config, &from.canvas, from.match_dim, device);
+    let model = model_from_weights(fresh, &wide)?;
+    eprintln!(
+        "widened {k} times: d_model {} -> {}, {} -> {} heads, MLP {} -> {}, each new unit a copy of an old one",
+        from.config.d_model,
+        config.d_model,
+        from.config.n_heads,
+        config.n_heads,
+        from.config.d_ff,
+        config.d_ff
+    );
+    Ok(Start {
+        config,
+        model,
+        ..from
+    })
+}
+
 /// What a resumed run may change; a new run takes both from its [`TrainOptions`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Changes {
@@ -650,7 +686,11 @@ pub fn train(
         // gained since the model was trained): they become tokens of their own
         let from = grow(from, &src.corpus(), &train_device)?;
         let from = deepen(from, options.add_layers, &train_device)?;
+        let from = widen(from, options.widen, options.seed, &train_device)?;
         options.n_layers = from.config.n_layers;
+        options.d_model = from.config.d_model;
+        options.n_heads = from.config.n_heads;
+        options.d_ff = from.config.d_ff;
         tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
         let tok = from.tokenizer;
         let model = from.model;

@@ -1,8 +1,9 @@
 //! The Fuyu-style model in burn, for training. [`fuyu`] is the forward pass; [`weights`]
-//! names every parameter for export.
+//! names every parameter for export; [`widen`] makes a trained model wider.
 
 pub mod contrastive;
 pub mod fuyu;
 pub mod weights;
+pub mod widen;
 
 pub use fuyu::{Fuyu, Rotary};
