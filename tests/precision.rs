@@ -460,6 +460,52 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
     }
 }
 
+/// Runs tract's kernel `ker` on its `packing` for `[m, k]` weights `w` by a `[k]` column
+/// `b`, and returns the `m` outputs.
+#[cfg(target_arch = "x86_64")]
+fn one_column_product(
+    ker: &dyn tract_linalg::mmm::MatMatMul,
+    packing: usize,
+    (w, m, k): (&[f32], usize, usize),
+    b: &[f32],
+) -> Vec<f32> {
+    use tract_linalg::mmm::{AsInputValue, FusedSpec};
+    use tract_onnx::prelude::*;
+    let a = Tensor::from_shape(&[m, k], w).unwrap();
+    let bt = Tensor::from_shape(&[1, k], b).unwrap();
+    let (pack_a, pack_b) = &ker.packings()[packing];
+    let pa = pack_a.prepare_one(&a, 1, 0).unwrap();
+    let pb = pack_b.prepare_one(&bt, 1, 0).unwrap();
+    let mut c = Tensor::zero::<f32>(&[1, m]).unwrap();
+    // SAFETY: `c` is a [1, m] f32 tensor and the store view names its axes: m along
+    // axis 1, the one column along axis 0.
+    unsafe {
+        let c_view = c.view_mut();
+        let store = ker.c_view(Some(1), Some(0)).wrap(&c_view);
+        let ops: TVec<FusedSpec> = tvec!(
+            FusedSpec::AddMatMul {
+                a: AsInputValue::Borrowed(&*pa),
+                b: AsInputValue::Borrowed(&*pb),
+                packing,
+            },
+            FusedSpec::Store(store),
+        );
+        ker.run(m, 1, &ops).unwrap();
+    }
+    values_of::<f32>(&c)
+}
+
+/// `[m, k]` weights `w` by the column `b`, summed in f64.
+#[cfg(target_arch = "x86_64")]
+fn exact_product(w: &[f32], m: usize, k: usize, b: &[f32]) -> Vec<f32> {
+    (0..m)
+        .map(|row| {
+            let sum: f64 = (0..k).map(|i| w[row * k + i] as f64 * b[i] as f64).sum();
+            sum as f32
+        })
+        .collect()
+}
+
 /// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
 /// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
 /// blocks of 32, two 32-row panels. The weights are chosen so that Q4_0 holds them
@@ -470,8 +516,7 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_one_column_kernels_sum_long_k_exactly() {
-    use tract_linalg::mmm::{AsInputValue, FusedSpec, MmmDispatch};
-    use tract_onnx::prelude::*;
+    use tract_linalg::mmm::MmmDispatch;
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
@@ -493,14 +538,7 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
     let b: Vec<f32> = (0..k)
         .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
         .collect();
-    let expected: Vec<f32> = (0..m)
-        .map(|row| {
-            let sum: f64 = (0..k).map(|i| w[row * k + i] as f64 * b[i] as f64).sum();
-            sum as f32
-        })
-        .collect();
-    let a = Tensor::from_shape(&[m, k], &w).unwrap();
-    let bt = Tensor::from_shape(&[1, k], &b).unwrap();
+    let expected = exact_product(&w, m, k, &b);
     let runnable = MmmDispatch::native().runnable();
     let mut ran = 0;
     for name in ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"] {
@@ -508,28 +546,46 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
             continue;
         };
         // packing 1 of these kernels: Q4_0 weights by f32 activations
-        let (pack_a, pack_b) = &ker.packings()[1];
+        let (pack_a, _) = &ker.packings()[1];
         assert!(format!("{pack_a}").contains("Q4_0"), "{name}: {pack_a}");
-        let pa = pack_a.prepare_one(&a, 1, 0).unwrap();
-        let pb = pack_b.prepare_one(&bt, 1, 0).unwrap();
-        let mut c = Tensor::zero::<f32>(&[1, m]).unwrap();
-        // SAFETY: `c` is a [1, m] f32 tensor and the store view names its axes: m along
-        // axis 1, the one column along axis 0.
-        unsafe {
-            let c_view = c.view_mut();
-            let store = ker.c_view(Some(1), Some(0)).wrap(&c_view);
-            let ops: TVec<FusedSpec> = tvec!(
-                FusedSpec::AddMatMul {
-                    a: AsInputValue::Borrowed(&*pa),
-                    b: AsInputValue::Borrowed(&*pb),
-                    packing: 1,
-                },
-                FusedSpec::Store(store),
-            );
-            ker.run(m, 1, &ops).unwrap();
-        }
-        assert_eq!(values_of::<f32>(&c), expected, "{name}");
+        let got = one_column_product(&**ker, 1, (&w, m, k), &b);
+        assert_eq!(got, expected, "{name}");
         ran += 1;
     }
     assert!(ran > 0, "no one-column Q4_0 kernel ran on a CPU with FMA");
+}
+
+/// An f32 decode step's kernel, tract's one-column f32 kernel on f32 weights (packing 0 of
+/// `fma_mmm_f32_32x1`, and of the AVX-512 one where the CPU has it), over every k from 1
+/// to 9 and long odd and even ones, two 32-row panels. Weights of quarters and activations of eighths keep every product
+/// and sum exact in f32, so the outputs must equal the sums computed in f64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_one_column_kernels_sum_odd_and_even_k_exactly() {
+    use tract_linalg::mmm::MmmDispatch;
+    if !std::arch::is_x86_feature_detected!("fma") {
+        return;
+    }
+    let m = 64;
+    let runnable = MmmDispatch::native().runnable();
+    let mut ran = 0;
+    for name in ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"] {
+        let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
+            continue;
+        };
+        let (pack_a, _) = &ker.packings()[0];
+        assert!(format!("{pack_a}").contains("F32"), "{name}: {pack_a}");
+        for k in (1..10).chain([4095, 4096, 4097]) {
+            let w: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 15) as f32 - 7.0) / 4.0)
+                .collect();
+            let b: Vec<f32> = (0..k)
+                .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
+                .collect();
+            let got = one_column_product(&**ker, 0, (&w, m, k), &b);
+            assert_eq!(got, exact_product(&w, m, k, &b), "{name}, k {k}");
+        }
+        ran += 1;
+    }
+    assert!(ran > 0, "no one-column f32 kernel ran on a CPU with FMA");
 }
