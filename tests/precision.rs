@@ -506,6 +506,18 @@ fn exact_product(w: &[f32], m: usize, k: usize, b: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// tract's one-column f32 kernels this CPU runs: `fma_mmm_f32_32x1`, and
+/// `avx512_mmm_f32_32x1` where it has AVX-512.
+#[cfg(target_arch = "x86_64")]
+fn one_column_f32_kernels() -> Vec<&'static dyn tract_linalg::mmm::MatMatMul> {
+    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
+    ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"]
+        .into_iter()
+        .filter_map(|name| runnable.iter().find(|ker| ker.name() == name))
+        .map(|ker| &**ker)
+        .collect()
+}
+
 /// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
 /// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
 /// blocks of 32, two 32-row panels. The weights are chosen so that Q4_0 holds them
@@ -516,7 +528,6 @@ fn exact_product(w: &[f32], m: usize, k: usize, b: &[f32]) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_one_column_kernels_sum_long_k_exactly() {
-    use tract_linalg::mmm::MmmDispatch;
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
@@ -539,20 +550,19 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
         .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
         .collect();
     let expected = exact_product(&w, m, k, &b);
-    let runnable = MmmDispatch::native().runnable();
-    let mut ran = 0;
-    for name in ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"] {
-        let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
-            continue;
-        };
+    let kernels = one_column_f32_kernels();
+    assert!(
+        !kernels.is_empty(),
+        "no one-column Q4_0 kernel ran on a CPU with FMA"
+    );
+    for ker in kernels {
+        let name = ker.name();
         // packing 1 of these kernels: Q4_0 weights by f32 activations
         let (pack_a, _) = &ker.packings()[1];
         assert!(format!("{pack_a}").contains("Q4_0"), "{name}: {pack_a}");
-        let got = one_column_product(&**ker, 1, (&w, m, k), &b);
+        let got = one_column_product(ker, 1, (&w, m, k), &b);
         assert_eq!(got, expected, "{name}");
-        ran += 1;
     }
-    assert!(ran > 0, "no one-column Q4_0 kernel ran on a CPU with FMA");
 }
 
 /// An f32 decode step's kernel, tract's one-column f32 kernel on f32 weights (packing 0 of
@@ -562,17 +572,17 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn f32_one_column_kernels_sum_odd_and_even_k_exactly() {
-    use tract_linalg::mmm::MmmDispatch;
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
     let m = 64;
-    let runnable = MmmDispatch::native().runnable();
-    let mut ran = 0;
-    for name in ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"] {
-        let Some(ker) = runnable.iter().find(|ker| ker.name() == name) else {
-            continue;
-        };
+    let kernels = one_column_f32_kernels();
+    assert!(
+        !kernels.is_empty(),
+        "no one-column f32 kernel ran on a CPU with FMA"
+    );
+    for ker in kernels {
+        let name = ker.name();
         let (pack_a, _) = &ker.packings()[0];
         assert!(format!("{pack_a}").contains("F32"), "{name}: {pack_a}");
         for k in (1..10).chain([4095, 4096, 4097]) {
@@ -582,10 +592,8 @@ fn f32_one_column_kernels_sum_odd_and_even_k_exactly() {
             let b: Vec<f32> = (0..k)
                 .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
                 .collect();
-            let got = one_column_product(&**ker, 0, (&w, m, k), &b);
+            let got = one_column_product(ker, 0, (&w, m, k), &b);
             assert_eq!(got, exact_product(&w, m, k, &b), "{name}, k {k}");
         }
-        ran += 1;
     }
-    assert!(ran > 0, "no one-column f32 kernel ran on a CPU with FMA");
 }

@@ -1123,16 +1123,7 @@ mod tests {
             tokenizer,
             model,
         };
-        let (rows, cols, dim) = (o.canvas.rows(), o.canvas.cols(), o.canvas.patch_dim());
-        let patches = Tensor::<4>::random(
-            [2, rows, cols, dim],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(vec![1i64, 5, 9, 2, 7, 3, 30, 11], [2, 4]),
-            &device,
-        );
+        let (patches, ids) = crate::model::fuyu::tests::two_inputs(&o.canvas, &device);
         let rotary = Rotary::new(&cfg, &device);
         let logits = |m: &Fuyu| {
             m.forward(patches.clone(), ids.clone(), &rotary, cfg.n_heads)
@@ -1145,11 +1136,7 @@ mod tests {
         assert_eq!(deeper.config.n_layers, 3);
         assert_eq!(deeper.model.layers.len(), 3);
         let after = logits(&deeper.model);
-        let worst = before
-            .iter()
-            .zip(&after)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = crate::model::fuyu::tests::max_abs_diff(&before, &after);
         assert!(worst < 1e-5, "logits moved by {worst}");
         // the new blocks are fresh, not copies of the old one: only their outputs are zero
         let w = crate::model::weights::collect(&deeper.model);

@@ -379,6 +379,29 @@ pub(crate) mod tests {
         )
     }
 
+    /// Two frames of random patches for `canvas` and two texts of four token ids, each
+    /// below [`tiny`]'s vocabulary of 20.
+    pub(crate) fn two_inputs(canvas: &Canvas, device: &Device) -> (Tensor<4>, Tensor<2, Int>) {
+        let patches = Tensor::<4>::random(
+            [2, canvas.rows(), canvas.cols(), canvas.patch_dim()],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![1i64, 5, 9, 2, 7, 3, 19, 11], [2, 4]),
+            device,
+        );
+        (patches, ids)
+    }
+
+    /// The largest absolute difference between two outputs of the same shape.
+    pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     #[test]
     fn later_tokens_never_change_earlier_logits() {
         let (cfg, canvas) = tiny();

@@ -113,9 +113,11 @@ fn widen_array(array: &Array, axes: &[Axis], k: usize, shares: &mut Shares) -> A
     let total: usize = dims.iter().product();
     let mut data = Vec::with_capacity(total);
     let split = axes.iter().position(|&a| a == Axis::Split);
-    // one set of shares per original value, drawn as the values are first met
-    let mut drawn: Vec<Option<Vec<f32>>> =
-        vec![None; if split.is_some() { array.data.len() } else { 0 }];
+    // with a split axis, `k` shares for each original value, drawn in the values' order
+    let split_shares: Vec<f32> = match split {
+        Some(_) => (0..array.data.len()).flat_map(|_| shares.draw(k)).collect(),
+        None => Vec::new(),
+    };
     let mut index = vec![0usize; dims.len()];
     for _ in 0..total {
         let mut source = 0;
@@ -125,8 +127,7 @@ fn widen_array(array: &Array, axes: &[Axis], k: usize, shares: &mut Shares) -> A
         let mut value = array.data[source];
         if let Some(s) = split {
             let copy = index[s] / array.dims[s];
-            let shares = drawn[source].get_or_insert_with(|| shares.draw(k));
-            value *= shares[copy];
+            value *= split_shares[source * k + copy];
         }
         data.push(value);
         for d in (0..dims.len()).rev() {
@@ -174,45 +175,17 @@ pub fn widen(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fuyu::tests::{max_abs_diff, tiny, two_inputs};
     use crate::model::{Fuyu, Rotary};
     use burn::prelude::*;
-    use glimpse_runtime::frame::Canvas;
-
-    fn config() -> ModelConfig {
-        ModelConfig {
-            vocab_size: 40,
-            d_model: 16,
-            n_layers: 2,
-            n_heads: 2,
-            d_ff: 32,
-            rotary_fraction: 0.5,
-            rope_theta: 25_000.0,
-            layer_norm_eps: 1e-5,
-            max_positions: 64,
-        }
-    }
 
     #[test]
     fn a_wider_model_computes_what_the_narrower_one_did() {
         let device = Device::default();
         device.seed(5);
-        let canvas = Canvas {
-            width: 48,
-            height: 36,
-            patch: 12,
-        };
-        let cfg = config();
+        let (cfg, canvas) = tiny();
         let model = Fuyu::new(&cfg, &canvas, 8, &device);
-        let (rows, cols, dim) = (canvas.rows(), canvas.cols(), canvas.patch_dim());
-        let patches = Tensor::<4>::random(
-            [2, rows, cols, dim],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(vec![1i64, 5, 9, 2, 7, 3, 30, 11], [2, 4]),
-            &device,
-        );
+        let (patches, ids) = two_inputs(&canvas, &device);
         let run = |m: &Fuyu, c: &ModelConfig| {
             let rotary = Rotary::new(c, &device);
             let logits = m.forward(patches.clone(), ids.clone(), &rotary, c.n_heads);
@@ -239,11 +212,7 @@ mod tests {
                 ("image head", &before.1, &after.1),
             ] {
                 assert_eq!(a.len(), b.len());
-                let worst = a
-                    .iter()
-                    .zip(b)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
+                let worst = max_abs_diff(a, b);
                 let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
                 assert!(
                     worst < 1e-4 * scale.max(1.0),
@@ -257,12 +226,7 @@ mod tests {
     fn copies_are_made_exactly_and_reads_split_unevenly() {
         let device = Device::default();
         device.seed(9);
-        let canvas = Canvas {
-            width: 48,
-            height: 36,
-            patch: 12,
-        };
-        let cfg = config();
+        let (cfg, canvas) = tiny();
         let model = Fuyu::new(&cfg, &canvas, 8, &device);
         let weights = super::super::weights::collect(&model);
         let (wide, _) = widen(&weights, &cfg, 2, 1).unwrap();
