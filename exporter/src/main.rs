@@ -168,9 +168,11 @@ struct TrainArgs {
     /// Longest sequence, image tokens included.
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().max_positions)]
     max_positions: usize,
-    /// Model canvas as WIDTHxHEIGHT.
-    #[arg(long, default_value = "192x144")]
-    canvas: String,
+    /// Model canvas as WIDTHxHEIGHT [default for a new run: 192x144]. With --init: move the
+    /// starting model to this canvas, its patch size kept and its learned patch positions
+    /// resampled to the new grid, the context growing by the change in image tokens.
+    #[arg(long)]
+    canvas: Option<String>,
     /// Patch size in pixels.
     #[arg(long, default_value_t = TrainOptions::default().canvas.patch)]
     patch: u32,
@@ -327,7 +329,8 @@ struct EvalArgs {
     json: bool,
 }
 
-fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
+/// `--canvas WIDTHxHEIGHT` as two sizes in pixels.
+fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s
         .split_once('x')
         .ok_or_else(|| anyhow::anyhow!("--canvas {s:?} is not WIDTHxHEIGHT"))?;
@@ -336,9 +339,14 @@ fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
             .parse::<u32>()
             .map_err(|e| anyhow::anyhow!("--canvas {s:?}: {v:?} is not a size in pixels ({e})"))
     };
+    Ok((side(w)?, side(h)?))
+}
+
+fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
+    let (width, height) = parse_size(s)?;
     let c = Canvas {
-        width: side(w)?,
-        height: side(h)?,
+        width,
+        height,
         patch,
     };
     c.validate()
@@ -360,7 +368,11 @@ fn run(cli: Cli) -> Result<()> {
                 n_heads: a.heads,
                 d_ff: a.d_ff,
                 max_positions: a.max_positions,
-                canvas: parse_canvas(&a.canvas, a.patch)?,
+                // with --init the canvas is the starting model's, or `regrid` below
+                canvas: match (&a.canvas, &a.init) {
+                    (_, Some(_)) => TrainOptions::default().canvas,
+                    (c, None) => parse_canvas(c.as_deref().unwrap_or("192x144"), a.patch)?,
+                },
                 data: a.data,
                 folder: IndexOptions {
                     val_fraction: a.val_fraction,
@@ -374,12 +386,16 @@ fn run(cli: Cli) -> Result<()> {
                 match_dim: a.match_dim,
                 per_scene: a.per_scene.max(1),
                 pack: a.pack,
-                init: a.init,
+                init: a.init.clone(),
                 caption_share: a.caption_share,
                 word_noise: a.word_noise,
                 crowded: a.crowded,
                 add_layers: a.add_layers,
                 widen: a.widen,
+                regrid: match (&a.canvas, &a.init) {
+                    (Some(c), Some(_)) => Some(parse_size(c)?),
+                    _ => None,
+                },
                 ..TrainOptions::default()
             };
             anyhow::ensure!(

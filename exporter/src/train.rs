@@ -109,6 +109,11 @@ pub struct TrainOptions {
     /// (see [`widen`]); 1 leaves it as it is.
     #[serde(default = "one")]
     pub widen: usize,
+    /// With `init`: the canvas (width, height) to move the starting model to, its patch
+    /// size kept and its learned patch positions resampled (see [`regrid`]); none keeps
+    /// the starting model's canvas.
+    #[serde(default)]
+    pub regrid: Option<(u32, u32)>,
 }
 
 fn one() -> usize {
@@ -166,6 +171,7 @@ impl Default for TrainOptions {
             crowded: 0.0,
             add_layers: 0,
             widen: 1,
+            regrid: None,
         }
     }
 }
@@ -574,6 +580,60 @@ fn deepen(from: Start, add: usize, device: &Device) -> Result<Start> {
     })
 }
 
+/// `from` moved to a canvas of `size` (width, height) with its patch size (see
+/// [`crate::model::regrid`]). The context grows or shrinks by the change in image tokens,
+/// so the texts keep the room they had.
+fn regrid(from: Start, size: Option<(u32, u32)>, device: &Device) -> Result<Start> {
+    let Some((width, height)) = size else {
+        return Ok(from);
+    };
+    let old = from.canvas;
+    let canvas = Canvas {
+        width,
+        height,
+        patch: old.patch,
+    };
+    if canvas == old {
+        return Ok(from);
+    }
+    canvas.validate().map_err(|e| {
+        anyhow::anyhow!(
+            "--canvas {width}x{height} for the model of --init (patch {}): {e}",
+            old.patch
+        )
+    })?;
+    let text_room = from.config.max_positions.saturating_sub(old.image_tokens());
+    let config = ModelConfig {
+        max_positions: canvas.image_tokens() + text_room,
+        ..from.config.clone()
+    };
+    let mut w = crate::model::weights::collect(&from.model);
+    let table = w
+        .get("patch_position")
+        .context("the starting model has no patch_position")?;
+    let moved = crate::model::regrid::resample_positions(table, canvas.rows(), canvas.cols())?;
+    w.insert("patch_position".into(), moved);
+    let fresh = Fuyu::new(&config, &canvas, from.match_dim, device);
+    let model = model_from_weights(fresh, &w)?;
+    eprintln!(
+        "moved to a {width}x{height} canvas ({}x{} patches of {} pixels, was {}x{}): {} image tokens, context {} -> {}",
+        canvas.cols(),
+        canvas.rows(),
+        canvas.patch,
+        old.cols(),
+        old.rows(),
+        canvas.image_tokens(),
+        from.config.max_positions,
+        config.max_positions
+    );
+    Ok(Start {
+        config,
+        canvas,
+        model,
+        ..from
+    })
+}
+
 /// `from` made `k` times wider (see [`crate::model::widen`]): the same function, with room
 /// for each unit's copies to learn apart.
 fn widen(from: Start, k: usize, seed: u64, device: &Device) -> Result<Start> {
@@ -687,6 +747,9 @@ pub fn train(
         let from = grow(from, &src.corpus(), &train_device)?;
         let from = deepen(from, options.add_layers, &train_device)?;
         let from = widen(from, options.widen, options.seed, &train_device)?;
+        let from = regrid(from, options.regrid, &train_device)?;
+        options.max_positions = from.config.max_positions;
+        options.canvas = from.canvas;
         options.n_layers = from.config.n_layers;
         options.d_model = from.config.d_model;
         options.n_heads = from.config.n_heads;
@@ -1144,5 +1207,62 @@ mod tests {
         assert!(nonzero("layers.1.qkv.weight") && nonzero("layers.2.mlp_up.weight"));
         assert!(!nonzero("layers.1.dense.weight") && !nonzero("layers.2.mlp_down.weight"));
         assert_ne!(w["layers.0.qkv.weight"].data, w["layers.1.qkv.weight"].data);
+    }
+
+    #[test]
+    fn a_model_moved_to_a_larger_canvas_keeps_its_weights_and_text_room() {
+        let device = Device::default();
+        let (cfg, canvas) = crate::model::fuyu::tests::tiny();
+        device.seed(5);
+        let start = Start {
+            config: cfg.clone(),
+            canvas,
+            match_dim: 8,
+            tokenizer: tokenizer::train(&["a small red circle".to_string()], 64).unwrap(),
+            model: Fuyu::new(&cfg, &canvas, 8, &device),
+        };
+        let before = crate::model::weights::collect(&start.model);
+        // 8x4 in patches of 4 (2x1 patches) -> 16x12 (4x3 patches)
+        let moved = regrid(start, Some((16, 12)), &device).unwrap();
+        let big = moved.canvas;
+        assert_eq!((big.cols(), big.rows(), big.patch), (4, 3, 4));
+        let text_room = cfg.max_positions - canvas.image_tokens();
+        assert_eq!(moved.config.max_positions, big.image_tokens() + text_room);
+        let after = crate::model::weights::collect(&moved.model);
+        for (name, a) in &before {
+            if name != "patch_position" {
+                assert_eq!(a, &after[name], "{name} changed");
+            }
+        }
+        // the old grid's corners are the new grid's corners
+        let (old, new) = (&before["patch_position"], &after["patch_position"]);
+        assert_eq!(new.dims, vec![3, 4, cfg.d_model]);
+        let d = cfg.d_model;
+        assert_eq!(old.data[..d], new.data[..d]);
+        assert_eq!(
+            old.data[old.data.len() - d..],
+            new.data[new.data.len() - d..]
+        );
+        // and the moved model runs on the new canvas's patches
+        let (patches, ids) = crate::model::fuyu::tests::two_inputs(&big, &device);
+        let rotary = Rotary::new(&moved.config, &device);
+        let logits = moved.model.forward(patches, ids, &rotary, cfg.n_heads);
+        assert_eq!(logits.dims(), [2, big.image_tokens() + 4, cfg.vocab_size]);
+        // a canvas the patch does not divide is refused, naming the flag
+        let start = Start {
+            config: cfg.clone(),
+            canvas,
+            match_dim: 8,
+            tokenizer: tokenizer::train(&["a small red circle".to_string()], 64).unwrap(),
+            model: Fuyu::new(&cfg, &canvas, 8, &device),
+        };
+        let Err(err) = regrid(start, Some((18, 12)), &device) else {
+            panic!("an 18x12 canvas in patches of 4 was accepted");
+        };
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("--canvas 18x12") && err.contains("patch 4"),
+            "{err}"
+        );
     }
 }

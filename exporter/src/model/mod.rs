@@ -1,8 +1,10 @@
 //! The Fuyu-style model in burn, for training. [`fuyu`] is the forward pass; [`weights`]
-//! names every parameter for export; [`widen`] makes a trained model wider.
+//! names every parameter for export; [`widen`] makes a trained model wider and [`regrid`]
+//! moves one to another canvas.
 
 pub mod contrastive;
 pub mod fuyu;
+pub mod regrid;
 pub mod weights;
 pub mod widen;
 
