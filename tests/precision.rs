@@ -495,6 +495,138 @@ fn one_column_product(
     values_of::<f32>(&c)
 }
 
+/// What is fused after a product in [`tile_product`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+enum After<'a> {
+    Nothing,
+    /// A value per row added (a bias).
+    Bias(&'a [f32]),
+    /// An `[m, n]` tensor added (a residual connection).
+    Tensor(&'a [f32]),
+    /// C itself, holding these values before the product, added to it (C += A·B).
+    ItsOwnOutput(&'a [f32]),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl std::fmt::Debug for After<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            After::Nothing => "nothing fused",
+            After::Bias(_) => "a bias fused",
+            After::Tensor(_) => "a tensor added",
+            After::ItsOwnOutput(_) => "C added to the product",
+        })
+    }
+}
+
+/// `[m, k]` by `[k, n]` on `ker`'s packing 0 as a graph runs it (both operands packed
+/// ahead, `[m, n]` out), with `after` fused after the product.
+#[cfg(target_arch = "x86_64")]
+fn tile_product(
+    ker: &dyn tract_linalg::mmm::MatMatMul,
+    (a, m, k): (&[f32], usize, usize),
+    (b, n): (&[f32], usize),
+    after: After,
+) -> Vec<f32> {
+    use tract_linalg::BinOp;
+    use tract_linalg::mmm::{AsInputValue, FusedSpec};
+    use tract_onnx::prelude::*;
+    let at = Tensor::from_shape(&[m, k], a).unwrap();
+    let bt = Tensor::from_shape(&[k, n], b).unwrap();
+    let (pack_a, pack_b) = &ker.packings()[0];
+    let pa = pack_a.prepare_one(&at, 1, 0).unwrap();
+    let pb = pack_b.prepare_one(&bt, 0, 1).unwrap();
+    let mut c = match after {
+        After::ItsOwnOutput(before) => Tensor::from_shape(&[m, n], before).unwrap(),
+        _ => Tensor::zero::<f32>(&[m, n]).unwrap(),
+    };
+    let bias = match after {
+        After::Bias(v) => Some(Tensor::from_shape(&[m], v).unwrap()),
+        _ => None,
+    };
+    let mut added = match after {
+        After::Tensor(v) => Some(Tensor::from_shape(&[m, n], v).unwrap()),
+        _ => None,
+    };
+    // SAFETY: `c` and `added` are [m, n] f32 tensors and the store views name their axes:
+    // m along axis 0, n along axis 1; the bias has one value per row.
+    unsafe {
+        let c_view = c.view_mut();
+        let store = ker.c_view(Some(0), Some(1)).wrap(&c_view);
+        let mut ops: TVec<FusedSpec> = tvec!(FusedSpec::AddMatMul {
+            a: AsInputValue::Borrowed(&*pa),
+            b: AsInputValue::Borrowed(&*pb),
+            packing: 0,
+        });
+        if let Some(bias) = &bias {
+            ops.push(FusedSpec::BinPerRow(bias.view(), BinOp::Add));
+        }
+        if let Some(added) = &mut added {
+            let view = added.view_mut();
+            ops.push(FusedSpec::AddUnicast(
+                ker.c_view(Some(0), Some(1)).wrap(&view),
+            ));
+        }
+        if let After::ItsOwnOutput(_) = after {
+            ops.push(FusedSpec::AddUnicast(store));
+        }
+        ops.push(FusedSpec::Store(store));
+        ker.run(m, n, &ops).unwrap();
+    }
+    values_of::<f32>(&c)
+}
+
+/// A long-k f32 product on the AVX2 prefill tile, `fma_mmm_f32_32x3` (a 1 B model's MLP
+/// down-projection has k 6144): where a panel of weights passes half the L2 (k 16400 passes
+/// half of any L2 up to 4 MB), the walk takes k a block at a time, each block's sums
+/// passing through C and added back by the next (vendor/README.md). Integer values, so
+/// every sum is exact in any order: the outputs must equal the plain sums, alone and with
+/// what a graph fuses after the product (a bias per row, a residual tensor), applied once
+/// after the last block; and where C itself is added to the product, which the blocks'
+/// sums passing through C would spoil, the walk must not take k in blocks. Border tiles
+/// both ways (100 rows, 13 columns).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn long_k_f32_products_on_the_avx2_tile_sum_exactly_in_blocks() {
+    if !std::arch::is_x86_feature_detected!("fma") {
+        return;
+    }
+    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
+    let ker = runnable
+        .iter()
+        .find(|ker| ker.name() == "fma_mmm_f32_32x3")
+        .expect("fma_mmm_f32_32x3 on a CPU with FMA");
+    let (m, k, n) = (100, 16400, 13);
+    let a: Vec<f32> = (0..m * k).map(|i| (i * 7 % 23) as f32 - 11.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i * 5 % 19) as f32 - 9.0).collect();
+    let bias: Vec<f32> = (0..m).map(|r| (r % 13) as f32 - 6.0).collect();
+    let other: Vec<f32> = (0..m * n).map(|i| (i % 29) as f32 - 14.0).collect();
+    for after in [
+        After::Nothing,
+        After::Bias(&bias),
+        After::Tensor(&other),
+        After::ItsOwnOutput(&other),
+    ] {
+        let got = tile_product(&**ker, (&a, m, k), (&b, n), after);
+        for row in 0..m {
+            for col in 0..n {
+                let sum: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
+                let want = match after {
+                    After::Nothing => sum,
+                    After::Bias(v) => sum + v[row],
+                    After::Tensor(v) | After::ItsOwnOutput(v) => sum + v[row * n + col],
+                };
+                assert_eq!(
+                    got[row * n + col],
+                    want,
+                    "{m}x{k}x{n}, {after:?}: row {row} column {col}"
+                );
+            }
+        }
+    }
+}
+
 /// `[m, k]` weights `w` by the column `b`, summed in f64.
 #[cfg(target_arch = "x86_64")]
 fn exact_product(w: &[f32], m: usize, k: usize, b: &[f32]) -> Vec<f32> {

@@ -1,4 +1,6 @@
 use super::{FusedKerSpec, FusedSpec, MatMatMulKer, OutputStoreKer};
+#[cfg(target_arch = "x86_64")]
+use super::OutputStore;
 use crate::{BinOp, LADatum};
 use downcast_rs::{Downcast, impl_downcast};
 use std::cell::RefCell;
@@ -92,11 +94,13 @@ struct LocDependent {
 impl<TI: LADatum> ScratchSpace for ScratchSpaceImpl<TI> {}
 unsafe impl<TI: LADatum> Send for ScratchSpaceImpl<TI> {}
 
-/// The steps of k a tile takes at a time in [`ScratchSpaceImpl::run_k_blocked`]: 64 KB of a
-/// 64-row f32 panel. In a C copy of the 64x6 loop on a 1536 × 6144 × 97 product, blocks
-/// of 128 and 256 steps ran at 127–132 GFLOP/s, the whole k at 105–108.
+/// The bytes of an A panel a tile takes at a time in [`ScratchSpaceImpl::run_k_blocked`]:
+/// 64 KB, 256 steps of k of a 64-row f32 panel and 512 of a 32-row one. In a C copy of the
+/// 64x6 loop on a 1536 × 6144 × 97 product, blocks of 128 and 256 steps ran at 127–132
+/// GFLOP/s, the whole k at 105–108. On the 32x3 tile (AVX2, Zen 1, the same product) blocks
+/// of 512 steps ran it in 47–50 ms, blocks of 256 in 54–57, the whole k in 65–67.
 #[cfg(target_arch = "x86_64")]
-const K_BLOCK: usize = 256;
+const K_BLOCK_BYTES: usize = 64 * 1024;
 
 /// The longest A panel, in bytes, that a kernel prefetching the next one
 /// (`MatMatMulKer::prefetches_next_a`) fetches beside the one it multiplies: a quarter of
@@ -116,6 +120,25 @@ fn next_a_budget() -> usize {
 fn next_a_part(next: *const u8, len: usize, k: usize, right: usize) -> usize {
     let from = right.saturating_mul(k).saturating_mul(16);
     if next.is_null() || from >= len { 0 } else { (next as usize + from) & !63 }
+}
+
+/// Whether the bytes two stores may reach lie apart: each from its first item over as many
+/// items as its tensor holds, which covers any view into that tensor. A negative stride
+/// puts items before the first, so it is taken as overlapping.
+#[cfg(target_arch = "x86_64")]
+fn apart(a: &OutputStore, b: &OutputStore) -> bool {
+    let forward = |s: &OutputStore| {
+        s.row_byte_stride >= 0
+            && s.col_byte_stride >= 0
+            && s.panel_row_byte_stride >= 0
+            && s.panel_col_byte_stride >= 0
+    };
+    let span = |s: &OutputStore| {
+        let start = s.ptr as usize;
+        (start, start.saturating_add(s.item_size.saturating_mul(s.item_count)))
+    };
+    let ((a0, a1), (b0, b1)) = (span(a), span(b));
+    forward(a) && forward(b) && (a1 <= b0 || b1 <= a0)
 }
 
 #[derive(Debug)]
@@ -443,12 +466,15 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         }
     }
 
-    /// Whether [`Self::run_k_blocked`] takes this product: one a kernel that prefetches its
-    /// next A panel should run a block of k at a time. A long k, whose panels are too long
-    /// for the prefetch (more than a quarter of L2); f32 data packed ahead in the kernel's
-    /// own layout; the product first, the store last, and between them only operations
-    /// that read nothing of C (per row, per column, scalar, leaky ReLU), which the last
-    /// block applies.
+    /// Whether [`Self::run_k_blocked`] takes this product, a block of k at a time. A long
+    /// k: panels too long for a kernel that prefetches its next A panel to fetch it (more
+    /// than a quarter of L2), or, for a kernel that does not, more than half of L2, where
+    /// a panel re-read for each column of tiles no longer stays in L2 beside what else the
+    /// walk reads (on the 32x3 tile with a 512 KB L2: the 1 B MLP's k 6144, not its 1536);
+    /// f32 data packed ahead in the kernel's own layout; the product first, the store
+    /// last, and between them only operations that read nothing of C (per row, per column,
+    /// scalar, leaky ReLU, or a tensor added that lies apart from C), which the last block
+    /// applies.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn k_blocks(&self, ker: &impl MatMatMulKer<Acc = TI>, specs: &[FusedSpec]) -> bool {
         use crate::pack::PackedFormat;
@@ -462,30 +488,31 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                     .downcast_ref::<PackedFormat>()
                     .is_some_and(|f| f.dt == f32::datum_type() && f.r == r)
         };
-        ker.prefetches_next_a()
-            && TI::datum_type() == f32::datum_type()
+        let limit = if ker.prefetches_next_a() { budget } else { 2 * budget };
+        TI::datum_type() == f32::datum_type()
             && c.item_size == 4
             && budget > 0
-            && b.k() * ker.mr() * 4 > budget
+            && b.k() * ker.mr() * 4 > limit
             && middle.len() <= 3
-            && middle.iter().all(|s| {
-                matches!(
-                    s,
-                    FusedSpec::BinPerRow(..)
-                        | FusedSpec::BinPerCol(..)
-                        | FusedSpec::BinScalar(..)
-                        | FusedSpec::LeakyRelu(..)
-                )
+            && middle.iter().all(|s| match s {
+                FusedSpec::BinPerRow(..)
+                | FusedSpec::BinPerCol(..)
+                | FusedSpec::BinScalar(..)
+                | FusedSpec::LeakyRelu(..) => true,
+                // a tensor added to the product (a residual connection), read where it lies
+                // and so never where the blocks leave their sums
+                FusedSpec::AddUnicast(other) => apart(other, c),
+                _ => false,
             })
             && f32_packed(&**a, ker.mr())
             && f32_packed(&**b, ker.nr())
     }
 
-    /// Runs the full tiles of `m × n` (panels) with k cut in blocks of `K_BLOCK` steps, for
-    /// a product [`Self::k_blocks`] takes. Each row of tiles takes its panel a block at a
-    /// time: the block (64 KB for 64 rows) stays in the cache across the row's tiles, and
-    /// the kernel fetches the next block while it multiplies, as it does the next panel
-    /// of a shorter product. A block stores its sums in C, and the next adds them back
+    /// Runs the full tiles of `m × n` (panels) with k cut in blocks of `K_BLOCK_BYTES` of
+    /// the A panel, for a product [`Self::k_blocks`] takes. Each row of tiles takes its
+    /// panel a block at a time: the block stays in the cache across the row's tiles, and a
+    /// kernel that prefetches fetches the next block while it multiplies, as it does the
+    /// next panel of a shorter product. A block stores its sums in C, and the next adds them back
     /// (`AddUnicast`) before it goes on, so each output is the same chain of multiply-adds,
     /// the same bits; the last block applies the fused operations before its store.
     /// Returns the tiles it ran; the border ones are left to the plain walk.
@@ -505,14 +532,16 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
         };
         let k = b.k();
         let (mr, nr) = (ker.mr(), ker.nr());
+        let prefetching = ker.prefetches_next_a();
+        let k_block = (K_BLOCK_BYTES / (mr * 4)).max(1);
         let full_m = m.start..m.end.min(self.valid_down_tiles).max(m.start);
         let full_n = n.start..n.end.min(self.valid_right_tiles).max(n.start);
         unsafe {
             for down in full_m.clone() {
                 let pa = a.panel_bytes(down, None)?;
                 let pa_end = pa.add(k * mr * 4);
-                for k0 in (0..k).step_by(K_BLOCK) {
-                    let kc = K_BLOCK.min(k - k0);
+                for k0 in (0..k).step_by(k_block) {
+                    let kc = k_block.min(k - k0);
                     let last = k0 + kc == k;
                     let next_block = pa.add((k0 + kc) * mr * 4);
                     for right in full_n.clone() {
@@ -540,7 +569,9 @@ impl<TI: LADatum> ScratchSpaceImpl<TI> {
                             k: kc,
                             pa: pa.add(k0 * mr * 4),
                             pb: pb.add(k0 * nr * 4),
-                            packing: *packing | part,
+                            // the bits above the packing's are a prefetch address only
+                            // for a kernel that reads them
+                            packing: *packing | if prefetching { part } else { 0 },
                         });
                         if last && !middle.is_empty() {
                             // the fused operations as the plain walk gives them this tile:
