@@ -371,7 +371,11 @@ fn run(cli: Cli) -> Result<()> {
                 // with --init the canvas is the starting model's, or `regrid` below
                 canvas: match (&a.canvas, &a.init) {
                     (_, Some(_)) => TrainOptions::default().canvas,
-                    (c, None) => parse_canvas(c.as_deref().unwrap_or("192x144"), a.patch)?,
+                    (Some(c), None) => parse_canvas(c, a.patch)?,
+                    (None, None) => {
+                        let d = TrainOptions::default().canvas;
+                        parse_canvas(&format!("{}x{}", d.width, d.height), a.patch)?
+                    }
                 },
                 data: a.data,
                 folder: IndexOptions {
