@@ -460,41 +460,6 @@ fn int8_weights_of_rank_two_enter_their_product_as_they_are() {
     }
 }
 
-/// Runs tract's kernel `ker` on its `packing` for `[m, k]` weights `w` by a `[k]` column
-/// `b`, and returns the `m` outputs.
-#[cfg(target_arch = "x86_64")]
-fn one_column_product(
-    ker: &dyn tract_linalg::mmm::MatMatMul,
-    packing: usize,
-    (w, m, k): (&[f32], usize, usize),
-    b: &[f32],
-) -> Vec<f32> {
-    use tract_linalg::mmm::{AsInputValue, FusedSpec};
-    use tract_onnx::prelude::*;
-    let a = Tensor::from_shape(&[m, k], w).unwrap();
-    let bt = Tensor::from_shape(&[1, k], b).unwrap();
-    let (pack_a, pack_b) = &ker.packings()[packing];
-    let pa = pack_a.prepare_one(&a, 1, 0).unwrap();
-    let pb = pack_b.prepare_one(&bt, 1, 0).unwrap();
-    let mut c = Tensor::zero::<f32>(&[1, m]).unwrap();
-    // SAFETY: `c` is a [1, m] f32 tensor and the store view names its axes: m along
-    // axis 1, the one column along axis 0.
-    unsafe {
-        let c_view = c.view_mut();
-        let store = ker.c_view(Some(1), Some(0)).wrap(&c_view);
-        let ops: TVec<FusedSpec> = tvec!(
-            FusedSpec::AddMatMul {
-                a: AsInputValue::Borrowed(&*pa),
-                b: AsInputValue::Borrowed(&*pb),
-                packing,
-            },
-            FusedSpec::Store(store),
-        );
-        ker.run(m, 1, &ops).unwrap();
-    }
-    values_of::<f32>(&c)
-}
-
 /// What is fused after a product in [`tile_product`].
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
@@ -520,11 +485,13 @@ impl std::fmt::Debug for After<'_> {
     }
 }
 
-/// `[m, k]` by `[k, n]` on `ker`'s packing 0 as a graph runs it (both operands packed
-/// ahead, `[m, n]` out), with `after` fused after the product.
+/// `[m, k]` by `[k, n]` on `ker`'s `packing` as a graph runs it (both operands packed
+/// ahead, `[m, n]` out), with `after` fused after the product. With n = 1 it is a decode
+/// step's product, which the one-column kernels run.
 #[cfg(target_arch = "x86_64")]
 fn tile_product(
     ker: &dyn tract_linalg::mmm::MatMatMul,
+    packing: usize,
     (a, m, k): (&[f32], usize, usize),
     (b, n): (&[f32], usize),
     after: After,
@@ -534,7 +501,7 @@ fn tile_product(
     use tract_onnx::prelude::*;
     let at = Tensor::from_shape(&[m, k], a).unwrap();
     let bt = Tensor::from_shape(&[k, n], b).unwrap();
-    let (pack_a, pack_b) = &ker.packings()[0];
+    let (pack_a, pack_b) = &ker.packings()[packing];
     let pa = pack_a.prepare_one(&at, 1, 0).unwrap();
     let pb = pack_b.prepare_one(&bt, 0, 1).unwrap();
     let mut c = match after {
@@ -557,7 +524,7 @@ fn tile_product(
         let mut ops: TVec<FusedSpec> = tvec!(FusedSpec::AddMatMul {
             a: AsInputValue::Borrowed(&*pa),
             b: AsInputValue::Borrowed(&*pb),
-            packing: 0,
+            packing,
         });
         if let Some(bias) = &bias {
             ops.push(FusedSpec::BinPerRow(bias.view(), BinOp::Add));
@@ -608,7 +575,7 @@ fn long_k_f32_products_on_the_avx2_tile_sum_exactly_in_blocks() {
         After::Tensor(&other),
         After::ItsOwnOutput(&other),
     ] {
-        let got = tile_product(&**ker, (&a, m, k), (&b, n), after);
+        let got = tile_product(&**ker, 0, (&a, m, k), (&b, n), after);
         for row in 0..m {
             for col in 0..n {
                 let sum: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
@@ -692,7 +659,7 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
         // packing 1 of these kernels: Q4_0 weights by f32 activations
         let (pack_a, _) = &ker.packings()[1];
         assert!(format!("{pack_a}").contains("Q4_0"), "{name}: {pack_a}");
-        let got = one_column_product(ker, 1, (&w, m, k), &b);
+        let got = tile_product(ker, 1, (&w, m, k), (&b, 1), After::Nothing);
         assert_eq!(got, expected, "{name}");
     }
 }
@@ -724,7 +691,7 @@ fn f32_one_column_kernels_sum_odd_and_even_k_exactly() {
             let b: Vec<f32> = (0..k)
                 .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
                 .collect();
-            let got = one_column_product(ker, 0, (&w, m, k), &b);
+            let got = tile_product(ker, 0, (&w, m, k), (&b, 1), After::Nothing);
             assert_eq!(got, exact_product(&w, m, k, &b), "{name}, k {k}");
         }
     }

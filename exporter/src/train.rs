@@ -1161,6 +1161,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A fresh model of `cfg` on `canvas` as a fine-tuning start, with a matching space of 8
+    /// and a tokenizer of one caption.
+    fn tiny_start(cfg: &ModelConfig, canvas: Canvas, device: &Device) -> Start {
+        Start {
+            config: cfg.clone(),
+            canvas,
+            match_dim: 8,
+            tokenizer: tokenizer::train(&["a small red circle".to_string()], 64).unwrap(),
+            model: Fuyu::new(cfg, &canvas, 8, device),
+        }
+    }
+
     #[test]
     fn blocks_added_on_top_start_as_the_identity() {
         let device = Device::default();
@@ -1177,15 +1189,7 @@ mod tests {
             max_positions: o.max_positions,
         };
         device.seed(3);
-        let model = Fuyu::new(&cfg, &o.canvas, 8, &device);
-        let tokenizer = tokenizer::train(&["a small red circle".to_string()], 64).unwrap();
-        let start = Start {
-            config: cfg.clone(),
-            canvas: o.canvas,
-            match_dim: 8,
-            tokenizer,
-            model,
-        };
+        let start = tiny_start(&cfg, o.canvas, &device);
         let (patches, ids) = crate::model::fuyu::tests::two_inputs(&o.canvas, &device);
         let rotary = Rotary::new(&cfg, &device);
         let logits = |m: &Fuyu| {
@@ -1214,13 +1218,7 @@ mod tests {
         let device = Device::default();
         let (cfg, canvas) = crate::model::fuyu::tests::tiny();
         device.seed(5);
-        let start = Start {
-            config: cfg.clone(),
-            canvas,
-            match_dim: 8,
-            tokenizer: tokenizer::train(&["a small red circle".to_string()], 64).unwrap(),
-            model: Fuyu::new(&cfg, &canvas, 8, &device),
-        };
+        let start = tiny_start(&cfg, canvas, &device);
         let before = crate::model::weights::collect(&start.model);
         // 8x4 in patches of 4 (2x1 patches) -> 16x12 (4x3 patches)
         let moved = regrid(start, Some((16, 12)), &device).unwrap();
@@ -1249,13 +1247,7 @@ mod tests {
         let logits = moved.model.forward(patches, ids, &rotary, cfg.n_heads);
         assert_eq!(logits.dims(), [2, big.image_tokens() + 4, cfg.vocab_size]);
         // a canvas the patch does not divide is refused, naming the flag
-        let start = Start {
-            config: cfg.clone(),
-            canvas,
-            match_dim: 8,
-            tokenizer: tokenizer::train(&["a small red circle".to_string()], 64).unwrap(),
-            model: Fuyu::new(&cfg, &canvas, 8, &device),
-        };
+        let start = tiny_start(&cfg, canvas, &device);
         let Err(err) = regrid(start, Some((18, 12)), &device) else {
             panic!("an 18x12 canvas in patches of 4 was accepted");
         };
