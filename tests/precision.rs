@@ -617,26 +617,24 @@ fn one_column_f32_kernels() -> Vec<&'static dyn tract_linalg::mmm::MatMatMul> {
         .collect()
 }
 
-/// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
-/// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
-/// blocks of 32, two 32-row panels. The weights are chosen so that Q4_0 holds them
-/// exactly (each block's scale a power of two, one value of -8 times it, the rest -7 to 7
-/// times it) and the activations are eighths, so every product and every sum is exact in
-/// f32 whatever order a kernel sums in: the kernel's outputs must equal the sums computed
-/// in f64.
 #[cfg(target_arch = "x86_64")]
-#[test]
-fn q4_one_column_kernels_sum_long_k_exactly() {
-    if !std::arch::is_x86_feature_detected!("fma") {
-        return;
-    }
-    let (m, k) = (64, 4096);
+/// Weights of a q4 test product that Q4_0 holds exactly: `m` rows of `k / 32` blocks, each
+/// block's scale a power of two, one value of -8 times it, the rest -7 to 7 times it, and
+/// at `zero_at(block)` (where given) a 0.
+fn exact_q4_weights(m: usize, k: usize, zero_at: Option<fn(usize) -> usize>) -> Vec<f32> {
     let mut w = vec![0f32; m * k];
     for row in 0..m {
         for block in 0..k / 32 {
             let scale = 1.0 / (1 << (block % 4)) as f32;
+            let zero = zero_at.map(|at| at(block));
+            let low = match zero {
+                Some(z) => (z + 1 + row % 31) % 32,
+                None => (row + block) % 32,
+            };
             for i in 0..32 {
-                let q = if i == (row + block) % 32 {
+                let q = if Some(i) == zero {
+                    0
+                } else if i == low {
                     -8
                 } else {
                     ((row * 7 + block * 13 + i * 5) % 15) as i32 - 7
@@ -645,8 +643,39 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
             }
         }
     }
+    w
+}
+
+/// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
+/// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
+/// blocks of 32, two 32-row panels. The weights are ones Q4_0 holds exactly. The AVX2 loop
+/// takes each block's activations to i16 on their absolute maximum (d = max / 32767), so
+/// the activations here are multiples of 2^-12 with one of ±32767 of them in each block,
+/// facing weights of 0 (d is then 2^-12 and every activation an exact i16), the others
+/// from -16 to 16 of them; every product and sum is then exact in f32 whatever order a
+/// kernel sums in, and the kernels' outputs must equal the sums computed in f64. One
+/// block in seven is all zeros (d = 0).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_one_column_kernels_sum_long_k_exactly() {
+    if !std::arch::is_x86_feature_detected!("fma") {
+        return;
+    }
+    let (m, k) = (64, 4096);
+    let peak_at = |block: usize| (block * 5) % 32;
+    let w = exact_q4_weights(m, k, Some(peak_at));
     let b: Vec<f32> = (0..k)
-        .map(|i| ((i * 11 % 33) as f32 - 16.0) / 8.0)
+        .map(|i| {
+            let (block, at) = (i / 32, i % 32);
+            let n = if block % 7 == 3 {
+                0.0
+            } else if at == peak_at(block) {
+                if block % 2 == 0 { 32767.0 } else { -32767.0 }
+            } else {
+                (i * 11 % 33) as f32 - 16.0
+            };
+            n / 4096.0
+        })
         .collect();
     let expected = exact_product(&w, m, k, &b);
     let kernels = one_column_f32_kernels();
@@ -661,6 +690,52 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
         assert!(format!("{pack_a}").contains("Q4_0"), "{name}: {pack_a}");
         let got = tile_product(ker, 1, (&w, m, k), (&b, 1), After::Nothing);
         assert_eq!(got, expected, "{name}");
+    }
+}
+
+/// The AVX2 Q4_0 loop on activations that i16 does not hold: each block's activations are
+/// taken to the nearest multiple of d = max / 32767 of the block, so each moves by at most
+/// d / 2 (and a little for the rounding of d), and an output by at most the sum of
+/// |weight| × d / 2 over its row, plus f32 rounding. The outputs must lie that close to
+/// the sums computed in f64.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i16_activations() {
+    if !std::arch::is_x86_feature_detected!("fma") {
+        return;
+    }
+    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
+    let Some(ker) = runnable.iter().find(|ker| ker.name() == "fma_mmm_f32_32x1") else {
+        return;
+    };
+    let (m, k) = (64, 4096);
+    let w = exact_q4_weights(m, k, None);
+    // activations spread over six orders of magnitude between blocks, none a round number
+    let b: Vec<f32> = (0..k)
+        .map(|i| {
+            let x = ((i * 2654435761) % 1000003) as f32 / 1000003.0 - 0.5;
+            x * 10f32.powi((i / 32 % 7) as i32 - 3) * 1.37
+        })
+        .collect();
+    let expected = exact_product(&w, m, k, &b);
+    let got = tile_product(&**ker, 1, (&w, m, k), (&b, 1), After::Nothing);
+    let step: Vec<f64> = b
+        .chunks(32)
+        .map(|block| block.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 32767.0)
+        .collect();
+    for row in 0..m {
+        let bound: f64 = (0..k)
+            .map(|i| (w[row * k + i] as f64).abs() * step[i / 32] * 0.5001)
+            .sum::<f64>()
+            + expected[row].abs() as f64 * 1e-6
+            + 1e-9;
+        let err = (got[row] as f64 - expected[row] as f64).abs();
+        assert!(
+            err <= bound,
+            "row {row}: {} against {}, off by {err:e}, bound {bound:e}",
+            got[row],
+            expected[row]
+        );
     }
 }
 
