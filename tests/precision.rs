@@ -649,9 +649,9 @@ fn exact_q4_weights(m: usize, k: usize, zero_at: Option<fn(usize) -> usize>) -> 
 /// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
 /// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
 /// blocks of 32, two 32-row panels. The weights are ones Q4_0 holds exactly. The AVX2 loop
-/// takes each block's activations to i16 on their absolute maximum (d = max / 32767), so
-/// the activations here are multiples of 2^-12 with one of ±32767 of them in each block,
-/// facing weights of 0 (d is then 2^-12 and every activation an exact i16), the others
+/// takes each block's activations to i8 on their absolute maximum (d = max / 127), so
+/// the activations here are multiples of 2^-12 with one of ±127 of them in each block,
+/// facing weights of 0 (d is then 2^-12 and every activation an exact i8), the others
 /// from -16 to 16 of them; every product and sum is then exact in f32 whatever order a
 /// kernel sums in, and the kernels' outputs must equal the sums computed in f64. One
 /// block in seven is all zeros (d = 0).
@@ -670,7 +670,7 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
             let n = if block % 7 == 3 {
                 0.0
             } else if at == peak_at(block) {
-                if block % 2 == 0 { 32767.0 } else { -32767.0 }
+                if block % 2 == 0 { 127.0 } else { -127.0 }
             } else {
                 (i * 11 % 33) as f32 - 16.0
             };
@@ -693,14 +693,14 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
     }
 }
 
-/// The AVX2 Q4_0 loop on activations that i16 does not hold: each block's activations are
-/// taken to the nearest multiple of d = max / 32767 of the block, so each moves by at most
+/// The AVX2 Q4_0 loop on activations that i8 does not hold: each block's activations are
+/// taken to the nearest multiple of d = max / 127 of the block, so each moves by at most
 /// d / 2 (and a little for the rounding of d), and an output by at most the sum of
 /// |weight| × d / 2 over its row, plus f32 rounding. The outputs must lie that close to
 /// the sums computed in f64.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i16_activations() {
+fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i8_activations() {
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
@@ -721,7 +721,7 @@ fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i16_activations() {
     let got = tile_product(&**ker, 1, (&w, m, k), (&b, 1), After::Nothing);
     let step: Vec<f64> = b
         .chunks(32)
-        .map(|block| block.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 32767.0)
+        .map(|block| block.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0)
         .collect();
     for row in 0..m {
         let bound: f64 = (0..k)

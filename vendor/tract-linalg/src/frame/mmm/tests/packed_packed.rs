@@ -214,6 +214,35 @@ pub fn arbitrary_problem<K: MatMatMulKer>(
         .boxed()
 }
 
+/// Kernels that quantize the activations themselves, block of 32 steps of k by block, on
+/// the block's absolute maximum to integers of at most `levels`: the AVX2 Q4_0 loop of
+/// `fma_mmm_f32_32x1` takes them to i8 (x86_64/fma/f32_32x1_body.j2). The reference does
+/// the same, so that the comparison stays at the kernels' usual tolerance.
+fn activations_quantized_per_block(kernel: &str, packing: usize) -> Option<f32> {
+    (kernel == "fma_mmm_f32_32x1" && packing == 1).then_some(127.0)
+}
+
+/// `b` ([k, n], f32) with each column's blocks of 32 steps of k taken to the nearest
+/// multiple of their absolute maximum / `levels`, as the kernel computes them: the factor
+/// `levels / max` (0 for a block of zeros), rounded half to even, times `max / levels`.
+fn quantize_blocks_of_k(b: &mut Tensor, levels: f32) -> TractResult<()> {
+    let (k, n) = (b.shape()[0], b.shape()[1]);
+    let mut plain = b.try_as_plain_ram_mut()?;
+    let values = plain.as_slice_mut::<f32>()?;
+    for col in 0..n {
+        for start in (0..k).step_by(32) {
+            let rows = start..(start + 32).min(k);
+            let max = rows.clone().fold(0f32, |m, row| m.max(values[row * n + col].abs()));
+            let (factor, step) = if max > 0.0 { (levels / max, max / levels) } else { (0.0, 0.0) };
+            for row in rows {
+                let v = &mut values[row * n + col];
+                *v = (*v * factor).round_ties_even() * step;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<K: MatMatMulKer> PackedPackedProblem<K> {
     pub fn kernel(
         ker: &K,
@@ -298,6 +327,9 @@ impl<K: MatMatMulKer> PackedPackedProblem<K> {
         let k_aligned = k.next_multiple_of(pack_a.k_alignment().max(pack_b.k_alignment()));
         a = pack_a.simulate_precision_loss(a)?;
         b = pack_b.simulate_precision_loss(b)?;
+        if let Some(levels) = activations_quantized_per_block(self.ker.name(), self.packing) {
+            quantize_blocks_of_k(&mut b, levels)?;
+        }
         let mut c = Tensor::zero::<K::Acc>(&[m, n])?;
 
         let a = a.cast_to::<K::Acc>()?;
