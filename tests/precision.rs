@@ -559,11 +559,7 @@ fn long_k_f32_products_on_the_avx2_tile_sum_exactly_in_blocks() {
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
-    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
-    let ker = runnable
-        .iter()
-        .find(|ker| ker.name() == "fma_mmm_f32_32x3")
-        .expect("fma_mmm_f32_32x3 on a CPU with FMA");
+    let ker = runnable_kernel("fma_mmm_f32_32x3").expect("fma_mmm_f32_32x3 on a CPU with FMA");
     let (m, k, n) = (100, 16400, 13);
     let a: Vec<f32> = (0..m * k).map(|i| (i * 7 % 23) as f32 - 11.0).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i * 5 % 19) as f32 - 9.0).collect();
@@ -575,7 +571,7 @@ fn long_k_f32_products_on_the_avx2_tile_sum_exactly_in_blocks() {
         After::Tensor(&other),
         After::ItsOwnOutput(&other),
     ] {
-        let got = tile_product(&**ker, 0, (&a, m, k), (&b, n), after);
+        let got = tile_product(ker, 0, (&a, m, k), (&b, n), after);
         for row in 0..m {
             for col in 0..n {
                 let sum: f32 = (0..k).map(|i| a[row * k + i] * b[i * n + col]).sum();
@@ -605,22 +601,30 @@ fn exact_product(w: &[f32], m: usize, k: usize, b: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// tract's kernel of that name, where this CPU runs it.
+#[cfg(target_arch = "x86_64")]
+fn runnable_kernel(name: &str) -> Option<&'static dyn tract_linalg::mmm::MatMatMul> {
+    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
+    runnable
+        .iter()
+        .find(|ker| ker.name() == name)
+        .map(|ker| &**ker)
+}
+
 /// tract's one-column f32 kernels this CPU runs: `fma_mmm_f32_32x1`, and
 /// `avx512_mmm_f32_32x1` where it has AVX-512.
 #[cfg(target_arch = "x86_64")]
 fn one_column_f32_kernels() -> Vec<&'static dyn tract_linalg::mmm::MatMatMul> {
-    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
     ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"]
         .into_iter()
-        .filter_map(|name| runnable.iter().find(|ker| ker.name() == name))
-        .map(|ker| &**ker)
+        .filter_map(runnable_kernel)
         .collect()
 }
 
-#[cfg(target_arch = "x86_64")]
 /// Weights of a q4 test product that Q4_0 holds exactly: `m` rows of `k / 32` blocks, each
 /// block's scale a power of two, one value of -8 times it, the rest -7 to 7 times it, and
 /// at `zero_at(block)` (where given) a 0.
+#[cfg(target_arch = "x86_64")]
 fn exact_q4_weights(m: usize, k: usize, zero_at: Option<fn(usize) -> usize>) -> Vec<f32> {
     let mut w = vec![0f32; m * k];
     for row in 0..m {
@@ -704,8 +708,7 @@ fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i8_activations() {
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
-    let runnable = tract_linalg::mmm::MmmDispatch::native().runnable();
-    let Some(ker) = runnable.iter().find(|ker| ker.name() == "fma_mmm_f32_32x1") else {
+    let Some(ker) = runnable_kernel("fma_mmm_f32_32x1") else {
         return;
     };
     let (m, k) = (64, 4096);
@@ -718,7 +721,7 @@ fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i8_activations() {
         })
         .collect();
     let expected = exact_product(&w, m, k, &b);
-    let got = tile_product(&**ker, 1, (&w, m, k), (&b, 1), After::Nothing);
+    let got = tile_product(ker, 1, (&w, m, k), (&b, 1), After::Nothing);
     let step: Vec<f64> = b
         .chunks(32)
         .map(|block| block.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0)
