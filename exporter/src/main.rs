@@ -327,6 +327,9 @@ struct EvalArgs {
     /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
+    /// Wrong captions to print per split (the JSON and the manifest keep five).
+    #[arg(long, default_value_t = 3)]
+    misses: usize,
 }
 
 /// `--canvas WIDTHxHEIGHT` as two sizes in pixels.
@@ -581,7 +584,7 @@ fn run(cli: Cli) -> Result<()> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {
-                print!("{}", report.table());
+                print!("{}", report.table(a.misses));
             }
             if a.write {
                 glimpse_exporter::package::write_metrics(&a.package, report.to_json())?;

@@ -6,6 +6,7 @@
 
 mod bleu;
 mod folder;
+mod misses;
 mod retrieval;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use glimpse_runtime::text::{Prompt, TokenStream};
 
 pub use bleu::corpus_bleu4;
 pub use folder::{CONFUSIONS, Confusion, FolderReport, Lines, Scorer, Tally, evaluate_folder};
+pub use misses::{MissKind, MissTally, classify};
 pub use retrieval::{Retrieval, recall};
 
 /// Candidates per retrieval query.
@@ -34,8 +36,12 @@ pub struct SplitReport {
     pub qa_questions: usize,
     /// kind → (correct, asked)
     pub qa_by_kind: BTreeMap<String, (usize, usize)>,
-    /// A few wrong captions, for the reader: (expected, got).
+    /// The wrong captions, for the reader: (expected, got). Serialised (into a
+    /// manifest by `--write`) only the first few.
+    #[serde(serialize_with = "first_few")]
     pub caption_misses: Vec<(String, String)>,
+    /// Exact captions per frame size and the wrong ones per way they went wrong.
+    pub misses: MissTally,
     /// Captions that do not read back into objects of the vocabulary
     /// ([`scene::parse_caption`]): a program using the words could not rely on them.
     pub invalid_captions: usize,
@@ -52,6 +58,13 @@ pub struct SplitReport {
 pub struct Report {
     pub seed: u64,
     pub splits: BTreeMap<String, SplitReport>,
+}
+
+/// Wrong captions a manifest keeps, of all those a run prints from.
+const MISSES_KEPT: usize = 5;
+
+fn first_few<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&v[..v.len().min(MISSES_KEPT)], s)
 }
 
 /// Evaluates one split with a loaded model.
@@ -78,9 +91,10 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         let got = g
             .run_after_image(seen.clone(), &image, &cap, &mut |_| {})?
             .text;
+        r.misses.add(s.image.dimensions(), &s.caption, &got);
         if got == s.caption {
             exact += 1;
-        } else if r.caption_misses.len() < 5 {
+        } else {
             r.caption_misses.push((s.caption.clone(), got.clone()));
         }
         let read = scene::parse_caption(&got);
@@ -154,8 +168,9 @@ impl Report {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// A plain-text table for people.
-    pub fn table(&self) -> String {
+    /// A plain-text table for people, then per split the exact captions by frame size
+    /// and up to `misses` wrong captions.
+    pub fn table(&self, misses: usize) -> String {
         let mut s = String::new();
         let names: Vec<&String> = self.splits.keys().collect();
         s.push_str(&format!("{:<22}", "metric"));
@@ -175,6 +190,14 @@ impl Report {
             format!("{:.3}", r.caption_exact)
         });
         row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
+        for k in MissKind::ALL
+            .into_iter()
+            .filter(|k| *k != MissKind::Invalid)
+        {
+            row(&format!("  wrong {}", k.name()), &|r| {
+                r.misses.kind(k).to_string()
+            });
+        }
         row("invalid captions", &|r| r.invalid_captions.to_string());
         row("empty said empty", &|r| {
             format!("{} of {}", r.empty_said_empty, r.empty_scenes)
@@ -212,7 +235,19 @@ impl Report {
             for (got, why) in self.splits[*n].invalid_examples.iter().take(3) {
                 s.push_str(&format!("{n} invalid: {got:?} ({why})\n"));
             }
-            for (want, got) in self.splits[*n].caption_misses.iter().take(3) {
+            let frames: Vec<String> = self.splits[*n]
+                .misses
+                .by_frame
+                .iter()
+                .map(|(f, (ok, all))| format!("{f} {:.3} ({all})", *ok as f64 / *all as f64))
+                .collect();
+            s.push_str(&format!(
+                "{n} captions exact by frame: {}\n",
+                frames.join(", ")
+            ));
+        }
+        for n in &names {
+            for (want, got) in self.splits[*n].caption_misses.iter().take(misses) {
                 s.push_str(&format!(
                     "{n} miss: expected {want:?}\n{:width$}got      {got:?}\n",
                     "",
@@ -288,4 +323,44 @@ pub fn reference(g: &Glimpse, name: &str, image: &image::RgbImage) -> Result<Ref
         match_ids,
         text_embedding,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_tallies_misses_and_prints_as_many_as_asked_while_json_keeps_five() {
+        let want = "a small red circle";
+        let mut r = SplitReport {
+            scenes: 7,
+            ..Default::default()
+        };
+        r.misses.add((320, 240), want, want);
+        for _ in 0..6 {
+            r.misses.add((240, 320), want, "a large red circle");
+            r.caption_misses
+                .push((want.to_string(), "a large red circle".to_string()));
+        }
+        let report = Report {
+            seed: 7,
+            splits: [("shifted".to_string(), r)].into(),
+        };
+        let one = report.table(1);
+        assert_eq!(one.matches("shifted miss:").count(), 1);
+        assert_eq!(report.table(6).matches("shifted miss:").count(), 6);
+        let size_row = one.lines().find(|l| l.contains("wrong size")).unwrap();
+        assert!(size_row.trim_end().ends_with(" 6"), "{size_row}");
+        assert!(
+            one.contains("shifted captions exact by frame: 240x320 0.000 (6), 320x240 1.000 (1)")
+        );
+        let json = report.to_json();
+        assert_eq!(
+            json["splits"]["shifted"]["caption_misses"]
+                .as_array()
+                .unwrap()
+                .len(),
+            MISSES_KEPT
+        );
+    }
 }

@@ -1,0 +1,151 @@
+//! What went wrong in a caption that missed: objects left out or invented, or, with the
+//! right number of objects, a size, colour or shape word taken wrongly, or the right
+//! objects in the wrong order. `eval` tallies these per split, so a table shows which
+//! part of a scene the model gets wrong instead of one exact-match figure.
+
+use std::collections::BTreeMap;
+
+use glimpse_runtime::scene::{Described, parse_caption};
+
+/// One way a caption can be wrong. A caption can be wrong in several at once (a size
+/// and a colour), but `Count`, `Order` and `Invalid` stand alone: when the objects do not
+/// pair up one to one, their words are not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MissKind {
+    /// Objects left out or invented.
+    Count,
+    Size,
+    Colour,
+    Shape,
+    /// The right objects, left to right in another order.
+    Order,
+    /// The caption does not read back into objects of the vocabulary.
+    Invalid,
+}
+
+impl MissKind {
+    pub const ALL: [MissKind; 6] = [
+        MissKind::Count,
+        MissKind::Size,
+        MissKind::Colour,
+        MissKind::Shape,
+        MissKind::Order,
+        MissKind::Invalid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MissKind::Count => "objects",
+            MissKind::Size => "size",
+            MissKind::Colour => "colour",
+            MissKind::Shape => "shape",
+            MissKind::Order => "order",
+            MissKind::Invalid => "invalid",
+        }
+    }
+}
+
+/// The ways `got` differs from the `expected` caption; empty when they describe the same
+/// objects in the same order.
+pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
+    let (Ok(want), Ok(have)) = (parse_caption(expected), parse_caption(got)) else {
+        return vec![MissKind::Invalid];
+    };
+    if want.len() != have.len() {
+        return vec![MissKind::Count];
+    }
+    let mut kinds = Vec::new();
+    let words = |d: &Described| (d.size, d.color, d.shape);
+    let differs =
+        |f: fn(&Described, &Described) -> bool| want.iter().zip(&have).any(|(w, h)| f(w, h));
+    if want == have {
+        return kinds;
+    }
+    let (mut a, mut b): (Vec<_>, Vec<_>) = (
+        want.iter().map(words).collect(),
+        have.iter().map(words).collect(),
+    );
+    a.sort();
+    b.sort();
+    if a == b {
+        return vec![MissKind::Order];
+    }
+    if differs(|w, h| w.size != h.size) {
+        kinds.push(MissKind::Size);
+    }
+    if differs(|w, h| w.color != h.color) {
+        kinds.push(MissKind::Colour);
+    }
+    if differs(|w, h| w.shape != h.shape) {
+        kinds.push(MissKind::Shape);
+    }
+    kinds
+}
+
+/// Captions scored per frame size and misses per kind, for one split.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MissTally {
+    /// kind name → captions wrong in that way
+    pub by_kind: BTreeMap<String, usize>,
+    /// "WxH" → (exact, scenes)
+    pub by_frame: BTreeMap<String, (usize, usize)>,
+}
+
+impl MissTally {
+    pub fn add(&mut self, frame: (u32, u32), expected: &str, got: &str) {
+        let kinds = classify(expected, got);
+        let e = self
+            .by_frame
+            .entry(format!("{}x{}", frame.0, frame.1))
+            .or_insert((0, 0));
+        e.0 += usize::from(expected == got);
+        e.1 += 1;
+        for k in kinds {
+            *self.by_kind.entry(k.name().to_string()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn kind(&self, k: MissKind) -> usize {
+        self.by_kind.get(k.name()).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_a_caption_goes_wrong_is_named() {
+        let want = "a small red circle left of a large blue star";
+        assert!(classify(want, want).is_empty());
+        assert_eq!(classify(want, "a small red circle"), [MissKind::Count]);
+        assert_eq!(classify("nothing", "a small red circle"), [MissKind::Count]);
+        assert_eq!(
+            classify(want, "a large red circle left of a large blue star"),
+            [MissKind::Size]
+        );
+        assert_eq!(
+            classify(want, "a small red square left of a large green star"),
+            [MissKind::Colour, MissKind::Shape]
+        );
+        assert_eq!(
+            classify(want, "a large blue star left of a small red circle"),
+            [MissKind::Order]
+        );
+        assert_eq!(classify(want, "a small red"), [MissKind::Invalid]);
+    }
+
+    #[test]
+    fn the_tally_counts_exact_captions_per_frame_and_misses_per_kind() {
+        let mut t = MissTally::default();
+        let want = "a small red circle";
+        t.add((320, 240), want, want);
+        t.add((320, 240), want, "a large red circle");
+        t.add((240, 320), want, "a large red square");
+        assert_eq!(t.by_frame["320x240"], (1, 2));
+        assert_eq!(t.by_frame["240x320"], (0, 1));
+        assert_eq!(t.kind(MissKind::Size), 2);
+        assert_eq!(t.kind(MissKind::Shape), 1);
+        assert_eq!(t.kind(MissKind::Colour), 0);
+    }
+}
