@@ -223,6 +223,12 @@ struct TrainArgs {
     /// hardest to get exact.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().crowded)]
     crowded: f32,
+    /// Synthetic scenes: draw this share of the training scenes on frames of other shapes
+    /// than the four training ones, portrait (208x312, 180x320) and wide (336x192,
+    /// 384x192), so a camera turned on its side or cropped wide is not new to the model.
+    /// The shifted split's 240x320 and 352x176 stay unseen.
+    #[arg(long, value_name = "P", default_value_t = TrainOptions::default().reframe)]
+    reframe: f32,
     /// With --init: add N decoder blocks on top of the starting model's, each starting as
     /// the identity (its output projections at zero), so training begins from what the
     /// model already does with room to do more.
@@ -397,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
                 caption_share: a.caption_share,
                 word_noise: a.word_noise,
                 crowded: a.crowded,
+                reframe: a.reframe,
                 add_layers: a.add_layers,
                 widen: a.widen,
                 regrid: match (&a.canvas, &a.init) {
@@ -433,6 +440,15 @@ fn run(cli: Cli) -> Result<()> {
             anyhow::ensure!(
                 a.crowded == 0.0 || options.data.is_none(),
                 "--crowded draws synthetic scenes; a --data folder's images are what they are"
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&a.reframe),
+                "--reframe must be a probability from 0 to 1, not {}",
+                a.reframe
+            );
+            anyhow::ensure!(
+                a.reframe == 0.0 || options.data.is_none(),
+                "--reframe draws synthetic scenes; a --data folder's images are what they are"
             );
             anyhow::ensure!(
                 a.add_layers == 0 || options.init.is_some(),

@@ -100,6 +100,10 @@ pub struct TrainOptions {
     /// (a curriculum on the crowded scenes; 0: every count alike).
     #[serde(default)]
     pub crowded: f32,
+    /// Synthetic data: share of training scenes drawn on frames of other shapes,
+    /// portrait and wide ([`crate::data::REFRAMED`]; 0: the training frames alone).
+    #[serde(default)]
+    pub reframe: f32,
     /// With `init`: decoder blocks added on top of the starting model's, each starting as
     /// the identity (see [`deepen`]).
     #[serde(default)]
@@ -169,6 +173,7 @@ impl Default for TrainOptions {
             init: None,
             word_noise: 0.0,
             crowded: 0.0,
+            reframe: 0.0,
             add_layers: 0,
             widen: 1,
             regrid: None,
@@ -404,6 +409,7 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
         None => Box::new(SyntheticData {
             caption_share: o.caption_share,
             crowded: o.crowded,
+            reframe: o.reframe,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
         Some(dir) => {

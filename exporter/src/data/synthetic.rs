@@ -19,7 +19,13 @@ pub struct SyntheticData {
     pub caption_share: Option<f32>,
     /// Share of training scenes drawn with [`CROWDED`] objects or more (`train --crowded`).
     pub crowded: f32,
+    /// Share of training scenes drawn on the [`REFRAMED`] frames (`train --reframe`).
+    pub reframe: f32,
 }
+
+/// Frame shapes a training curriculum can add to the four of the training conditions:
+/// portrait 2:3 and 9:16, wide 7:4 and 2:1. None is a frame of the shifted split.
+pub const REFRAMED: &[(u32, u32)] = &[(208, 312), (180, 320), (336, 192), (384, 192)];
 
 /// The fewest objects of a crowded training scene.
 pub const CROWDED: usize = 3;
@@ -31,21 +37,25 @@ impl SyntheticData {
             per_scene: per_scene.max(1),
             caption_share: None,
             crowded: 0.0,
+            reframe: 0.0,
         }
     }
 
-    /// Scene `index` of `split`: crowded with the share `self.crowded` when training, the
-    /// choice drawn from its own stream so the rest of the scene's draws do not move.
+    /// Scene `index` of `split`: crowded with the share `self.crowded` and on another
+    /// frame shape with the share `self.reframe` when training, each choice drawn from its
+    /// own stream so the rest of the scene's draws do not move.
     fn sample(&self, split: Split, index: u64) -> scene::Sample {
-        let conditions = split.conditions();
-        let crowded = split == Split::Train
-            && self.crowded > 0.0
-            && Rng::for_item(self.seed ^ 0x6372_6f77, index).chance(self.crowded);
-        if crowded {
-            scene::sample_in(self.seed, split, index, &conditions.crowded(CROWDED))
-        } else {
-            scene::sample(self.seed, split, index)
+        let mut conditions = *split.conditions();
+        let chance = |stream: u64, p: f32| {
+            split == Split::Train && p > 0.0 && Rng::for_item(self.seed ^ stream, index).chance(p)
+        };
+        if chance(0x6372_6f77, self.crowded) {
+            conditions = conditions.crowded(CROWDED);
         }
+        if chance(0x6672_616d, self.reframe) {
+            conditions.frames = REFRAMED;
+        }
+        scene::sample_in(self.seed, split, index, &conditions)
     }
 
     fn examples(&self, split: Split, first_scene: u64, count: usize) -> Vec<Example> {
@@ -177,6 +187,8 @@ impl ExampleSource for SyntheticData {
             "examples_per_scene": self.per_scene,
             "caption_share": self.caption_share,
             "crowded_share": self.crowded,
+            "reframe_share": self.reframe,
+            "reframed_frames": REFRAMED,
             "compositional_held_out": held_out_pairs(),
             "empty_share": scene::Conditions::TRAINING.empty,
             "frames": scene::Conditions::TRAINING.frames,
@@ -379,5 +391,39 @@ mod tests {
             ..SyntheticData::new(5, 1)
         };
         assert_eq!(val(&SyntheticData::new(5, 1)), val(&crowded));
+    }
+
+    #[test]
+    fn reframed_training_scenes_take_other_frame_shapes_at_their_share() {
+        let frames = |d: &SyntheticData| -> Vec<(u32, u32)> {
+            d.train_batch(0, 400)
+                .unwrap()
+                .iter()
+                .map(|e| e.image.dimensions())
+                .collect()
+        };
+        let with = |reframe| SyntheticData {
+            reframe,
+            ..SyntheticData::new(5, 1)
+        };
+        let reframed = |v: &[(u32, u32)]| v.iter().filter(|f| REFRAMED.contains(f)).count();
+        let (plain, half, all) = (frames(&with(0.0)), frames(&with(0.5)), frames(&with(1.0)));
+        assert_eq!(reframed(&plain), 0);
+        assert_eq!(reframed(&all), all.len());
+        let h = reframed(&half);
+        assert!((140..=260).contains(&h), "{h} of {}", half.len());
+        // none is a frame of the training conditions or of the shifted split
+        for f in REFRAMED {
+            assert!(!scene::Conditions::TRAINING.frames.contains(f));
+            assert!(!scene::Conditions::SHIFTED.frames.contains(f));
+        }
+        // validation never changes
+        let val = |d: &SyntheticData| -> Vec<(u32, u32)> {
+            d.validation(50)
+                .iter()
+                .map(|e| e.image.dimensions())
+                .collect()
+        };
+        assert_eq!(val(&with(0.0)), val(&with(1.0)));
     }
 }
