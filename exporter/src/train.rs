@@ -39,6 +39,9 @@ pub const CHECKPOINT_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.bin";
 pub const PROGRESS_FILE: &str = "progress.json";
 pub const METRICS_FILE: &str = "metrics.json";
+/// Steps between the plain progress lines of a run whose standard error is not a terminal
+/// (validation lines come every `val_every`).
+const LOG_EVERY: usize = 25;
 
 /// The model's shape as chosen on the command line; the vocabulary comes from the tokenizer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -912,6 +915,10 @@ pub fn train(
             tokens as f64 / secs.max(1e-9)
         ));
         let last = done == o.steps;
+        if bar.is_hidden() && done % LOG_EVERY == 0 && done % o.val_every != 0 && !last {
+            // not a terminal: a plain line now and then, so a logged run shows it is moving
+            eprintln!("step {done:>6}/{} {}", o.steps, bar.message());
+        }
         if done % o.val_every == 0 || last {
             let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
             progress.train_loss.push((done, mean));
