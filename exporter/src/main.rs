@@ -225,8 +225,8 @@ struct TrainArgs {
     crowded: f32,
     /// Synthetic scenes: draw this share of the training scenes on frames of other shapes
     /// than the four training ones, portrait (208x312, 180x320) and wide (336x192,
-    /// 384x192), so a camera turned on its side or cropped wide is not new to the model.
-    /// The shifted split's 240x320 and 352x176 stay unseen.
+    /// 400x180), so a camera turned on its side or cropped wide is not new to the model.
+    /// The shifted split's shapes (240x320, 352x176) stay unseen.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().reframe)]
     reframe: f32,
     /// With --init: add N decoder blocks on top of the starting model's, each starting as

@@ -24,8 +24,10 @@ pub struct SyntheticData {
 }
 
 /// Frame shapes a training curriculum can add to the four of the training conditions:
-/// portrait 2:3 and 9:16, wide 7:4 and 2:1. None is a frame of the shifted split.
-pub const REFRAMED: &[(u32, u32)] = &[(208, 312), (180, 320), (336, 192), (384, 192)];
+/// portrait 2:3 and 9:16, wide 7:4 and 20:9. None has the shape of a frame of the shifted
+/// split (3:4 and 2:1, which lie between them): scaled to the canvas, a frame of the same
+/// shape would look the same.
+pub const REFRAMED: &[(u32, u32)] = &[(208, 312), (180, 320), (336, 192), (400, 180)];
 
 /// The fewest objects of a crowded training scene.
 pub const CROWDED: usize = 3;
@@ -412,10 +414,16 @@ mod tests {
         assert_eq!(reframed(&all), all.len());
         let h = reframed(&half);
         assert!((140..=260).contains(&h), "{h} of {}", half.len());
-        // none is a frame of the training conditions or of the shifted split
+        // none has the shape of a frame of the training conditions or of the shifted split
+        let same_shape = |a: &(u32, u32), b: &(u32, u32)| a.0 * b.1 == a.1 * b.0;
         for f in REFRAMED {
-            assert!(!scene::Conditions::TRAINING.frames.contains(f));
-            assert!(!scene::Conditions::SHIFTED.frames.contains(f));
+            let known = scene::Conditions::TRAINING.frames.iter();
+            assert!(
+                !known
+                    .chain(scene::Conditions::SHIFTED.frames)
+                    .any(|g| same_shape(f, g)),
+                "{f:?}"
+            );
         }
         // validation never changes
         let val = |d: &SyntheticData| -> Vec<(u32, u32)> {
