@@ -427,29 +427,10 @@ fn run(cli: Cli) -> Result<()> {
                 "--lr must be between 0 and 1 (exclusive), not {}",
                 a.lr
             );
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&a.word_noise),
-                "--word-noise must be a probability from 0 to 1, not {}",
-                a.word_noise
-            );
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&a.crowded),
-                "--crowded must be a probability from 0 to 1, not {}",
-                a.crowded
-            );
-            anyhow::ensure!(
-                a.crowded == 0.0 || options.data.is_none(),
-                "--crowded draws synthetic scenes; a --data folder's images are what they are"
-            );
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&a.reframe),
-                "--reframe must be a probability from 0 to 1, not {}",
-                a.reframe
-            );
-            anyhow::ensure!(
-                a.reframe == 0.0 || options.data.is_none(),
-                "--reframe draws synthetic scenes; a --data folder's images are what they are"
-            );
+            probability("--word-noise", a.word_noise)?;
+            let synthetic = options.data.is_none();
+            synthetic_share("--crowded", a.crowded, synthetic)?;
+            synthetic_share("--reframe", a.reframe, synthetic)?;
             anyhow::ensure!(
                 a.add_layers == 0 || options.init.is_some(),
                 "--add-layers grows the model of --init; a new run takes its depth from --layers"
@@ -619,6 +600,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A flag's value that must be a probability.
+fn probability(flag: &str, p: f32) -> Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&p),
+        "{flag} must be a probability from 0 to 1, not {p}"
+    );
+    Ok(())
+}
+
+/// A share of the synthetic training scenes: a probability, and 0 with a `--data` folder.
+fn synthetic_share(flag: &str, p: f32, synthetic: bool) -> Result<()> {
+    probability(flag, p)?;
+    anyhow::ensure!(
+        p == 0.0 || synthetic,
+        "{flag} draws synthetic scenes; a --data folder's images are what they are"
+    );
+    Ok(())
 }
 
 /// A count that must be at least 1 (a zero batch, step or interval has no meaning).

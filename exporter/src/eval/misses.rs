@@ -51,16 +51,13 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
     let (Ok(want), Ok(have)) = (parse_caption(expected), parse_caption(got)) else {
         return vec![MissKind::Invalid];
     };
+    if want == have {
+        return Vec::new();
+    }
     if want.len() != have.len() {
         return vec![MissKind::Count];
     }
-    let mut kinds = Vec::new();
     let words = |d: &Described| (d.size, d.color, d.shape);
-    let differs =
-        |f: fn(&Described, &Described) -> bool| want.iter().zip(&have).any(|(w, h)| f(w, h));
-    if want == have {
-        return kinds;
-    }
     let (mut a, mut b): (Vec<_>, Vec<_>) = (
         want.iter().map(words).collect(),
         have.iter().map(words).collect(),
@@ -70,6 +67,9 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
     if a == b {
         return vec![MissKind::Order];
     }
+    let mut kinds = Vec::new();
+    let differs =
+        |f: fn(&Described, &Described) -> bool| want.iter().zip(&have).any(|(w, h)| f(w, h));
     if differs(|w, h| w.size != h.size) {
         kinds.push(MissKind::Size);
     }
