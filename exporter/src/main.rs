@@ -336,6 +336,11 @@ struct EvalArgs {
     /// Wrong captions to print per split (the JSON and the manifest keep five).
     #[arg(long, default_value_t = 3)]
     misses: usize,
+    /// Instead of the splits, find which of the shifted split's differences costs the
+    /// captions: test scenes under the training conditions, then with one nuisance or
+    /// frame shape at a time taken from the shifted split (--scenes each).
+    #[arg(long, conflicts_with_all = ["write", "data"])]
+    nuisances: bool,
 }
 
 /// `--canvas WIDTHxHEIGHT` as two sizes in pixels.
@@ -574,6 +579,19 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     print!("{}", report.table());
                 }
+            }
+        }
+        Command::Eval(a) if a.nuisances => {
+            let g = glimpse_runtime::Glimpse::load(&a.package)?;
+            let seed = a
+                .seed
+                .or_else(|| glimpse_exporter::eval::package_seed(&g))
+                .unwrap_or(7);
+            let probes = glimpse_exporter::eval::probe(&g, seed, a.scenes)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&probes)?);
+            } else {
+                print!("{}", glimpse_exporter::eval::probe_table(&probes, a.scenes));
             }
         }
         Command::Eval(a) => {

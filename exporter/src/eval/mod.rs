@@ -7,6 +7,7 @@
 mod bleu;
 mod folder;
 mod misses;
+mod nuisances;
 mod retrieval;
 
 use std::collections::BTreeMap;
@@ -15,13 +16,15 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 
-use glimpse_runtime::Glimpse;
+use glimpse_runtime::model::DecoderSession;
 use glimpse_runtime::scene::{self, QuestionKind, Split};
 use glimpse_runtime::text::{Prompt, TokenStream};
+use glimpse_runtime::{Glimpse, ImageContext};
 
 pub use bleu::corpus_bleu4;
 pub use folder::{CONFUSIONS, Confusion, FolderReport, Lines, Scorer, Tally, evaluate_folder};
 pub use misses::{MissKind, MissTally, classify};
+pub use nuisances::{Probe, probe, table as probe_table, variants};
 pub use retrieval::{Retrieval, recall};
 
 /// Candidates per retrieval query.
@@ -67,6 +70,12 @@ fn first_few<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok
     serde::Serialize::serialize(&v[..v.len().min(MISSES_KEPT)], s)
 }
 
+/// The caption `g` writes for `image`, continuing `seen`, its session after the image.
+fn caption_after(g: &Glimpse, seen: DecoderSession<'_>, image: &ImageContext) -> Result<String> {
+    let prompt = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+    Ok(g.run_after_image(seen, image, &prompt, &mut |_| {})?.text)
+}
+
 /// Evaluates one split with a loaded model.
 pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Result<SplitReport> {
     let mut r = SplitReport::default();
@@ -87,10 +96,7 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         } else {
             g.image_session(&image)?
         };
-        let cap = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
-        let got = g
-            .run_after_image(seen.clone(), &image, &cap, &mut |_| {})?
-            .text;
+        let got = caption_after(g, seen.clone(), &image)?;
         r.misses.add(s.image.dimensions(), &s.caption, &got);
         if got == s.caption {
             exact += 1;
