@@ -8,7 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -688,8 +689,7 @@ pub fn train(
     changes: Changes,
 ) -> Result<Progress> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let device = device();
-    let train_device = device.clone().autodiff();
+    let device = device().autodiff();
     let exists = out.join(RUN_FILE).is_file();
     if exists && !resume {
         bail!(
@@ -697,131 +697,29 @@ pub fn train(
             out.display()
         );
     }
-    // a new run opens its data to train the tokenizer and describe it; training reuses it
-    let (run, tok, mut model, mut optim, mut progress, opened) = if exists {
-        let run = read_run(out)?;
-        let tok = tokenizer::load(&out.join(tokenizer::FILE))?;
-        let progress: Progress = read_json(&out.join(PROGRESS_FILE))?;
-        let model = load_model(out, &run, &train_device)?;
-        let optim = optimizer()
-            .load(out.join(OPTIMIZER_FILE))
-            .map_err(|e| anyhow::anyhow!("cannot load optimizer state: {e}"))?;
-        eprintln!(
-            "resuming {} at step {}/{}",
-            out.display(),
-            progress.step,
-            run.options.steps
-        );
-        let mut run = run;
-        if let Some(steps) = changes.steps
-            && steps != run.options.steps
-        {
-            anyhow::ensure!(
-                steps > progress.step,
-                "--steps {steps}: the run in {} is already at step {}",
-                out.display(),
-                progress.step
-            );
-            // the learning-rate schedule stretches or shrinks to the new end
-            eprintln!(
-                "the schedule now ends at step {steps} (was {})",
-                run.options.steps
-            );
-            run.options.steps = steps;
-        }
-        if let Some(w) = changes.contrastive
-            && w != run.options.contrastive
-        {
-            eprintln!(
-                "contrastive loss weight {} from step {} on (was {})",
-                w, progress.step, run.options.contrastive
-            );
-            run.options.contrastive = w;
-        }
-        write_json(&out.join(RUN_FILE), &run)?;
-        (run, tok, model, optim, progress, None)
+    let opened = if exists {
+        resume_run(out, changes, &device)?
     } else if let Some(init) = options.init.clone() {
-        let from = start_from(&init, &train_device)?;
-        let mut options = options;
-        options.d_model = from.config.d_model;
-        options.n_layers = from.config.n_layers;
-        options.n_heads = from.config.n_heads;
-        options.d_ff = from.config.d_ff;
-        options.max_positions = from.config.max_positions;
-        options.canvas = from.canvas;
-        options.match_dim = from.match_dim;
-        let src = source(&options)?;
-        // new data brings its own words (a user's folder, or phrasings the scene generator
-        // gained since the model was trained): they become tokens of their own
-        let from = grow(from, &src.corpus(), &train_device)?;
-        let from = deepen(from, options.add_layers, &train_device)?;
-        let from = widen(from, options.widen, options.seed, &train_device)?;
-        let from = regrid(from, options.regrid, &train_device)?;
-        options.max_positions = from.config.max_positions;
-        options.canvas = from.canvas;
-        options.n_layers = from.config.n_layers;
-        options.d_model = from.config.d_model;
-        options.n_heads = from.config.n_heads;
-        options.d_ff = from.config.d_ff;
-        tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
-        let tok = from.tokenizer;
-        let model = from.model;
-        let run = RunInfo {
-            model: from.config,
-            canvas: from.canvas,
-            data: src.describe(),
-            options,
-        };
-        write_json(&out.join(RUN_FILE), &run)?;
-        (run, tok, model, optimizer(), Progress::default(), Some(src))
+        start_from_init(out, &init, options, &device)?
     } else {
-        options.canvas.validate().map_err(anyhow::Error::msg)?;
-        let src = source(&options)?;
-        let tok = tokenizer::train(&src.corpus(), 2048)?;
-        tokenizer::save(&tok, &out.join(tokenizer::FILE))?;
-        let model_cfg = ModelConfig {
-            vocab_size: tok.inner().get_vocab_size(true),
-            d_model: options.d_model,
-            n_layers: options.n_layers,
-            n_heads: options.n_heads,
-            d_ff: options.d_ff,
-            rotary_fraction: 0.5,
-            rope_theta: 25_000.0,
-            layer_norm_eps: 1e-5,
-            max_positions: options.max_positions,
-        };
-        model_cfg.validate().map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            options.canvas.image_tokens() + 8 <= options.max_positions,
-            "the canvas takes {} image tokens: --max-positions {} leaves no room for text",
-            options.canvas.image_tokens(),
-            options.max_positions
-        );
-        let run = RunInfo {
-            model: model_cfg.clone(),
-            canvas: options.canvas,
-            data: src.describe(),
-            options: options.clone(),
-        };
-        write_json(&out.join(RUN_FILE), &run)?;
-        // Same seed, same initial weights: a run is reproduced by repeating its command.
-        train_device.seed(options.seed);
-        let model = Fuyu::new(
-            &model_cfg,
-            &options.canvas,
-            options.match_dim,
-            &train_device,
-        );
-        (run, tok, model, optimizer(), Progress::default(), Some(src))
+        start_fresh(out, options, &device)?
     };
+    let Opened {
+        run,
+        tokenizer: tok,
+        mut model,
+        mut optim,
+        mut progress,
+        source,
+    } = opened;
     let o = run.options.clone();
     let cfg = run.model.clone();
     let canvas = run.canvas;
     let tok = Arc::new(tok);
-    let rotary = Rotary::new(&cfg, &train_device);
-    let src = match opened {
+    let rotary = Rotary::new(&cfg, &device);
+    let src = match source {
         Some(src) => src,
-        None => source(&o)?,
+        None => self::source(&o)?,
     };
     let builder = BatchBuilder {
         tokenizer: &tok,
@@ -835,106 +733,50 @@ pub fn train(
         .map(|c| builder.build(c))
         .collect::<Result<_>>()?;
 
-    // Batches are made on another thread while the model trains.
-    let (tx, rx) = sync_channel::<Result<Batch>>(4);
     let first = progress.step;
-    let noise = (o.word_noise > 0.0)
-        .then(|| WordNoise::new(&tok, o.word_noise))
-        .transpose()?;
-    let producer = {
-        let tok = tok.clone();
-        let o = o.clone();
-        std::thread::spawn(move || {
-            let builder = BatchBuilder {
-                tokenizer: &tok,
-                canvas,
-                max_positions: o.max_positions,
-                pack: o.pack,
-            };
-            for step in first..o.steps {
-                let b =
-                    src.train_batch(step as u64, o.batch_size)
-                        .and_then(|examples| match &noise {
-                            Some(noise) => {
-                                // each step's own draws, so a resumed run sees what it would have
-                                let mut rng = Rng::for_item(o.seed ^ 0x6e6f_6973, step as u64);
-                                builder.build_noisy(&examples, noise, &mut rng)
-                            }
-                            None => builder.build(&examples),
-                        });
-                if tx.send(b).is_err() {
-                    break;
-                }
-            }
-        })
-    };
-
-    let bar = ProgressBar::new(o.steps as u64).with_position(first as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let elapsed_before = progress.elapsed_s;
-    let mut window = Vec::new();
-    let mut match_window = Vec::new();
-    let mut tokens = 0usize;
+    let (batches, producer) = spawn_batches(src, tok.clone(), &o, canvas, first)?;
+    let bar = progress_bar(o.steps, first);
+    let mut meter = Meter::new(progress.elapsed_s);
     let matching = o.contrastive > 0.0;
     for step in first..o.steps {
-        let batch = rx.recv().context("the batch producer stopped")??;
-        tokens += batch.size * (canvas.image_tokens() + batch.text_len);
-        let t = to_tensors(batch, &canvas, &train_device);
+        let batch = batches.recv().context("the batch producer stopped")??;
+        meter.tokens += batch.size * (canvas.image_tokens() + batch.text_len);
+        let t = to_tensors(batch, &canvas, &device);
         let losses = batch_loss(&model, &rotary, &cfg, &canvas, t, matching);
         let value = losses.text.clone().into_scalar::<f32>();
         let mut loss = losses.text;
         if let Some(m) = losses.matching {
-            match_window.push(m.clone().into_scalar::<f32>());
+            meter.matching.push(m.clone().into_scalar::<f32>());
             loss = loss + m * o.contrastive;
         }
-        if !value.is_finite() || match_window.last().is_some_and(|m| !m.is_finite()) {
+        if !value.is_finite() || meter.matching.last().is_some_and(|m| !m.is_finite()) {
             bail!("training diverged at step {step}: loss is {value}");
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(learning_rate(&o, step), model, grads);
-        window.push(value);
+        meter.text.push(value);
         let done = step + 1;
-        let secs = started.elapsed().as_secs_f64();
         bar.set_position(done as u64);
-        let match_note = if match_window.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " match {:.4}",
-                match_window.iter().sum::<f32>() / match_window.len() as f32
-            )
-        };
-        bar.set_message(format!(
-            "loss {:.4}{match_note} {:.0} tok/s",
-            window.iter().sum::<f32>() / window.len() as f32,
-            tokens as f64 / secs.max(1e-9)
-        ));
+        bar.set_message(meter.message());
         let last = done == o.steps;
         if bar.is_hidden() && done % LOG_EVERY == 0 && done % o.val_every != 0 && !last {
             // not a terminal: a plain line now and then, so a logged run shows it is moving
             eprintln!("step {done:>6}/{} {}", o.steps, bar.message());
         }
         if done % o.val_every == 0 || last {
-            let mean = window.iter().sum::<f32>() / window.len().max(1) as f32;
+            let match_note = meter.match_note();
+            let (mean, m) = meter.take_means();
             progress.train_loss.push((done, mean));
-            window.clear();
-            if !match_window.is_empty() {
-                let m = match_window.iter().sum::<f32>() / match_window.len() as f32;
+            if let Some(m) = m {
                 progress.match_loss.push((done, m));
-                match_window.clear();
             }
-            let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &train_device);
+            let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &device);
             progress.val_loss.push((done, val));
             let line = format!(
                 "step {done:>6}/{}  train loss {mean:.4}{match_note}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
                 o.steps,
-                tokens as f64 / secs.max(1e-9),
-                elapsed_before + secs
+                meter.tokens_per_second(),
+                meter.elapsed_s()
             );
             if bar.is_hidden() {
                 // not a terminal (a log file, CI): plain lines instead of the bar
@@ -945,22 +787,306 @@ pub fn train(
         }
         if done % o.checkpoint_every == 0 || last {
             progress.step = done;
-            progress.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            save_model(&model, out)?;
-            optim
-                .save(out.join(OPTIMIZER_FILE))
-                .map_err(|e| anyhow::anyhow!("cannot write optimizer state: {e}"))?;
-            write_json(&out.join(PROGRESS_FILE), &progress)?;
+            progress.elapsed_s = meter.elapsed_s();
+            checkpoint(out, &model, &optim, &progress)?;
         }
     }
-    drop(rx);
+    drop(batches);
     let _ = producer.join();
     bar.finish_and_clear();
     progress.step = o.steps;
-    progress.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+    progress.elapsed_s = meter.elapsed_s();
     write_json(&out.join(PROGRESS_FILE), &progress)?;
     crate::report::write_curves(out, &progress)?;
-    let params: usize = crate::model::weights::collect(&model)
+    write_metrics(out, &progress, &model, &o, &meter)?;
+    Ok(progress)
+}
+
+/// A run ready to train: what it is, where it stands, and its data when opening it read
+/// them already (a new run trains its tokenizer on them and describes them).
+struct Opened {
+    run: RunInfo,
+    tokenizer: TextTokenizer,
+    model: Fuyu,
+    optim: burn::optim::ModuleOptimizer,
+    progress: Progress,
+    source: Option<Box<dyn ExampleSource>>,
+}
+
+/// The run in `out` at its last checkpoint, with `changes` applied and recorded.
+fn resume_run(out: &Path, changes: Changes, device: &Device) -> Result<Opened> {
+    let mut run = read_run(out)?;
+    let tokenizer = tokenizer::load(&out.join(tokenizer::FILE))?;
+    let progress: Progress = read_json(&out.join(PROGRESS_FILE))?;
+    let model = load_model(out, &run, device)?;
+    let optim = optimizer()
+        .load(out.join(OPTIMIZER_FILE))
+        .map_err(|e| anyhow::anyhow!("cannot load optimizer state: {e}"))?;
+    eprintln!(
+        "resuming {} at step {}/{}",
+        out.display(),
+        progress.step,
+        run.options.steps
+    );
+    if let Some(steps) = changes.steps
+        && steps != run.options.steps
+    {
+        anyhow::ensure!(
+            steps > progress.step,
+            "--steps {steps}: the run in {} is already at step {}",
+            out.display(),
+            progress.step
+        );
+        // the learning-rate schedule stretches or shrinks to the new end
+        eprintln!(
+            "the schedule now ends at step {steps} (was {})",
+            run.options.steps
+        );
+        run.options.steps = steps;
+    }
+    if let Some(w) = changes.contrastive
+        && w != run.options.contrastive
+    {
+        eprintln!(
+            "contrastive loss weight {} from step {} on (was {})",
+            w, progress.step, run.options.contrastive
+        );
+        run.options.contrastive = w;
+    }
+    write_json(&out.join(RUN_FILE), &run)?;
+    Ok(Opened {
+        run,
+        tokenizer,
+        model,
+        optim,
+        progress,
+        source: None,
+    })
+}
+
+/// A new run in `out` fine-tuning `init` (a run or a package): its shape, canvas and
+/// tokenizer win over `options`', then grown, deepened, widened and moved as asked.
+fn start_from_init(
+    out: &Path,
+    init: &Path,
+    mut options: TrainOptions,
+    device: &Device,
+) -> Result<Opened> {
+    let from = start_from(init, device)?;
+    options.match_dim = from.match_dim;
+    let src = source(&options)?;
+    // new data brings its own words (a user's folder, or phrasings the scene generator
+    // gained since the model was trained): they become tokens of their own
+    let from = grow(from, &src.corpus(), device)?;
+    let from = deepen(from, options.add_layers, device)?;
+    let from = widen(from, options.widen, options.seed, device)?;
+    let from = regrid(from, options.regrid, device)?;
+    options.max_positions = from.config.max_positions;
+    options.canvas = from.canvas;
+    options.n_layers = from.config.n_layers;
+    options.d_model = from.config.d_model;
+    options.n_heads = from.config.n_heads;
+    options.d_ff = from.config.d_ff;
+    tokenizer::save(&from.tokenizer, &out.join(tokenizer::FILE))?;
+    let run = RunInfo {
+        model: from.config,
+        canvas: from.canvas,
+        data: src.describe(),
+        options,
+    };
+    write_json(&out.join(RUN_FILE), &run)?;
+    Ok(Opened {
+        run,
+        tokenizer: from.tokenizer,
+        model: from.model,
+        optim: optimizer(),
+        progress: Progress::default(),
+        source: Some(src),
+    })
+}
+
+/// A new run in `out` from random weights of `options`' shape, with a tokenizer trained
+/// on the data's texts. The same seed gives the same weights: a run is reproduced by
+/// repeating its command.
+fn start_fresh(out: &Path, options: TrainOptions, device: &Device) -> Result<Opened> {
+    options.canvas.validate().map_err(anyhow::Error::msg)?;
+    let src = source(&options)?;
+    let tokenizer = tokenizer::train(&src.corpus(), 2048)?;
+    tokenizer::save(&tokenizer, &out.join(tokenizer::FILE))?;
+    let model_cfg = ModelConfig {
+        vocab_size: tokenizer.inner().get_vocab_size(true),
+        d_model: options.d_model,
+        n_layers: options.n_layers,
+        n_heads: options.n_heads,
+        d_ff: options.d_ff,
+        rotary_fraction: 0.5,
+        rope_theta: 25_000.0,
+        layer_norm_eps: 1e-5,
+        max_positions: options.max_positions,
+    };
+    model_cfg.validate().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        options.canvas.image_tokens() + 8 <= options.max_positions,
+        "the canvas takes {} image tokens: --max-positions {} leaves no room for text",
+        options.canvas.image_tokens(),
+        options.max_positions
+    );
+    device.seed(options.seed);
+    let model = Fuyu::new(&model_cfg, &options.canvas, options.match_dim, device);
+    let run = RunInfo {
+        model: model_cfg,
+        canvas: options.canvas,
+        data: src.describe(),
+        options,
+    };
+    write_json(&out.join(RUN_FILE), &run)?;
+    Ok(Opened {
+        run,
+        tokenizer,
+        model,
+        optim: optimizer(),
+        progress: Progress::default(),
+        source: Some(src),
+    })
+}
+
+/// Training batches from step `first` on, made on another thread while the model
+/// trains (with word noise drawn per step, so a resumed run sees what it would have).
+fn spawn_batches(
+    src: Box<dyn ExampleSource>,
+    tok: Arc<TextTokenizer>,
+    o: &TrainOptions,
+    canvas: Canvas,
+    first: usize,
+) -> Result<(Receiver<Result<Batch>>, JoinHandle<()>)> {
+    let noise = (o.word_noise > 0.0)
+        .then(|| WordNoise::new(&tok, o.word_noise))
+        .transpose()?;
+    let (tx, rx) = sync_channel::<Result<Batch>>(4);
+    let o = o.clone();
+    let producer = std::thread::spawn(move || {
+        let builder = BatchBuilder {
+            tokenizer: &tok,
+            canvas,
+            max_positions: o.max_positions,
+            pack: o.pack,
+        };
+        for step in first..o.steps {
+            let b = src
+                .train_batch(step as u64, o.batch_size)
+                .and_then(|examples| match &noise {
+                    Some(noise) => {
+                        let mut rng = Rng::for_item(o.seed ^ 0x6e6f_6973, step as u64);
+                        builder.build_noisy(&examples, noise, &mut rng)
+                    }
+                    None => builder.build(&examples),
+                });
+            if tx.send(b).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((rx, producer))
+}
+
+/// The progress bar of a run of `steps`, at `first`.
+fn progress_bar(steps: usize, first: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64).with_position(first as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The losses since the last validation, and this session's pace.
+struct Meter {
+    text: Vec<f32>,
+    matching: Vec<f32>,
+    /// Image and text tokens trained on in this session.
+    tokens: usize,
+    started: Instant,
+    /// Seconds the run trained in earlier sessions.
+    elapsed_before: f64,
+}
+
+impl Meter {
+    fn new(elapsed_before: f64) -> Meter {
+        Meter {
+            text: Vec::new(),
+            matching: Vec::new(),
+            tokens: 0,
+            started: Instant::now(),
+            elapsed_before,
+        }
+    }
+
+    fn mean(v: &[f32]) -> f32 {
+        v.iter().sum::<f32>() / v.len().max(1) as f32
+    }
+
+    fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Seconds the run has trained, all sessions together.
+    fn elapsed_s(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// " match L" while the contrastive loss is on, else nothing.
+    fn match_note(&self) -> String {
+        if self.matching.is_empty() {
+            String::new()
+        } else {
+            format!(" match {:.4}", Self::mean(&self.matching))
+        }
+    }
+
+    /// The bar's message: the losses' means since the last validation and the pace.
+    fn message(&self) -> String {
+        format!(
+            "loss {:.4}{} {:.0} tok/s",
+            Self::mean(&self.text),
+            self.match_note(),
+            self.tokens_per_second()
+        )
+    }
+
+    /// The means since the last validation (text, and matching if on), starting anew.
+    fn take_means(&mut self) -> (f32, Option<f32>) {
+        let text = Self::mean(&self.text);
+        let matching = (!self.matching.is_empty()).then(|| Self::mean(&self.matching));
+        self.text.clear();
+        self.matching.clear();
+        (text, matching)
+    }
+}
+
+/// The model, the optimizer's state and the progress, for `--resume` and `export`.
+fn checkpoint(
+    out: &Path,
+    model: &Fuyu,
+    optim: &burn::optim::ModuleOptimizer,
+    progress: &Progress,
+) -> Result<()> {
+    save_model(model, out)?;
+    optim
+        .save(out.join(OPTIMIZER_FILE))
+        .map_err(|e| anyhow::anyhow!("cannot write optimizer state: {e}"))?;
+    write_json(&out.join(PROGRESS_FILE), progress)
+}
+
+/// `metrics.json`: what the run came to and this session's pace.
+fn write_metrics(
+    out: &Path,
+    progress: &Progress,
+    model: &Fuyu,
+    o: &TrainOptions,
+    meter: &Meter,
+) -> Result<()> {
+    let params: usize = crate::model::weights::collect(model)
         .values()
         .map(|a| a.data.len())
         .sum();
@@ -973,10 +1099,9 @@ pub fn train(
         "final_val_loss": progress.val_loss.last().map(|x| x.1),
         "contrastive_weight": o.contrastive,
         "final_match_loss": progress.match_loss.last().map(|x| x.1),
-        "tokens_per_second_last_session": tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        "tokens_per_second_last_session": meter.tokens_per_second(),
     });
-    write_json(&out.join(METRICS_FILE), &metrics)?;
-    Ok(progress)
+    write_json(&out.join(METRICS_FILE), &metrics)
 }
 
 fn optimizer() -> burn::optim::ModuleOptimizer {
