@@ -370,105 +370,7 @@ fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(a) => {
-            let options = TrainOptions {
-                steps: a.steps.unwrap_or(TrainOptions::default().steps),
-                batch_size: a.batch_size,
-                lr: a.lr,
-                warmup: a.warmup,
-                seed: a.seed,
-                d_model: a.d_model,
-                n_layers: a.layers,
-                n_heads: a.heads,
-                d_ff: a.d_ff,
-                max_positions: a.max_positions,
-                // with --init the canvas is the starting model's, or `regrid` below
-                canvas: match (&a.canvas, &a.init) {
-                    (_, Some(_)) => TrainOptions::default().canvas,
-                    (Some(c), None) => parse_canvas(c, a.patch)?,
-                    (None, None) => {
-                        let d = TrainOptions::default().canvas;
-                        parse_canvas(&format!("{}x{}", d.width, d.height), a.patch)?
-                    }
-                },
-                data: a.data,
-                folder: IndexOptions {
-                    val_fraction: a.val_fraction,
-                    skip_bad: a.skip_bad,
-                },
-                image_cache_mb: a.image_cache_mb,
-                augment: a.augment,
-                val_every: a.val_every.max(1),
-                checkpoint_every: a.checkpoint_every.max(1),
-                contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
-                match_dim: a.match_dim,
-                per_scene: a.per_scene.max(1),
-                pack: a.pack,
-                init: a.init.clone(),
-                caption_share: a.caption_share,
-                word_noise: a.word_noise,
-                crowded: a.crowded,
-                reframe: a.reframe,
-                add_layers: a.add_layers,
-                widen: a.widen,
-                regrid: match (&a.canvas, &a.init) {
-                    (Some(c), Some(_)) => Some(parse_size(c)?),
-                    _ => None,
-                },
-                ..TrainOptions::default()
-            };
-            anyhow::ensure!(
-                !a.augment || options.data.is_some(),
-                "--augment changes the images of a --data folder; synthetic scenes bring their own variety"
-            );
-            if let Some(w) = a.contrastive {
-                anyhow::ensure!(
-                    w.is_finite() && w >= 0.0,
-                    "--contrastive must be 0 or more, not {w}"
-                );
-            }
-            anyhow::ensure!(
-                a.lr.is_finite() && a.lr > 0.0 && a.lr < 1.0,
-                "--lr must be between 0 and 1 (exclusive), not {}",
-                a.lr
-            );
-            probability("--word-noise", a.word_noise)?;
-            let synthetic = options.data.is_none();
-            synthetic_share("--crowded", a.crowded, synthetic)?;
-            synthetic_share("--reframe", a.reframe, synthetic)?;
-            anyhow::ensure!(
-                a.add_layers == 0 || options.init.is_some(),
-                "--add-layers grows the model of --init; a new run takes its depth from --layers"
-            );
-            anyhow::ensure!(
-                a.widen == 1 || options.init.is_some(),
-                "--widen grows the model of --init; a new run takes its widths from --d-model, --heads and --d-ff"
-            );
-            if let Some(p) = a.caption_share {
-                anyhow::ensure!(
-                    (0.0..=1.0).contains(&p),
-                    "--caption-share must be a probability from 0 to 1, not {p}"
-                );
-            }
-            anyhow::ensure!(
-                a.heads > 0 && a.d_model.is_multiple_of(a.heads),
-                "--d-model {} must be a multiple of --heads {}",
-                a.d_model,
-                a.heads
-            );
-            let changes = train::Changes {
-                steps: a.steps,
-                contrastive: a.contrastive,
-            };
-            let p = train::train(&a.out, options, a.resume, changes)?;
-            eprintln!(
-                "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
-                p.step,
-                p.elapsed_s,
-                p.val_loss.last().map(|x| x.1).unwrap_or(f32::NAN),
-                a.out.display()
-            );
-        }
+        Command::Train(a) => train_command(a)?,
         Command::Compare(a) => {
             let cases = match a.data.folder()? {
                 Some((folder, lines)) => glimpse_exporter::compare::Cases::Folder(folder, lines),
@@ -488,57 +390,8 @@ fn run(cli: Cli) -> Result<()> {
             let files = glimpse_exporter::package::export(&a.run, &a.out, &a.name, &a.precision)?;
             eprintln!("wrote {} ({} files)", a.out.display(), files);
         }
-        Command::ImportHf(a) => {
-            let done = glimpse_exporter::hf::import(&glimpse_exporter::hf::ImportOptions {
-                dir: &a.dir,
-                out: &a.out,
-                name: a.name.as_deref(),
-                precisions: &a.precision,
-                max_image: a.max_image,
-                progress: true,
-            })?;
-            let m = &done.manifest;
-            let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
-            eprintln!(
-                "wrote {} in {:.1} s: {} layers, d_model {}, vocabulary {}, {} ({:.1} MB), canvas {}x{}",
-                done.out.display(),
-                done.seconds,
-                m.model.n_layers,
-                m.model.d_model,
-                m.model.vocab_size,
-                m.precisions
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                bytes as f64 / 1e6,
-                m.canvas.width,
-                m.canvas.height
-            );
-        }
-        Command::RandomHf(a) => {
-            use glimpse_exporter::hf::random;
-            let preset = random::preset(&a.preset).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown --preset {:?}: use {}",
-                    a.preset,
-                    random::PRESETS
-                        .iter()
-                        .map(|p| p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
-            let t = std::time::Instant::now();
-            let bytes = random::write(&preset, &a.out, true)?;
-            eprintln!(
-                "wrote {} in {:.1} s: {} parameters, {:.2} GB of bf16 weights",
-                a.out.display(),
-                t.elapsed().as_secs_f64(),
-                preset.parameters(),
-                bytes as f64 / 1e9
-            );
-        }
+        Command::ImportHf(a) => import_hf_command(a)?,
+        Command::RandomHf(a) => random_hf_command(a)?,
         Command::Scenes(a) => {
             let split = glimpse_runtime::scene::Split::parse(&a.split).ok_or_else(|| {
                 anyhow::anyhow!(
@@ -552,59 +405,226 @@ fn run(cli: Cli) -> Result<()> {
             let n = glimpse_exporter::data::write_scenes(&a.out, a.seed, split, a.first, a.count)?;
             eprintln!("wrote {n} scenes to {}", a.out.display());
         }
-        Command::Reference(a) => {
+        Command::Reference(a) => reference_command(a)?,
+        Command::Eval(a) => eval_command(a)?,
+    }
+    Ok(())
+}
+
+/// `train`: the options of the command line, checked, then the run.
+fn train_command(a: TrainArgs) -> Result<()> {
+    let options = train_options(&a)?;
+    let changes = train::Changes {
+        steps: a.steps,
+        contrastive: a.contrastive,
+    };
+    let p = train::train(&a.out, options, a.resume, changes)?;
+    eprintln!(
+        "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
+        p.step,
+        p.elapsed_s,
+        p.val_loss.last().map(|x| x.1).unwrap_or(f32::NAN),
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The training options `a` asks for, or an error naming the flag that cannot be.
+fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
+    let options = TrainOptions {
+        steps: a.steps.unwrap_or(TrainOptions::default().steps),
+        batch_size: a.batch_size,
+        lr: a.lr,
+        warmup: a.warmup,
+        seed: a.seed,
+        d_model: a.d_model,
+        n_layers: a.layers,
+        n_heads: a.heads,
+        d_ff: a.d_ff,
+        max_positions: a.max_positions,
+        // with --init the canvas is the starting model's, or `regrid` below
+        canvas: match (&a.canvas, &a.init) {
+            (_, Some(_)) => TrainOptions::default().canvas,
+            (Some(c), None) => parse_canvas(c, a.patch)?,
+            (None, None) => {
+                let d = TrainOptions::default().canvas;
+                parse_canvas(&format!("{}x{}", d.width, d.height), a.patch)?
+            }
+        },
+        data: a.data.clone(),
+        folder: IndexOptions {
+            val_fraction: a.val_fraction,
+            skip_bad: a.skip_bad,
+        },
+        image_cache_mb: a.image_cache_mb,
+        augment: a.augment,
+        val_every: a.val_every.max(1),
+        checkpoint_every: a.checkpoint_every.max(1),
+        contrastive: a.contrastive.unwrap_or(TrainOptions::default().contrastive),
+        match_dim: a.match_dim,
+        per_scene: a.per_scene.max(1),
+        pack: a.pack,
+        init: a.init.clone(),
+        caption_share: a.caption_share,
+        word_noise: a.word_noise,
+        crowded: a.crowded,
+        reframe: a.reframe,
+        add_layers: a.add_layers,
+        widen: a.widen,
+        regrid: match (&a.canvas, &a.init) {
+            (Some(c), Some(_)) => Some(parse_size(c)?),
+            _ => None,
+        },
+        ..TrainOptions::default()
+    };
+    anyhow::ensure!(
+        !a.augment || options.data.is_some(),
+        "--augment changes the images of a --data folder; synthetic scenes bring their own variety"
+    );
+    if let Some(w) = a.contrastive {
+        anyhow::ensure!(
+            w.is_finite() && w >= 0.0,
+            "--contrastive must be 0 or more, not {w}"
+        );
+    }
+    anyhow::ensure!(
+        a.lr.is_finite() && a.lr > 0.0 && a.lr < 1.0,
+        "--lr must be between 0 and 1 (exclusive), not {}",
+        a.lr
+    );
+    probability("--word-noise", a.word_noise)?;
+    let synthetic = options.data.is_none();
+    synthetic_share("--crowded", a.crowded, synthetic)?;
+    synthetic_share("--reframe", a.reframe, synthetic)?;
+    anyhow::ensure!(
+        a.add_layers == 0 || options.init.is_some(),
+        "--add-layers grows the model of --init; a new run takes its depth from --layers"
+    );
+    anyhow::ensure!(
+        a.widen == 1 || options.init.is_some(),
+        "--widen grows the model of --init; a new run takes its widths from --d-model, --heads and --d-ff"
+    );
+    if let Some(p) = a.caption_share {
+        probability("--caption-share", p)?;
+    }
+    anyhow::ensure!(
+        a.heads > 0 && a.d_model.is_multiple_of(a.heads),
+        "--d-model {} must be a multiple of --heads {}",
+        a.d_model,
+        a.heads
+    );
+    Ok(options)
+}
+
+fn import_hf_command(a: ImportHfArgs) -> Result<()> {
+    let done = glimpse_exporter::hf::import(&glimpse_exporter::hf::ImportOptions {
+        dir: &a.dir,
+        out: &a.out,
+        name: a.name.as_deref(),
+        precisions: &a.precision,
+        max_image: a.max_image,
+        progress: true,
+    })?;
+    let m = &done.manifest;
+    let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
+    eprintln!(
+        "wrote {} in {:.1} s: {} layers, d_model {}, vocabulary {}, {} ({:.1} MB), canvas {}x{}",
+        done.out.display(),
+        done.seconds,
+        m.model.n_layers,
+        m.model.d_model,
+        m.model.vocab_size,
+        m.precisions
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        bytes as f64 / 1e6,
+        m.canvas.width,
+        m.canvas.height
+    );
+    Ok(())
+}
+
+fn random_hf_command(a: RandomHfArgs) -> Result<()> {
+    use glimpse_exporter::hf::random;
+    let preset = random::preset(&a.preset).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown --preset {:?}: use {}",
+            a.preset,
+            random::PRESETS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let t = std::time::Instant::now();
+    let bytes = random::write(&preset, &a.out, true)?;
+    eprintln!(
+        "wrote {} in {:.1} s: {} parameters, {:.2} GB of bf16 weights",
+        a.out.display(),
+        t.elapsed().as_secs_f64(),
+        preset.parameters(),
+        bytes as f64 / 1e9
+    );
+    Ok(())
+}
+
+fn reference_command(a: ReferenceArgs) -> Result<()> {
+    let g = glimpse_runtime::Glimpse::load(&a.package)?;
+    let mut refs = Vec::new();
+    for img in &a.images {
+        let frame = glimpse_runtime::frame::load_image(img)?;
+        refs.push(glimpse_exporter::eval::reference(
+            &g,
+            &img.display().to_string(),
+            &frame,
+        )?);
+    }
+    std::fs::write(&a.out, serde_json::to_string(&refs)?)?;
+    eprintln!("wrote {} references to {}", refs.len(), a.out.display());
+    Ok(())
+}
+
+/// `eval`: a folder of the user's (--data), the nuisance probe, or the synthetic splits.
+fn eval_command(a: EvalArgs) -> Result<()> {
+    if a.data.data.is_some() {
+        anyhow::ensure!(
+            !a.write,
+            "--write records the synthetic splits' figures; it does not take --data"
+        );
+        if let Some((folder, lines)) = a.data.folder()? {
             let g = glimpse_runtime::Glimpse::load(&a.package)?;
-            let mut refs = Vec::new();
-            for img in &a.images {
-                let frame = glimpse_runtime::frame::load_image(img)?;
-                refs.push(glimpse_exporter::eval::reference(
-                    &g,
-                    &img.display().to_string(),
-                    &frame,
-                )?);
-            }
-            std::fs::write(&a.out, serde_json::to_string(&refs)?)?;
-            eprintln!("wrote {} references to {}", refs.len(), a.out.display());
-        }
-        Command::Eval(a) if a.data.data.is_some() => {
-            anyhow::ensure!(
-                !a.write,
-                "--write records the synthetic splits' figures; it does not take --data"
-            );
-            if let Some((folder, lines)) = a.data.folder()? {
-                let g = glimpse_runtime::Glimpse::load(&a.package)?;
-                let report = glimpse_exporter::eval::evaluate_folder(&g, &folder, lines, true)?;
-                if a.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.table());
-                }
-            }
-        }
-        Command::Eval(a) if a.nuisances => {
-            let g = glimpse_runtime::Glimpse::load(&a.package)?;
-            let seed = a
-                .seed
-                .or_else(|| glimpse_exporter::eval::package_seed(&g))
-                .unwrap_or(7);
-            let probes = glimpse_exporter::eval::probe(&g, seed, a.scenes)?;
+            let report = glimpse_exporter::eval::evaluate_folder(&g, &folder, lines, true)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&probes)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", glimpse_exporter::eval::probe_table(&probes, a.scenes));
+                print!("{}", report.table());
             }
         }
-        Command::Eval(a) => {
-            let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
-            } else {
-                print!("{}", report.table(a.misses));
-            }
-            if a.write {
-                glimpse_exporter::package::write_metrics(&a.package, report.to_json())?;
-                eprintln!("metrics written into {}/glimpse.json", a.package.display());
-            }
+    } else if a.nuisances {
+        let g = glimpse_runtime::Glimpse::load(&a.package)?;
+        let seed = a
+            .seed
+            .or_else(|| glimpse_exporter::eval::package_seed(&g))
+            .unwrap_or(7);
+        let probes = glimpse_exporter::eval::probe(&g, seed, a.scenes)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&probes)?);
+        } else {
+            print!("{}", glimpse_exporter::eval::probe_table(&probes, a.scenes));
+        }
+    } else {
+        let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.table(a.misses));
+        }
+        if a.write {
+            glimpse_exporter::package::write_metrics(&a.package, report.to_json())?;
+            eprintln!("metrics written into {}/glimpse.json", a.package.display());
         }
     }
     Ok(())

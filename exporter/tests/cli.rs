@@ -1,0 +1,91 @@
+//! `glimpse-export`'s command line: a flag that cannot be is refused before anything is
+//! written, with an error that names it and a non-zero exit.
+
+use std::path::Path;
+use std::process::Command;
+
+fn glimpse_export(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
+        .args(args)
+        .output()
+        .expect("glimpse-export runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn train_refuses_impossible_flags_before_it_creates_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--reframe", "2"], "--reframe must be a probability"),
+        (&["--crowded", "1.5"], "--crowded must be a probability"),
+        (&["--word-noise", "3"], "--word-noise must be a probability"),
+        (
+            &["--caption-share", "2"],
+            "--caption-share must be a probability",
+        ),
+        (
+            &["--crowded", "0.5", "--data", data],
+            "--crowded draws synthetic scenes",
+        ),
+        (
+            &["--reframe", "0.5", "--data", data],
+            "--reframe draws synthetic scenes",
+        ),
+        (
+            &["--augment"],
+            "--augment changes the images of a --data folder",
+        ),
+        (&["--lr", "0"], "--lr must be between 0 and 1"),
+        (&["--contrastive=-1"], "--contrastive must be 0 or more"),
+        (
+            &["--d-model", "30", "--heads", "4"],
+            "--d-model 30 must be a multiple of --heads 4",
+        ),
+        (&["--widen", "2"], "--widen grows the model of --init"),
+        (
+            &["--add-layers", "1"],
+            "--add-layers grows the model of --init",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["train", "--out", run_s];
+        args.extend_from_slice(flags);
+        let (ok, err) = glimpse_export(&args);
+        assert!(!ok, "{flags:?} was accepted");
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert!(!Path::new(&run).exists(), "{flags:?} created {run_s}");
+    }
+}
+
+#[test]
+fn eval_refuses_flags_that_do_not_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--write", "--data", data],
+            "--write records the synthetic splits",
+        ),
+        (
+            &["--nuisances", "--write"],
+            "'--nuisances' cannot be used with '--write'",
+        ),
+        (
+            &["--nuisances", "--data", data],
+            "'--nuisances' cannot be used with '--data",
+        ),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["eval", "no-such-package"];
+        args.extend_from_slice(flags);
+        let (ok, err) = glimpse_export(&args);
+        assert!(!ok, "{flags:?} was accepted");
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+}
