@@ -20,7 +20,7 @@ use glimpse_runtime::scene::{self, Split};
 use glimpse_runtime::text::{Prompt, TokenStream};
 
 use crate::data::FolderIndex;
-use crate::eval::{Lines, evaluate_folder, evaluate_split, package_seed};
+use crate::eval::{Lines, evaluate_folder, evaluate_split, scene_seed};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -185,12 +185,11 @@ fn accuracy(g: &Glimpse, cases: &Cases, seed: u64) -> Result<(Option<f64>, Optio
 pub fn compare(package: &Path, cases: &Cases, runs: usize) -> Result<Vec<Row>> {
     let f32 = Glimpse::load_with(package, Some(Precision::F32))
         .map_err(|e| anyhow::anyhow!("{e} (compare needs the f32 graphs as the reference)"))?;
-    let seed = match cases {
+    let asked = match cases {
         Cases::Scenes { seed, .. } => *seed,
         Cases::Folder(..) => None,
-    }
-    .or_else(|| package_seed(&f32))
-    .unwrap_or(7);
+    };
+    let seed = scene_seed(&f32, asked);
     let precisions = f32.package.manifest.precisions.clone();
     if precisions.is_empty() {
         bail!("the package lists no precisions");

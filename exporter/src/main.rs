@@ -605,10 +605,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         }
     } else if a.nuisances {
         let g = glimpse_runtime::Glimpse::load(&a.package)?;
-        let seed = a
-            .seed
-            .or_else(|| glimpse_exporter::eval::package_seed(&g))
-            .unwrap_or(7);
+        let seed = glimpse_exporter::eval::scene_seed(&g, a.seed);
         let probes = glimpse_exporter::eval::probe(&g, seed, a.scenes)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&probes)?);

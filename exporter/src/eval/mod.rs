@@ -147,14 +147,17 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
     Ok(r)
 }
 
-/// The training seed recorded in a package's manifest.
-pub fn package_seed(g: &Glimpse) -> Option<u64> {
-    g.package.manifest.data["options"]["seed"].as_u64()
+/// The seed scenes are drawn from: the one `asked` for, else the package's training seed
+/// (its manifest), else 7.
+pub fn scene_seed(g: &Glimpse, asked: Option<u64>) -> u64 {
+    asked
+        .or_else(|| g.package.manifest.data["options"]["seed"].as_u64())
+        .unwrap_or(7)
 }
 
 pub fn evaluate(package: &Path, scenes: u64, seed: Option<u64>) -> Result<Report> {
     let g = Glimpse::load(package)?;
-    let seed = seed.or_else(|| package_seed(&g)).unwrap_or(7);
+    let seed = scene_seed(&g, seed);
     let mut report = Report {
         seed,
         ..Default::default()
