@@ -5,9 +5,10 @@ mod common;
 
 use glimpse_exporter::train::{self, TrainOptions};
 use glimpse_exporter::{data, eval, package};
-use glimpse_runtime::Glimpse;
 use glimpse_runtime::package::MANIFEST_FILE;
 use glimpse_runtime::scene::Split;
+use glimpse_runtime::text::{Prompt, TokenStream};
+use glimpse_runtime::{Glimpse, Stop};
 
 /// burn seeds its backend globally: tests that train in this process take turns, so a
 /// seeded initialisation is never interleaved with another test's random draws.
@@ -111,6 +112,28 @@ fn train_resume_export_run_and_evaluate() {
     let b = short.caption(&s.image).unwrap();
     assert_eq!(b.tokens.len(), 2.min(a.tokens.len()));
     assert_eq!(b.tokens[..], a.tokens[..b.tokens.len()]);
+    // ...and says it was cut when the full answer goes on past it
+    if a.tokens.len() > 2 {
+        assert_eq!(b.stop, Stop::TokenLimit);
+    }
+    // with the token limit out of reach the answer runs on until the model ends it or the
+    // context (48 positions) is full, and says which
+    let mut long = Glimpse::load(&pkg).unwrap();
+    long.max_new_tokens = 1000;
+    let c = long.caption(&s.image).unwrap();
+    let prefill = long.see(&s.image).unwrap().embeddings.len() / m.model.d_model
+        + TokenStream::new(&long.tokenizer, &Prompt::Caption)
+            .unwrap()
+            .text_ids
+            .len();
+    // the answer's last token has no room left to be fed back
+    let room = long.max_positions() + 1 - prefill;
+    match c.stop {
+        Stop::ContextFull => assert_eq!(c.tokens.len(), room),
+        Stop::End => assert!(c.tokens.len() < room),
+        Stop::TokenLimit => panic!("stopped at the token limit: {c:?}"),
+    }
+    assert_eq!(c.tokens[..a.tokens.len()], a.tokens[..]);
 
     let r = eval::evaluate_split(&g, 7, Split::Test, 2).unwrap();
     assert_eq!(r.scenes, 2);

@@ -10,7 +10,6 @@ use anyhow::{Result, bail};
 use image::RgbImage;
 use serde::Serialize;
 
-use glimpse_runtime::Glimpse;
 use glimpse_runtime::bench;
 use glimpse_runtime::generate::argmax;
 use glimpse_runtime::package::{
@@ -18,6 +17,7 @@ use glimpse_runtime::package::{
 };
 use glimpse_runtime::scene::{self, Split};
 use glimpse_runtime::text::{Prompt, TokenStream};
+use glimpse_runtime::{Glimpse, Stop};
 
 use crate::data::FolderIndex;
 use crate::eval::{Lines, evaluate_folder, evaluate_split, scene_seed};
@@ -113,8 +113,9 @@ fn reference_tokens(g: &Glimpse, cases: &[Case]) -> Result<Vec<Vec<u32>>> {
     let eos = g.tokenizer.special().eos;
     let mut out = Vec::new();
     for c in cases {
-        let mut t = g.run(&c.image, &c.prompt, &mut |_| {})?.tokens;
-        if t.len() < g.max_new_tokens {
+        let a = g.run(&c.image, &c.prompt, &mut |_| {})?;
+        let mut t = a.tokens;
+        if a.stop == Stop::End {
             t.push(eos);
         }
         out.push(t);

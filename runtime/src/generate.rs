@@ -1,5 +1,6 @@
 //! Greedy decoding: prefill image and prompt in one decoder call, then one token per step
-//! with the KV cache, until end of sequence, the token limit or the context is full.
+//! with the KV cache, until end of sequence, the token limit or the context is full
+//! ([`Stop`] says which).
 
 use std::time::Instant;
 
@@ -18,11 +19,45 @@ pub fn argmax(xs: &[f32]) -> u32 {
     best as u32
 }
 
+/// Why a generation stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// The model ended its answer (end-of-text token): the text is whole.
+    #[default]
+    End,
+    /// The answer reached the token limit (`--max-tokens`, else the package's
+    /// `max_new_tokens`) and the model had more to say: the text is cut.
+    TokenLimit,
+    /// The decoder's context (`max_positions`) is full: the text may be cut.
+    ContextFull,
+}
+
+impl Stop {
+    /// The name JSON outputs give it: `end`, `token_limit` or `context_full`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::End => "end",
+            Stop::TokenLimit => "token_limit",
+            Stop::ContextFull => "context_full",
+        }
+    }
+
+    /// A note for text outputs when the answer was cut, `None` when it is whole.
+    pub fn cut_note(self) -> Option<&'static str> {
+        match self {
+            Stop::End => None,
+            Stop::TokenLimit => Some("cut at the token limit (--max-tokens raises it)"),
+            Stop::ContextFull => Some("cut where the model's context ends"),
+        }
+    }
+}
+
 /// What came out of one generation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Generated {
     pub tokens: Vec<u32>,
     pub text: String,
+    pub stop: Stop,
     /// Seconds spent in the prefill call, and decoding after it.
     pub prefill_s: f64,
     pub decode_s: f64,
@@ -46,10 +81,14 @@ pub fn greedy(
     let t1 = Instant::now();
     let mut tokens = Vec::new();
     let mut shown = String::new();
-    while tokens.len() < max_new_tokens {
+    let stop = loop {
         let next = argmax(&logits);
         if next == eos {
-            break;
+            break Stop::End;
+        }
+        // at the limit, the step after the last token tells a whole answer from a cut one
+        if tokens.len() >= max_new_tokens {
+            break Stop::TokenLimit;
         }
         tokens.push(next);
         let text = tokenizer.decode(&tokens)?;
@@ -59,15 +98,16 @@ pub fn greedy(
             on_text(new);
         }
         shown = text;
-        if session.len() + 1 > max_positions || tokens.len() == max_new_tokens {
-            break;
+        if session.len() + 1 > max_positions {
+            break Stop::ContextFull;
         }
         let e = embedding.run(&[next])?;
         logits = session.forward_last(&e)?;
-    }
+    };
     Ok(Generated {
         text: tokenizer.decode(&tokens)?,
         tokens,
+        stop,
         prefill_s,
         decode_s: t1.elapsed().as_secs_f64(),
     })

@@ -42,6 +42,7 @@ pub mod text;
 pub mod watch;
 
 pub use error::{Error, Result};
+pub use generate::Stop;
 pub use matching::MatchScore;
 pub use model::ModelConfig;
 pub use pipeline::{Answer, Glimpse, ImageContext, Timings};

@@ -165,6 +165,7 @@ fn json_line(image: &std::path::Path, prompt: &Prompt, a: &Answer) -> serde_json
         "image": image.display().to_string(),
         "text": a.text,
         "tokens": a.tokens.len(),
+        "stop": a.stop.name(),
         "ms": {
             "preprocess": t.preprocess_s * 1e3,
             "vision": t.vision_s * 1e3,
@@ -231,7 +232,10 @@ fn answer(
         written = writeln!(out).and_then(|()| out.flush());
     }
     written.map_err(|e| Failure::Output(output_error(e)))?;
-    a.map_err(|e| Failure::Input(e.to_string()))?;
+    let a = a.map_err(|e| Failure::Input(e.to_string()))?;
+    if let Some(note) = a.stop.cut_note() {
+        eprintln!("note: {}: the answer was {note}", image.display());
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::frame::{Canvas, ImageFormat, Patches, Size};
-use crate::generate::{Generated, check_room, greedy};
+use crate::generate::{Generated, Stop, check_room, greedy};
 use crate::model::{DecoderGraph, DecoderSession, EmbeddingGraph, HeadsGraph, VisionGraph};
 use crate::package::{
     CpuFeatures, DECODER_FILE, EMBEDDING_FILE, Package, Precision, TOKENIZER_FILE, VISION_FILE,
@@ -35,6 +35,8 @@ pub struct Glimpse {
 pub struct Answer {
     pub text: String,
     pub tokens: Vec<u32>,
+    /// Whether the text is whole or was cut at a limit.
+    pub stop: Stop,
     pub timings: Timings,
 }
 
@@ -360,6 +362,7 @@ impl Glimpse {
         let Generated {
             tokens,
             text,
+            stop,
             prefill_s,
             decode_s,
         } = greedy(
@@ -374,6 +377,7 @@ impl Glimpse {
         Ok(Answer {
             text,
             tokens,
+            stop,
             timings: Timings {
                 preprocess_s: image.preprocess_s,
                 vision_s: image.vision_s,

@@ -151,6 +151,52 @@ fn json_output_has_the_text_and_the_latency_split() {
     }
 }
 
+/// `--json` lines of `glimpse --json --max-tokens N caption IMAGE`.
+fn caption_json(image: &str, max_tokens: usize) -> serde_json::Value {
+    let o = glimpse(&[
+        "--json",
+        "--max-tokens",
+        &max_tokens.to_string(),
+        "caption",
+        image,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(stdout(&o).trim()).unwrap()
+}
+
+#[test]
+fn a_cut_answer_is_marked_and_a_whole_one_is_not() {
+    let (image, caption, _) = examples().remove(0);
+    let whole = caption_json(&image, 32);
+    assert_eq!(whole["text"], caption.as_str());
+    assert_eq!(whole["stop"], "end");
+    let n = whole["tokens"].as_u64().unwrap() as usize;
+    assert!(n > 2);
+    // a limit of exactly the caption's length still ends it: the step after the last
+    // token is the end of text
+    let exact = caption_json(&image, n);
+    assert_eq!(
+        (&exact["text"], &exact["stop"]),
+        (&whole["text"], &"end".into())
+    );
+    let cut = caption_json(&image, n - 1);
+    assert_eq!(cut["stop"], "token_limit");
+    assert_eq!(cut["tokens"], n - 1);
+    // in text mode the cut caption is printed as far as it got, with a note on stderr
+    let o = glimpse(&["--max-tokens", &(n - 1).to_string(), "caption", &image]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert_eq!(printed.trim(), cut["text"].as_str().unwrap());
+    assert!(caption.starts_with(printed.trim()) && printed.trim() != caption);
+    let note = stderr(&o);
+    assert!(
+        note.contains(&image) && note.contains("cut at the token limit (--max-tokens"),
+        "{note}"
+    );
+    let o = glimpse(&["caption", &image]);
+    assert_eq!(stderr(&o), "");
+}
+
 #[test]
 fn a_corrupt_image_among_good_ones_is_reported_and_the_rest_captioned() {
     let dir = tempfile::tempdir().unwrap();

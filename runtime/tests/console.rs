@@ -192,6 +192,26 @@ fn a_scripted_session_answers_like_the_library() {
 }
 
 #[test]
+fn a_caption_cut_at_the_token_limit_says_so() {
+    let mut g = bundled();
+    let s = sample(SEED, Split::Test, 0);
+    let whole = g.caption(&s.image).unwrap();
+    assert!(whole.tokens.len() > 2);
+    g.max_new_tokens = 2;
+    let cut = g.caption(&s.image).unwrap();
+    let mut t = Terminal::start(&["--max-tokens", "2"]);
+    assert_eq!(
+        t.command("caption", "\r"),
+        format!(
+            "{} [cut at the token limit (--max-tokens raises it)]",
+            cut.text
+        )
+    );
+    let mut t = Terminal::start(&["--max-tokens", &whole.tokens.len().to_string()]);
+    assert_eq!(t.command("caption", "\r"), whole.text);
+}
+
+#[test]
 fn noise_floods_and_a_vanished_client_leave_the_console_serving() {
     let g = bundled();
     let s = sample(SEED, Split::Test, 0);
@@ -277,6 +297,7 @@ fn json_mode_answers_one_object_per_line_and_reuses_the_frame() {
     }
     let v = request(&mut t, "{\"cmd\": \"caption\"}");
     assert_eq!(v["answer"], g.caption(&s.image).unwrap().text);
+    assert_eq!(v["stop"], "end");
     let v = request(&mut t, "not json at all");
     assert_eq!(v["ok"], false);
     assert!(v["error"].as_str().unwrap().contains("not JSON"));

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use glimpse_runtime::Glimpse;
 use glimpse_runtime::scene::{Split, sample};
 use glimpse_runtime::source::pixel::{YuvRange, decode_mjpeg, rgb_to_yuyv, yuyv_to_rgb};
 use glimpse_runtime::source::{Folder, Frame, FrameSource, SourceError, Synthetic};
 use glimpse_runtime::watch::{Backoff, Event, Notice, WatchOptions, watch};
+use glimpse_runtime::{Glimpse, Stop};
 use image::RgbImage;
 
 fn root() -> PathBuf {
@@ -80,6 +80,30 @@ fn a_folder_is_captioned_in_order_like_the_library_does() {
     let median = summary.median_latency_s().unwrap();
     assert!(summary.latencies_s.contains(&median));
     assert!(summary.succeeded());
+}
+
+#[test]
+fn a_caption_cut_at_the_token_limit_is_marked_and_a_whole_one_is_not() {
+    let mut g = bundled();
+    let dir = root().join("examples");
+    for (limit, stop) in [(32, Stop::End), (3, Stop::TokenLimit)] {
+        g.max_new_tokens = limit;
+        let (summary, events) = run(
+            &g,
+            Folder::open(&dir, None).unwrap(),
+            &WatchOptions::default(),
+        );
+        assert_eq!(summary.captioned, 6);
+        for e in &events {
+            let Event::Caption(c) = e else { continue };
+            assert_eq!(c.stop, stop, "{}", c.text);
+            assert_eq!(c.to_json()["stop"], stop.name());
+            let marked = c
+                .line()
+                .contains(&format!("{} [cut at the token limit", c.text));
+            assert_eq!(marked, stop == Stop::TokenLimit, "{}", c.line());
+        }
+    }
 }
 
 #[test]

@@ -301,7 +301,10 @@ fn handle_text<const N: usize>(
         out.send(piece.as_bytes());
     });
     match r {
-        Ok(_) => out.send(b"\r\n"),
+        Ok(a) => match a.stop.cut_note() {
+            Some(note) => out.text(&format!(" [{note}]\n")),
+            None => out.send(b"\r\n"),
+        },
         Err(e) => out.text(&format!("error: {e}\n")),
     }
 }
@@ -364,7 +367,7 @@ fn run_request(
             };
             let a = console.answer(&prompt, &mut |_| {})?;
             serde_json::json!({
-                "ok": true, "cmd": cmd, "answer": a.text, "frame": a.frame,
+                "ok": true, "cmd": cmd, "answer": a.text, "stop": a.stop.name(), "frame": a.frame,
                 "ttft_ms": a.ttft_s * 1e3, "follow_up": a.follow_up,
             })
         }

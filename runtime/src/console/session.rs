@@ -9,7 +9,7 @@ use crate::model::DecoderSession;
 use crate::source::Frame;
 use crate::text::{Prompt, TokenStream};
 use crate::watch::median;
-use crate::{Glimpse, ImageContext};
+use crate::{Glimpse, ImageContext, Stop};
 
 /// Kept latency samples per kind (the most recent ones).
 const SAMPLES: usize = 64;
@@ -26,6 +26,8 @@ struct Prefix<'g> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answered {
     pub text: String,
+    /// Whether the text is whole or was cut at a limit.
+    pub stop: Stop,
     pub frame: String,
     /// From the request to the first answer token.
     pub ttft_s: f64,
@@ -158,6 +160,7 @@ impl<'g> Console<'g> {
         Ok(Answered {
             ttft_s: first.unwrap_or_else(|| start.elapsed().as_secs_f64()),
             text: answer.text,
+            stop: answer.stop,
             frame: p.label.clone(),
             follow_up: !fresh,
         })

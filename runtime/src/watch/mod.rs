@@ -23,8 +23,8 @@ pub use latest::{CaptureCounts, Latest, Notice, Taken};
 pub use stats::{median, quantile};
 pub use trigger::{DEFAULT_GAP, DEFAULT_THRESHOLD, Edge, Hysteresis, Trigger};
 
-use crate::Glimpse;
 use crate::source::{Frame, FrameSource, SourceError};
+use crate::{Glimpse, Stop};
 
 /// Waits between attempts to reopen a source that went away: `initial`, doubling up to `max`.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +60,8 @@ pub struct Captioned {
     pub label: String,
     pub captured_at: SystemTime,
     pub text: String,
+    /// Whether the caption is whole or was cut at a limit.
+    pub stop: Stop,
     /// Reading and converting the frame.
     pub capture_s: f64,
     /// From capture until inference took the frame.
@@ -442,6 +444,7 @@ fn caption_frame(
             label: frame.label.clone(),
             captured_at: frame.captured_at,
             text: a.text,
+            stop: a.stop,
             capture_s: frame.capture_s,
             wait_s,
             preprocess_s: t.preprocess_s,
@@ -491,8 +494,13 @@ impl Captioned {
             .similarity
             .map(|s| format!("  (trigger similarity {s:.3})"))
             .unwrap_or_default();
+        let cut = self
+            .stop
+            .cut_note()
+            .map(|n| format!(" [{n}]"))
+            .unwrap_or_default();
         format!(
-            "{} #{} {}: {}{similarity}  [capture {:.1} | wait {:.1} | preprocess {:.1} | prefill {:.1} | decode {:.1} ms]",
+            "{} #{} {}: {}{cut}{similarity}  [capture {:.1} | wait {:.1} | preprocess {:.1} | prefill {:.1} | decode {:.1} ms]",
             utc_timestamp(self.captured_at),
             self.seq,
             self.label,
@@ -512,6 +520,7 @@ impl Captioned {
             "seq": self.seq,
             "frame": self.label,
             "caption": self.text,
+            "stop": self.stop.name(),
             "similarity": self.similarity,
             "ms": {
                 "capture": self.capture_s * 1e3,
