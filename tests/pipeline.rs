@@ -118,16 +118,15 @@ fn train_resume_export_run_and_evaluate() {
     }
     // with the token limit out of reach the answer runs on until the model ends it or the
     // context (48 positions) is full, and says which
-    let mut long = Glimpse::load(&pkg).unwrap();
-    long.max_new_tokens = 1000;
-    let c = long.caption(&s.image).unwrap();
-    let prefill = long.see(&s.image).unwrap().embeddings.len() / m.model.d_model
-        + TokenStream::new(&long.tokenizer, &Prompt::Caption)
+    short.max_new_tokens = 1000;
+    let c = short.caption(&s.image).unwrap();
+    let prefill = g.see(&s.image).unwrap().embeddings.len() / m.model.d_model
+        + TokenStream::new(&g.tokenizer, &Prompt::Caption)
             .unwrap()
             .text_ids
             .len();
     // the answer's last token has no room left to be fed back
-    let room = long.max_positions() + 1 - prefill;
+    let room = g.max_positions() + 1 - prefill;
     match c.stop {
         Stop::ContextFull => assert_eq!(c.tokens.len(), room),
         Stop::End => assert!(c.tokens.len() < room),

@@ -151,7 +151,7 @@ fn json_output_has_the_text_and_the_latency_split() {
     }
 }
 
-/// `--json` lines of `glimpse --json --max-tokens N caption IMAGE`.
+/// The one `--json` line of `glimpse --json --max-tokens N caption IMAGE`.
 fn caption_json(image: &str, max_tokens: usize) -> serde_json::Value {
     let o = glimpse(&[
         "--json",
