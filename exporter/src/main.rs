@@ -240,6 +240,12 @@ struct TrainArgs {
     /// one computed and training makes the copies differ.
     #[arg(long, value_name = "K", value_parser = positive, default_value_t = TrainOptions::default().widen)]
     widen: usize,
+    /// With --init: train only the matching heads (what `glimpse match` and `watch
+    /// --trigger` compare), on the contrastive loss; every other weight, and so every
+    /// caption and answer, stays the starting model's. Each step runs the model forward
+    /// only, so it is cheaper than a full step.
+    #[arg(long)]
+    matching_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -471,6 +477,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         reframe: a.reframe,
         add_layers: a.add_layers,
         widen: a.widen,
+        matching_only: a.matching_only,
         regrid: match (&a.canvas, &a.init) {
             (Some(c), Some(_)) => Some(parse_size(c)?),
             _ => None,
@@ -503,6 +510,18 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
     anyhow::ensure!(
         a.widen == 1 || options.init.is_some(),
         "--widen grows the model of --init; a new run takes its widths from --d-model, --heads and --d-ff"
+    );
+    anyhow::ensure!(
+        !a.matching_only || options.init.is_some(),
+        "--matching-only trains the matching heads of --init; a new run has nothing to keep"
+    );
+    anyhow::ensure!(
+        !a.matching_only || options.contrastive > 0.0,
+        "--matching-only trains on the contrastive loss: --contrastive must be above 0"
+    );
+    anyhow::ensure!(
+        !a.matching_only || (a.add_layers == 0 && a.widen == 1 && a.canvas.is_none()),
+        "--matching-only keeps the model of --init as it is: leave out --add-layers, --widen and --canvas"
     );
     if let Some(p) = a.caption_share {
         probability("--caption-share", p)?;

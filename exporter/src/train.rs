@@ -122,6 +122,10 @@ pub struct TrainOptions {
     /// the starting model's canvas.
     #[serde(default)]
     pub regrid: Option<(u32, u32)>,
+    /// With `init`: train the matching heads alone, on the contrastive loss; every other
+    /// weight, and so every caption and answer, stays the starting model's.
+    #[serde(default)]
+    pub matching_only: bool,
 }
 
 fn one() -> usize {
@@ -181,6 +185,7 @@ impl Default for TrainOptions {
             add_layers: 0,
             widen: 1,
             regrid: None,
+            matching_only: false,
         }
     }
 }
@@ -359,8 +364,30 @@ pub fn to_tensors(b: Batch, canvas: &Canvas, device: &Device) -> Tensors {
     }
 }
 
+/// What the contrastive loss trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    /// No contrastive loss.
+    Off,
+    /// The whole model, beside the captioning loss.
+    Joint,
+    /// The matching heads alone: the states they read come from the model run without
+    /// autodiff, so their gradient reaches nothing else.
+    HeadsOnly,
+}
+
+impl Matching {
+    fn of(o: &TrainOptions) -> Matching {
+        match (o.contrastive > 0.0, o.matching_only) {
+            (false, _) => Matching::Off,
+            (true, false) => Matching::Joint,
+            (true, true) => Matching::HeadsOnly,
+        }
+    }
+}
+
 /// Losses of the model on a batch: captioning and answering (answer tokens only), and
-/// the contrastive loss when `matching` and the batch has matching texts.
+/// the contrastive loss when `matching` is on and the batch has matching texts.
 pub struct Losses {
     pub text: Tensor<1>,
     pub matching: Option<Tensor<1>>,
@@ -372,7 +399,7 @@ pub fn batch_loss(
     cfg: &ModelConfig,
     canvas: &Canvas,
     t: Tensors,
-    matching: bool,
+    matching: Matching,
 ) -> Losses {
     let [rows, text_len] = t.ids.dims();
     let layout = Layout::packed(
@@ -382,20 +409,28 @@ pub fn batch_loss(
         &t.segments,
         rows,
     );
-    let hidden = model.forward_hidden_packed(t.patches, t.ids, rotary, &layout, cfg.n_heads);
+    // heads alone: the rest of the model runs without autodiff, so it records no graph
+    let plain;
+    let body = if matching == Matching::HeadsOnly {
+        plain = model.valid();
+        &plain
+    } else {
+        model
+    };
+    let hidden = body.forward_hidden_packed(t.patches, t.ids, rotary, &layout, cfg.n_heads);
     let [b, _, d] = hidden.dims();
     let image_state = hidden
         .clone()
         .narrow(1, canvas.image_tokens() - 1, 1)
         .reshape([b, d]);
-    let logits = model
+    let logits = body
         .lm_head
         .forward(hidden.narrow(1, canvas.image_tokens(), text_len));
     let text = masked_cross_entropy(logits, t.targets, t.weights);
     let matching = match t.matching {
-        Some(m) if matching => {
+        Some(m) if matching != Matching::Off => {
             let images = model.image_embedding(image_state.select(0, m.rows));
-            let texts = model.text_embedding(model.text_state(m.ids, m.last, rotary, cfg.n_heads));
+            let texts = model.text_embedding(body.text_state(m.ids, m.last, rotary, cfg.n_heads));
             Some(contrastive_loss(
                 images,
                 texts,
@@ -737,23 +772,31 @@ pub fn train(
     let (batches, producer) = spawn_batches(src, tok.clone(), &o, canvas, first)?;
     let bar = progress_bar(o.steps, first);
     let mut meter = Meter::new(progress.elapsed_s);
-    let matching = o.contrastive > 0.0;
+    let matching = Matching::of(&o);
     for step in first..o.steps {
         let batch = batches.recv().context("the batch producer stopped")??;
         meter.tokens += batch.size * (canvas.image_tokens() + batch.text_len);
         let t = to_tensors(batch, &canvas, &device);
         let losses = batch_loss(&model, &rotary, &cfg, &canvas, t, matching);
         let value = losses.text.clone().into_scalar::<f32>();
-        let mut loss = losses.text;
-        if let Some(m) = losses.matching {
+        if let Some(m) = &losses.matching {
             meter.matching.push(m.clone().into_scalar::<f32>());
-            loss = loss + m * o.contrastive;
         }
         if !value.is_finite() || meter.matching.last().is_some_and(|m| !m.is_finite()) {
             bail!("training diverged at step {step}: loss is {value}");
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(learning_rate(&o, step), model, grads);
+        // heads alone: a batch without matching texts gives them nothing to learn, and a
+        // step on the other weights' zero gradients would still decay them
+        let loss = match (losses.matching, matching) {
+            (Some(m), Matching::HeadsOnly) => Some(m),
+            (None, Matching::HeadsOnly) => None,
+            (Some(m), _) => Some(losses.text + m * o.contrastive),
+            (None, _) => Some(losses.text),
+        };
+        if let Some(loss) = loss {
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(learning_rate(&o, step), model, grads);
+        }
         meter.text.push(value);
         let done = step + 1;
         bar.set_position(done as u64);
@@ -1123,7 +1166,7 @@ fn validation_loss(
     let mut count = 0.0;
     for b in batches {
         let t = to_tensors(b.clone(), canvas, device);
-        let loss = batch_loss(model, rotary, cfg, canvas, t, false)
+        let loss = batch_loss(model, rotary, cfg, canvas, t, Matching::Off)
             .text
             .detach();
         total += loss.into_scalar::<f32>() * b.answer_tokens as f32;
@@ -1195,7 +1238,7 @@ mod tests {
                     &cfg,
                     &canvas,
                     to_tensors(b, &canvas, &device),
-                    true,
+                    Matching::Joint,
                 );
                 (
                     l.text.into_scalar::<f32>(),
@@ -1297,6 +1340,43 @@ mod tests {
         let err = train(&dir.join("c"), bad, false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("nothing"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn matching_only_trains_the_matching_heads_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        train(&a, tiny(2), false, Changes::default()).unwrap();
+        let mut options = tiny(3);
+        options.init = Some(a.clone());
+        options.matching_only = true;
+        options.lr = 1e-2;
+        options.warmup = 1;
+        train(&b, options, false, Changes::default()).unwrap();
+        let device = Device::default();
+        let weights = |dir: &Path| {
+            let run = read_run(dir).unwrap();
+            crate::model::weights::collect(&load_model(dir, &run, &device).unwrap())
+        };
+        let (before, after) = (weights(&a), weights(&b));
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        let mut heads = Vec::new();
+        for (name, w) in &before {
+            if is_matching_head(name) {
+                heads.push(name.as_str());
+                assert_ne!(
+                    after[name], *w,
+                    "{name} did not move in a matching-only run"
+                );
+            } else {
+                assert_eq!(after[name], *w, "{name} changed in a matching-only run");
+            }
+        }
+        // both projections, weights and biases, and the temperature
+        assert_eq!(heads.len(), 5, "{heads:?}");
     }
 
     /// A fresh model of `cfg` on `canvas` as a fine-tuning start, with a matching space of 8

@@ -52,6 +52,18 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
             &["--add-layers", "1"],
             "--add-layers grows the model of --init",
         ),
+        (
+            &["--matching-only"],
+            "--matching-only trains the matching heads of --init",
+        ),
+        (
+            &["--matching-only", "--init", data, "--contrastive", "0"],
+            "--contrastive must be above 0",
+        ),
+        (
+            &["--matching-only", "--init", data, "--canvas", "288x216"],
+            "leave out --add-layers, --widen and --canvas",
+        ),
     ];
     for (flags, says) in cases {
         let mut args = vec!["train", "--out", run_s];
