@@ -221,7 +221,7 @@ fn manifest_fields_that_disagree_with_the_graphs_are_named() {
         (
             "canvas",
             |m| m.canvas.width = 240,
-            &["vision", "canvas.width / canvas.patch is 10", "has 8"],
+            &["vision", "canvas.width / canvas.patch is 10", "has 12"],
         ),
         (
             "n_layers",
@@ -236,7 +236,7 @@ fn manifest_fields_that_disagree_with_the_graphs_are_named() {
         (
             "max_positions",
             |m| m.model.max_positions = 1000,
-            &["decoder", "rotary.cos", "model.max_positions is 1000", "96"],
+            &["decoder", "rotary.cos", "model.max_positions is 1000", "159"],
         ),
         (
             "rope_theta",
