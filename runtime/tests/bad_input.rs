@@ -236,7 +236,12 @@ fn manifest_fields_that_disagree_with_the_graphs_are_named() {
         (
             "max_positions",
             |m| m.model.max_positions = 1000,
-            &["decoder", "rotary.cos", "model.max_positions is 1000", "159"],
+            &[
+                "decoder",
+                "rotary.cos",
+                "model.max_positions is 1000",
+                "159",
+            ],
         ),
         (
             "rope_theta",
