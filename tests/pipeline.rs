@@ -36,6 +36,54 @@ fn tiny_options(steps: usize) -> TrainOptions {
     }
 }
 
+/// `--keep-checkpoints` keeps each checkpoint's weights, from the step it was turned on
+/// (here on a resume), and `export --step N` writes the model of step N: the last kept
+/// one is the run's own last checkpoint, an earlier one is not.
+#[test]
+fn kept_checkpoints_export_the_model_of_their_step() {
+    let _turn = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train::train(&run, tiny_options(3), false, Default::default()).unwrap();
+    let f32 = [glimpse_runtime::package::Precision::F32];
+    let at = |step: Option<usize>| {
+        let out = dir.path().join(format!("at-{step:?}"));
+        package::export_at(&run, &out, "tiny", &f32, step)
+            .map(|_| std::fs::read(out.join(glimpse_runtime::package::DECODER_FILE)).unwrap())
+    };
+    let e = at(Some(3)).unwrap_err();
+    assert!(e.to_string().contains("kept no checkpoints"), "{e}");
+    assert!(e.to_string().contains("--keep-checkpoints"), "{e}");
+    train::train(
+        &run,
+        tiny_options(9),
+        true,
+        train::Changes {
+            steps: Some(9),
+            keep_checkpoints: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(train::kept_steps(&run), [6, 9]);
+    let (six, nine, last) = (
+        at(Some(6)).unwrap(),
+        at(Some(9)).unwrap(),
+        at(None).unwrap(),
+    );
+    assert_eq!(nine, last);
+    assert_ne!(six, nine);
+    let manifest = |step: Option<usize>| {
+        let dir = dir.path().join(format!("at-{step:?}"));
+        let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    assert_eq!(manifest(Some(6))["metrics"]["training"]["exported_step"], 6);
+    assert!(manifest(None)["metrics"]["training"]["exported_step"].is_null());
+    let e = at(Some(7)).unwrap_err();
+    assert!(e.to_string().contains("steps 6, 9"), "{e}");
+}
+
 #[test]
 fn train_resume_export_run_and_evaluate() {
     let _turn = one_at_a_time();

@@ -23,15 +23,40 @@ pub const MAX_NEW_TOKENS: usize = 32;
 /// `precisions`. Returns the number of files. `run_dir` may also be a package: its f32
 /// weights are then written again by this exporter (see [`export_package`]).
 pub fn export(run_dir: &Path, out: &Path, name: &str, precisions: &[Precision]) -> Result<usize> {
+    export_at(run_dir, out, name, precisions, None)
+}
+
+/// [`export`], from the checkpoint the run kept at `step` (`train --keep-checkpoints`)
+/// when there is one, else from its last.
+pub fn export_at(
+    run_dir: &Path,
+    out: &Path,
+    name: &str,
+    precisions: &[Precision],
+    step: Option<usize>,
+) -> Result<usize> {
     if crate::unpack::is_package(run_dir) {
+        if step.is_some() {
+            bail!(
+                "--step picks a checkpoint of a training run; {} is a package",
+                run_dir.display()
+            );
+        }
         return export_package(run_dir, out, name, precisions);
     }
     let run = train::read_run(run_dir)
         .with_context(|| format!("{} is not a training run", run_dir.display()))?;
     let device = train::device();
-    let model = train::load_model(run_dir, &run, &device)?;
+    let model = match step {
+        Some(s) => train::load_kept_model(run_dir, &run, s, &device)?,
+        None => train::load_model(run_dir, &run, &device)?,
+    };
     let w = weights::collect(&model);
-    let training = read_training_summary(run_dir);
+    let mut training = read_training_summary(run_dir);
+    if let Some(s) = step {
+        // the summary describes the run to its end; the weights are those of step `s`
+        training["exported_step"] = serde_json::json!(s);
+    }
     write_package(
         &w,
         &run,

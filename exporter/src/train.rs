@@ -38,6 +38,8 @@ use crate::tokenizer;
 pub const RUN_FILE: &str = "run.json";
 pub const CHECKPOINT_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.bin";
+/// The folder of a run's kept checkpoints (`train --keep-checkpoints`).
+pub const KEPT_DIR: &str = "checkpoints";
 pub const PROGRESS_FILE: &str = "progress.json";
 pub const METRICS_FILE: &str = "metrics.json";
 /// Steps between the plain progress lines of a run whose standard error is not a terminal
@@ -126,6 +128,10 @@ pub struct TrainOptions {
     /// weight, and so every caption and answer, stays the starting model's.
     #[serde(default)]
     pub matching_only: bool,
+    /// Keep each checkpoint's weights under `checkpoints/` (see [`kept_checkpoint`]), so
+    /// that any of them can be exported (`export RUN --step N`) after the run went on.
+    #[serde(default)]
+    pub keep_checkpoints: bool,
 }
 
 fn one() -> usize {
@@ -186,6 +192,7 @@ impl Default for TrainOptions {
             widen: 1,
             regrid: None,
             matching_only: false,
+            keep_checkpoints: false,
         }
     }
 }
@@ -243,10 +250,59 @@ pub(crate) fn is_matching_head(name: &str) -> bool {
 
 /// Loads the trained model of a run directory for inference.
 pub fn load_model(dir: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
-    let mut model = Fuyu::new(&run.model, &run.canvas, run.options.match_dim, device);
     let path = dir.join(CHECKPOINT_FILE);
     anyhow::ensure!(path.is_file(), "{} has no checkpoint yet", dir.display());
-    let mut store = SafetensorsStore::from_file(path.clone()).allow_partial(true);
+    load_weights_file(&path, run, device)
+}
+
+/// Where a run kept the weights of its checkpoint at `step` (`train --keep-checkpoints`).
+pub fn kept_checkpoint(dir: &Path, step: usize) -> PathBuf {
+    dir.join(KEPT_DIR)
+        .join(format!("step-{step:06}.safetensors"))
+}
+
+/// The steps whose checkpoints a run kept, in order.
+pub fn kept_steps(dir: &Path) -> Vec<usize> {
+    let mut steps: Vec<usize> = std::fs::read_dir(dir.join(KEPT_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
+/// Loads the model a run kept at `step` (`train --keep-checkpoints`).
+pub fn load_kept_model(dir: &Path, run: &RunInfo, step: usize, device: &Device) -> Result<Fuyu> {
+    let path = kept_checkpoint(dir, step);
+    if !path.is_file() {
+        let steps = kept_steps(dir);
+        if steps.is_empty() {
+            bail!(
+                "--step {step}: {} kept no checkpoints (train it with --keep-checkpoints)",
+                dir.display()
+            );
+        }
+        let list: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        bail!(
+            "--step {step}: {} kept no checkpoint at that step; it has steps {}",
+            dir.display(),
+            list.join(", ")
+        );
+    }
+    load_weights_file(&path, run, device)
+}
+
+fn load_weights_file(path: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
+    let mut model = Fuyu::new(&run.model, &run.canvas, run.options.match_dim, device);
+    let mut store = SafetensorsStore::from_file(path.to_path_buf()).allow_partial(true);
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
@@ -713,6 +769,8 @@ pub struct Changes {
     pub steps: Option<usize>,
     /// A new weight for the contrastive loss, from the step reached on.
     pub contrastive: Option<f32>,
+    /// Keep every checkpoint from the step reached on (`--keep-checkpoints`).
+    pub keep_checkpoints: bool,
 }
 
 /// Trains into `out`, resuming there if `resume` and a run exists, with `changes` applied
@@ -832,6 +890,9 @@ pub fn train(
             progress.step = done;
             progress.elapsed_s = meter.elapsed_s();
             checkpoint(out, &model, &optim, &progress)?;
+            if o.keep_checkpoints {
+                keep_checkpoint(out, done)?;
+            }
         }
     }
     drop(batches);
@@ -895,6 +956,10 @@ fn resume_run(out: &Path, changes: Changes, device: &Device) -> Result<Opened> {
             w, progress.step, run.options.contrastive
         );
         run.options.contrastive = w;
+    }
+    if changes.keep_checkpoints && !run.options.keep_checkpoints {
+        eprintln!("keeping every checkpoint from step {} on", progress.step);
+        run.options.keep_checkpoints = true;
     }
     write_json(&out.join(RUN_FILE), &run)?;
     Ok(Opened {
@@ -1119,6 +1184,16 @@ fn checkpoint(
         .save(out.join(OPTIMIZER_FILE))
         .map_err(|e| anyhow::anyhow!("cannot write optimizer state: {e}"))?;
     write_json(&out.join(PROGRESS_FILE), progress)
+}
+
+/// A copy of the checkpoint just written, under [`KEPT_DIR`].
+fn keep_checkpoint(out: &Path, step: usize) -> Result<()> {
+    let to = kept_checkpoint(out, step);
+    std::fs::create_dir_all(out.join(KEPT_DIR))
+        .with_context(|| format!("cannot create {}", out.join(KEPT_DIR).display()))?;
+    std::fs::copy(out.join(CHECKPOINT_FILE), &to)
+        .with_context(|| format!("cannot write {}", to.display()))?;
+    Ok(())
 }
 
 /// `metrics.json`: what the run came to and this session's pace.

@@ -101,3 +101,24 @@ fn eval_refuses_flags_that_do_not_go_together() {
         assert!(err.contains(says), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn export_refuses_a_step_of_a_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pkg");
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
+    let (ok, err) = glimpse_export(&[
+        "export",
+        bundled,
+        "--out",
+        out.to_str().unwrap(),
+        "--step",
+        "750",
+    ]);
+    assert!(!ok, "--step on a package was accepted");
+    assert!(
+        err.contains("--step picks a checkpoint of a training run"),
+        "{err}"
+    );
+    assert!(!out.exists(), "the refused export wrote {}", out.display());
+}
