@@ -1,6 +1,7 @@
 //! What went wrong in a caption that missed: objects left out or invented, or, with the
-//! right number of objects, a size, colour or shape word taken wrongly, or the right
-//! objects in the wrong order. `eval` tallies these per split, so a table shows which
+//! right number of objects, a size, colour or shape word taken wrongly (and whether the
+//! wrong object is the one beside it written again), or the right objects in the wrong
+//! order. `eval` tallies these per split, so a table shows which
 //! part of a scene the model gets wrong instead of one exact-match figure.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ pub enum MissKind {
     Size,
     Colour,
     Shape,
+    /// An object written wrongly is, word for word, the object before or after it in
+    /// the expected caption: the model named a neighbour twice. Comes with `Size`,
+    /// `Colour` or `Shape`.
+    Neighbour,
     /// The right objects, left to right in another order.
     Order,
     /// The caption does not read back into objects of the vocabulary.
@@ -24,11 +29,12 @@ pub enum MissKind {
 }
 
 impl MissKind {
-    pub const ALL: [MissKind; 6] = [
+    pub const ALL: [MissKind; 7] = [
         MissKind::Count,
         MissKind::Size,
         MissKind::Colour,
         MissKind::Shape,
+        MissKind::Neighbour,
         MissKind::Order,
         MissKind::Invalid,
     ];
@@ -39,8 +45,17 @@ impl MissKind {
             MissKind::Size => "size",
             MissKind::Colour => "colour",
             MissKind::Shape => "shape",
+            MissKind::Neighbour => "neighbour",
             MissKind::Order => "order",
             MissKind::Invalid => "invalid",
+        }
+    }
+
+    /// The row of `eval`'s table that counts this kind.
+    pub fn label(self) -> String {
+        match self {
+            MissKind::Neighbour => "  neighbour repeated".to_string(),
+            k => format!("  wrong {}", k.name()),
         }
     }
 }
@@ -78,6 +93,16 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
     }
     if differs(|w, h| w.shape != h.shape) {
         kinds.push(MissKind::Shape);
+    }
+    let beside = |i: usize| {
+        let before = i.checked_sub(1).map(|j| &want[j]);
+        before
+            .into_iter()
+            .chain(want.get(i + 1))
+            .any(|n| *n == have[i])
+    };
+    if (0..have.len()).any(|i| have[i] != want[i] && beside(i)) {
+        kinds.push(MissKind::Neighbour);
     }
     kinds
 }
@@ -133,6 +158,46 @@ mod tests {
             [MissKind::Order]
         );
         assert_eq!(classify(want, "a small red"), [MissKind::Invalid]);
+        // the second object written as the first again, and a third written as the
+        // second: each a neighbour named twice
+        assert_eq!(
+            classify(want, "a small red circle left of a small red circle"),
+            [
+                MissKind::Size,
+                MissKind::Colour,
+                MissKind::Shape,
+                MissKind::Neighbour
+            ]
+        );
+        let three = "a small red circle left of a large blue star left of a small green cross";
+        assert_eq!(
+            classify(
+                three,
+                "a small red circle left of a large blue star left of a large blue star"
+            ),
+            [
+                MissKind::Size,
+                MissKind::Colour,
+                MissKind::Shape,
+                MissKind::Neighbour
+            ]
+        );
+        // a word wrong that no neighbour has is not one
+        assert_eq!(
+            classify(
+                three,
+                "a small red circle left of a large blue star left of a small green star"
+            ),
+            [MissKind::Shape]
+        );
+        // nor is an object like one two places away
+        assert_eq!(
+            classify(
+                three,
+                "a small green cross left of a large blue star left of a small green cross"
+            ),
+            [MissKind::Colour, MissKind::Shape]
+        );
     }
 
     #[test]

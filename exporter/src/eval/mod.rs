@@ -203,9 +203,7 @@ impl Report {
             .into_iter()
             .filter(|k| *k != MissKind::Invalid)
         {
-            row(&format!("  wrong {}", k.name()), &|r| {
-                r.misses.kind(k).to_string()
-            });
+            row(&k.label(), &|r| r.misses.kind(k).to_string());
         }
         row("invalid captions", &|r| r.invalid_captions.to_string());
         row("empty said empty", &|r| {
