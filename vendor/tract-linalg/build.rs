@@ -420,7 +420,7 @@ fn main() {
                 // three kernels together.
                 let mut vnni = cc::Build::new();
                 for kernel in
-                    ["avx512vnni_mmm_i32_8x8", "avx512vnni_mmm_i32_16x16", "avx512vnni_mmm_i32_16x1"]
+                    ["avx512vnni_mmm_i32_8x8", "avx512vnni_mmm_i32_8x1", "avx512vnni_mmm_i32_16x16", "avx512vnni_mmm_i32_16x1"]
                 {
                     let tmpl = path::PathBuf::from(format!("x86_64/fma/{kernel}.S.j2"));
                     let out = out_dir.join(format!("{kernel}_{suffix}.S"));

@@ -203,6 +203,19 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Av
     store(i8)
 }
 
+// Glimpse: the one-column partner of the 8x8 VNNI tile, for the cores where that tile runs
+// the products (one 512-bit FMA port, or a double-pumped one as on AMD Zen 4): a decode
+// step's product reads the same PackedI8K4(8) panels front to back instead of running the
+// tile with seven columns of padding. Its loop is avx2_mmm_i32_8x1's (x86_64/fma/
+// i32_8xn_k4.j2); declared with the tile's instruction sets so that kernel selection pairs
+// them over one packing of the weights.
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x1<i32>(8,1)@(32,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(1));
+
+    store(i8)
+}
+
 // AVX-512 VNNI int8 GEMM, zmm-wide 16x16 sibling of avx512vnni_mmm_i32_8x8.
 // Accumulators are ROW-MAJOR (zmm{m} = row m of C, 16 columns per zmm), so one
 // VPDPBUSD covers 16 columns x 4 K and the K=4 inner step issues 16 of them
@@ -967,6 +980,12 @@ mod mmm_i32_every_k_tests {
     #[test]
     fn k4_packed_every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
         every_k(&avx512vnni_mmm_i32_16x1)
+    }
+
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn vnni_8x1_every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_8x1)
     }
 
     /// The same for the 16x16 tile kernel, all sixteen columns: the generic frame tests
