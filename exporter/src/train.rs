@@ -255,10 +255,15 @@ pub fn load_model(dir: &Path, run: &RunInfo, device: &Device) -> Result<Fuyu> {
     load_weights_file(&path, run, device)
 }
 
+/// A kept checkpoint's file name is `KEPT_PREFIX`, the step (six digits at least), then
+/// `KEPT_SUFFIX`: [`kept_checkpoint`] writes it and [`kept_steps`] reads it back.
+const KEPT_PREFIX: &str = "step-";
+const KEPT_SUFFIX: &str = ".safetensors";
+
 /// Where a run kept the weights of its checkpoint at `step` (`train --keep-checkpoints`).
 pub fn kept_checkpoint(dir: &Path, step: usize) -> PathBuf {
     dir.join(KEPT_DIR)
-        .join(format!("step-{step:06}.safetensors"))
+        .join(format!("{KEPT_PREFIX}{step:06}{KEPT_SUFFIX}"))
 }
 
 /// The steps whose checkpoints a run kept, in order.
@@ -269,8 +274,8 @@ pub fn kept_steps(dir: &Path) -> Vec<usize> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("step-")?
-                .strip_suffix(".safetensors")?
+            name.strip_prefix(KEPT_PREFIX)?
+                .strip_suffix(KEPT_SUFFIX)?
                 .parse()
                 .ok()
         })
