@@ -39,7 +39,11 @@ const F32_TILES: &[&str] = &[
     "avx512_mmm_f32_16x12",
     "fma_mmm_f32_32x3",
 ];
-const Q4_GEMVS: &[&str] = &["avx512_mmm_f32_32x1", "fma_mmm_f32_32x1"];
+const Q4_GEMVS: &[&str] = &[
+    "avx512vnni_mmm_f32_32x1",
+    "avx512_mmm_f32_32x1",
+    "fma_mmm_f32_32x1",
+];
 const INT8_TILES: &[&str] = &[
     "avx512amx_mmm_i32_16x16",
     "avx512vnni_mmm_i32_16x16",

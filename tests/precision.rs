@@ -150,13 +150,18 @@ fn bundled_precisions_agree_with_f32_token_by_token() {
     }
 }
 
-/// A q4 decode step multiplies by its Q4_0 weights with the 512-bit kernel on a CPU with
-/// AVX-512 (`avx512_mmm_f32_32x1`, vendor/README.md), else with the 256-bit one; the
-/// agreement above is measured with whichever this machine runs.
+/// A q4 decode step multiplies by its Q4_0 weights with the VNNI kernel on a CPU with
+/// AVX-512 VNNI (`avx512vnni_mmm_f32_32x1`, built where the assembler encodes VNNI), else
+/// with the 512-bit one on a CPU with AVX-512 (`avx512_mmm_f32_32x1`, vendor/README.md),
+/// else with the 256-bit one; the agreement above is measured with whichever this machine
+/// runs.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_decode_steps_run_the_widest_q4_kernel_the_cpu_has() {
-    let gemv = if std::arch::is_x86_feature_detected!("avx512f") {
+    let gemv = if runnable_kernel("avx512vnni_mmm_f32_32x1").is_some() {
+        assert!(std::arch::is_x86_feature_detected!("avx512vnni"));
+        "avx512vnni_mmm_f32_32x1"
+    } else if std::arch::is_x86_feature_detected!("avx512f") {
         "avx512_mmm_f32_32x1"
     } else if std::arch::is_x86_feature_detected!("fma") {
         "fma_mmm_f32_32x1"
@@ -618,13 +623,18 @@ fn runnable_kernel(name: &str) -> Option<&'static dyn tract_linalg::mmm::MatMatM
 }
 
 /// tract's one-column f32 kernels this CPU runs: `fma_mmm_f32_32x1`, and
-/// `avx512_mmm_f32_32x1` where it has AVX-512.
+/// `avx512_mmm_f32_32x1` where it has AVX-512 and `avx512vnni_mmm_f32_32x1` where it has
+/// AVX-512 VNNI.
 #[cfg(target_arch = "x86_64")]
 fn one_column_f32_kernels() -> Vec<&'static dyn tract_linalg::mmm::MatMatMul> {
-    ["fma_mmm_f32_32x1", "avx512_mmm_f32_32x1"]
-        .into_iter()
-        .filter_map(runnable_kernel)
-        .collect()
+    [
+        "fma_mmm_f32_32x1",
+        "avx512_mmm_f32_32x1",
+        "avx512vnni_mmm_f32_32x1",
+    ]
+    .into_iter()
+    .filter_map(runnable_kernel)
+    .collect()
 }
 
 /// Weights of a q4 test product that Q4_0 holds exactly: `m` rows of `k / 32` blocks, each
@@ -657,14 +667,14 @@ fn exact_q4_weights(m: usize, k: usize, zero_at: Option<fn(usize) -> usize>) -> 
 }
 
 /// A q4 decode step's kernel, tract's one-column f32 kernel on Q4_0 weights (its AVX2 loop,
-/// `fma_mmm_f32_32x1`, and the AVX-512 one where the CPU has it), over a long k: 128
-/// blocks of 32, two 32-row panels. The weights are ones Q4_0 holds exactly. The AVX2 loop
-/// takes each block's activations to i8 on their absolute maximum (d = max / 127), so
-/// the activations here are multiples of 2^-12 with one of ±127 of them in each block,
-/// facing weights of 0 (d is then 2^-12 and every activation an exact i8), the others
-/// from -16 to 16 of them; every product and sum is then exact in f32 whatever order a
-/// kernel sums in, and the kernels' outputs must equal the sums computed in f64. One
-/// block in seven is all zeros (d = 0).
+/// `fma_mmm_f32_32x1`, and the AVX-512 and VNNI ones where the CPU has them), over a long
+/// k: 128 blocks of 32, two 32-row panels. The weights are ones Q4_0 holds exactly. The
+/// AVX2 and VNNI loops take each block's activations to i8 on their absolute maximum
+/// (d = max / 127), so the activations here are multiples of 2^-12 with one of ±127 of
+/// them in each block, facing weights of 0 (d is then 2^-12 and every activation an exact
+/// i8), the others from -16 to 16 of them; every product and sum is then exact in f32
+/// whatever order a kernel sums in, and the kernels' outputs must equal the sums computed
+/// in f64. One block in seven is all zeros (d = 0).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn q4_one_column_kernels_sum_long_k_exactly() {
@@ -703,20 +713,17 @@ fn q4_one_column_kernels_sum_long_k_exactly() {
     }
 }
 
-/// The AVX2 Q4_0 loop on activations that i8 does not hold: each block's activations are
-/// taken to the nearest multiple of d = max / 127 of the block, so each moves by at most
-/// d / 2 (and a little for the rounding of d), and an output by at most the sum of
-/// |weight| × d / 2 over its row, plus f32 rounding. The outputs must lie that close to
-/// the sums computed in f64.
+/// The integer Q4_0 loops (the AVX2 one, and the VNNI one where the CPU has it) on
+/// activations that i8 does not hold: each block's activations are taken to the nearest
+/// multiple of d = max / 127 of the block, so each moves by at most d / 2 (and a little for
+/// the rounding of d), and an output by at most the sum of |weight| × d / 2 over its row,
+/// plus f32 rounding. The outputs must lie that close to the sums computed in f64.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i8_activations() {
+fn q4_integer_kernels_keep_within_half_a_step_of_their_i8_activations() {
     if !std::arch::is_x86_feature_detected!("fma") {
         return;
     }
-    let Some(ker) = runnable_kernel("fma_mmm_f32_32x1") else {
-        return;
-    };
     let (m, k) = (64, 4096);
     let w = exact_q4_weights(m, k, None);
     // activations spread over six orders of magnitude between blocks, none a round number
@@ -727,24 +734,35 @@ fn q4_avx2_kernel_keeps_within_half_a_step_of_its_i8_activations() {
         })
         .collect();
     let expected = exact_product(&w, m, k, &b);
-    let got = tile_product(ker, 1, (&w, m, k), (&b, 1), After::Nothing);
     let step: Vec<f64> = b
         .chunks(32)
         .map(|block| block.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0)
         .collect();
-    for row in 0..m {
-        let bound: f64 = (0..k)
-            .map(|i| (w[row * k + i] as f64).abs() * step[i / 32] * 0.5001)
-            .sum::<f64>()
-            + expected[row].abs() as f64 * 1e-6
-            + 1e-9;
-        let err = (got[row] as f64 - expected[row] as f64).abs();
-        assert!(
-            err <= bound,
-            "row {row}: {} against {}, off by {err:e}, bound {bound:e}",
-            got[row],
-            expected[row]
-        );
+    let kernels: Vec<_> = ["fma_mmm_f32_32x1", "avx512vnni_mmm_f32_32x1"]
+        .into_iter()
+        .filter_map(runnable_kernel)
+        .collect();
+    assert!(
+        !kernels.is_empty(),
+        "no integer Q4_0 kernel on a CPU with FMA"
+    );
+    for ker in kernels {
+        let name = ker.name();
+        let got = tile_product(ker, 1, (&w, m, k), (&b, 1), After::Nothing);
+        for row in 0..m {
+            let bound: f64 = (0..k)
+                .map(|i| (w[row * k + i] as f64).abs() * step[i / 32] * 0.5001)
+                .sum::<f64>()
+                + expected[row].abs() as f64 * 1e-6
+                + 1e-9;
+            let err = (got[row] as f64 - expected[row] as f64).abs();
+            assert!(
+                err <= bound,
+                "{name}, row {row}: {} against {}, off by {err:e}, bound {bound:e}",
+                got[row],
+                expected[row]
+            );
+        }
     }
 }
 

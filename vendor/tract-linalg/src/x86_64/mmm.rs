@@ -120,6 +120,20 @@ MMMExternKernel! { x86_64; fma_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx, X8
 MMMExternKernel! { x86_64; avx512_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx512f)
     packing[1] = q40f32 => |k| k.with_packing_a(pq40_r32());
 }
+// Glimpse: the same template's Q4_0 product with AVX-512 VNNI, in integers as the 256-bit
+// loop computes it (activations taken to i8 per block of 32), four steps of k a vpdpbusd:
+// the GEMV of a q4 decode step where the CPU has VNNI. Its boost makes it a peer of the
+// AVX-512 kernels, so it never outranks the prefill tile it shares the Q4_0 packing with;
+// between the GEMV kernels of that packing its level still decides.
+#[cfg(tract_avx512vnni)]
+const VNNI_Q4_PEER: fn() -> isize =
+    || crate::isa::peer_of(Isa::X86_64Avx512Vnni, Isa::X86_64Avx512f);
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = q40f32 => |k| k.with_packing_a(pq40_r32());
+
+    boost(VNNI_Q4_PEER)
+}
 MMMExternKernel!(x86_64; fma_mmm_f32_32x3<f32>(32,3)@(256,4) isa(X86_64Avx, X86_64Fma)
  packing[1] = f32f16 => |k| k.with_packing(f32::packing(32).align(256), f16::packing(3));
  packing[2] = f16f32 => |k| k.with_packing(f16::packing(32).align(256), f32::packing(3));
@@ -1150,6 +1164,80 @@ mod mmm_i32_every_k_tests {
                     assert_eq!(c[m * NR + n], want, "k {k}, row {m}, column {n}");
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, tract_avx512vnni))]
+mod q40_vnni_tests {
+    use super::*;
+    use crate::frame::mmm::{DynKernel, FusedKerSpec, MatMatMulKer, OutputStoreKer};
+    use tract_data::prelude::*;
+
+    /// One 32-row panel of Q4_0 weights times one column of f32 activations, on packing 1.
+    fn q40_product(ker: &DynKernel<32, 1, f32>, w: &[f32], b: &[f32]) -> TractResult<Vec<f32>> {
+        let k = b.len();
+        let at = tensor1(w).into_shape(&[32, k])?;
+        let bt = tensor1(b).into_shape(&[k, 1])?;
+        let (pack_a, pack_b) = &ker.packings()[1];
+        let pa = pack_a.prepare_one(&at, 1, 0)?;
+        let pb = pack_b.prepare_one(&bt, 0, 1)?;
+        let mut c = vec![f32::NAN; 32];
+        let store = OutputStoreKer {
+            ptr: c.as_mut_ptr() as *mut u8,
+            row_byte_stride: 4,
+            col_byte_stride: 4,
+            item_size: 4,
+        };
+        let ops = [
+            FusedKerSpec::Clear,
+            FusedKerSpec::AddMatMul {
+                k,
+                pa: pa.panel_bytes(0, None)?,
+                pb: pb.panel_bytes(0, None)?,
+                packing: 1,
+            },
+            FusedKerSpec::Store(store),
+            FusedKerSpec::Done,
+        ];
+        assert_eq!(ker.kernel(&ops), 0);
+        Ok(c)
+    }
+
+    /// The VNNI Q4_0 loop computes what the 256-bit integer loop computes: the same i8
+    /// activations, the same exact i32 sums, the same f32 steps per row, so the outputs
+    /// are bit for bit the same, over one block and many, with activations over six orders
+    /// of magnitude, a block of zeros, the i8 extremes and every nibble.
+    #[test]
+    fn vnni_q40_loop_gives_the_avx2_loop_s_outputs_bit_for_bit() -> TractResult<()> {
+        if !avx512vnni_mmm_f32_32x1.runnable() || !fma_mmm_f32_32x1.runnable() {
+            return Ok(());
+        }
+        for k in [32usize, 64, 96, 1024, 4096] {
+            let w: Vec<f32> = (0..32 * k)
+                .map(|i| {
+                    let x = ((i * 2654435761) % 1000003) as f32 / 1000003.0 - 0.5;
+                    x * (1 + i / 32 % 5) as f32
+                })
+                .collect();
+            let b: Vec<f32> = (0..k)
+                .map(|i| {
+                    let x = ((i * 40503 + 17) % 65537) as f32 / 65537.0 - 0.5;
+                    if i / 32 % 7 == 3 {
+                        0.0
+                    } else {
+                        x * 10f32.powi((i / 32 % 6) as i32 - 3)
+                    }
+                })
+                .collect();
+            let vnni = q40_product(&avx512vnni_mmm_f32_32x1, &w, &b)?;
+            let avx2 = q40_product(&fma_mmm_f32_32x1, &w, &b)?;
+            assert!(vnni.iter().all(|v| v.is_finite()), "k {k}: {vnni:?}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&vnni), bits(&avx2), "k {k}: {vnni:?} against {avx2:?}");
+            // and the products are not all zero: the weights' sign and size reach them
+            assert!(vnni.iter().filter(|v| v.abs() > 1e-6).count() > 16, "k {k}: {vnni:?}");
         }
         Ok(())
     }

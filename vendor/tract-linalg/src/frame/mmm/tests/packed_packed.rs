@@ -216,10 +216,12 @@ pub fn arbitrary_problem<K: MatMatMulKer>(
 
 /// Kernels that quantize the activations themselves, block of 32 steps of k by block, on
 /// the block's absolute maximum to integers of at most `levels`: the AVX2 Q4_0 loop of
-/// `fma_mmm_f32_32x1` takes them to i8 (x86_64/fma/f32_32x1_body.j2). The reference does
-/// the same, so that the comparison stays at the kernels' usual tolerance.
+/// `fma_mmm_f32_32x1` and its VNNI one in `avx512vnni_mmm_f32_32x1` take them to i8
+/// (x86_64/fma/f32_32x1_body.j2). The reference does the same, so that the comparison
+/// stays at the kernels' usual tolerance.
 fn activations_quantized_per_block(kernel: &str, packing: usize) -> Option<f32> {
-    (kernel == "fma_mmm_f32_32x1" && packing == 1).then_some(127.0)
+    (matches!(kernel, "fma_mmm_f32_32x1" | "avx512vnni_mmm_f32_32x1") && packing == 1)
+        .then_some(127.0)
 }
 
 /// `b` ([k, n], f32) with each column's blocks of 32 steps of k taken to the nearest
