@@ -124,7 +124,8 @@ MMMExternKernel! { x86_64; avx512_mmm_f32_32x1<f32>(32,1)@(256,4) isa(X86_64Avx5
 // loop computes it (activations taken to i8 per block of 32), four steps of k a vpdpbusd:
 // the GEMV of a q4 decode step where the CPU has VNNI. Its boost makes it a peer of the
 // AVX-512 kernels, so it never outranks the prefill tile it shares the Q4_0 packing with;
-// between the GEMV kernels of that packing its level still decides.
+// between the GEMV kernels of that packing its level still decides. Its byte shuffles on
+// zmm (vpshufb, vpsrlw) are AVX512BW, which every CPU with AVX-512 VNNI has.
 #[cfg(tract_avx512vnni)]
 const VNNI_Q4_PEER: fn() -> isize =
     || crate::isa::peer_of(Isa::X86_64Avx512Vnni, Isa::X86_64Avx512f);
