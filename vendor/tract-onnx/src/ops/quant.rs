@@ -283,6 +283,7 @@ impl Expansion for DynamicQuantizeLinear {
 /// 255 leaves that integer in the low byte of the sum's bits.
 const MAGIC: f32 = 12_582_912.0;
 
+#[inline(always)]
 fn dynamic_quantize_linear_u8(scale: f32, zero_point: u8, xs: &[f32], ys: &mut [u8]) {
     // ONNX's `saturate(round_ties_even(x / scale) + zero_point)` value by value (the
     // tests' `dynamic_quantize_linear_f32_u8`), in float arithmetic that vectorizes
@@ -303,6 +304,7 @@ fn dynamic_quantize_linear_u8(scale: f32, zero_point: u8, xs: &[f32], ys: &mut [
     });
 }
 
+#[inline(always)]
 fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
     // get the min and max of xs and extend it to have zero included
     // in the interval [min, max]
@@ -328,6 +330,7 @@ fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
 /// The least and greatest of `xs` and 0, NaNs skipped: the fold above in 16 lanes, which
 /// the compiler keeps in vector registers (min and max are exact, so the order of the
 /// comparisons does not change the result).
+#[inline(always)]
 fn min_max_with_zero(xs: &[f32]) -> (f32, f32) {
     const L: usize = 16;
     let (mut lo, mut hi) = ([0f32; L], [0f32; L]);
@@ -352,6 +355,47 @@ fn min_max_with_zero(xs: &[f32]) -> (f32, f32) {
         }
     }
     (min, max)
+}
+
+/// Scale, zero point and bytes of `xs`: the range, then every value, in the widest vectors
+/// this CPU has. The same Rust compiled three ways: the baseline x86-64 build has 4 f32 lanes
+/// (one `divps` per 4 values was most of the op's time in an int8 prefill), AVX2 gives 8 and
+/// AVX-512 16, and the bytes are the same (`every_build_quantizes_to_the_same_bytes`).
+fn dynamic_quantize(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use tract_linalg::isa::{native, Isa};
+        let isa = native();
+        if isa.has(Isa::X86_64Avx512f) {
+            return unsafe { x86_64_builds::avx512(xs, ys) };
+        }
+        if isa.has(Isa::X86_64Avx2) {
+            return unsafe { x86_64_builds::avx2(xs, ys) };
+        }
+    }
+    portable_dynamic_quantize(xs, ys)
+}
+
+#[inline(always)]
+fn portable_dynamic_quantize(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+    let (scale, zero_point) = scale_and_zero_point(xs);
+    dynamic_quantize_linear_u8(scale, zero_point, xs, ys);
+    (scale, zero_point)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64_builds {
+    /// Safety: the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+        super::portable_dynamic_quantize(xs, ys)
+    }
+
+    /// Safety: the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(xs: &[f32], ys: &mut [u8]) -> (f32, u8) {
+        super::portable_dynamic_quantize(xs, ys)
+    }
 }
 
 #[derive(Clone, Debug, new, Hash, PartialEq, Eq)]
@@ -379,17 +423,11 @@ impl EvalOp for DynamicQuantizeLinearU8 {
         let input = &inputs[0];
         let input = input.cast_to::<f32>()?;
         let xs = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let (scale, zero_point) = scale_and_zero_point(xs);
-
         let mut dst = unsafe { Tensor::uninitialized_dt(u8::datum_type(), input.shape())? };
         // We cannot use quantize_linear_u8 here because it does `x * scale.recip()`
         // instead of `x / scale`. This change some number enough to be rounded to another integer.
-        dynamic_quantize_linear_u8(
-            scale,
-            zero_point,
-            xs,
-            dst.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?,
-        );
+        let (scale, zero_point) =
+            dynamic_quantize(xs, dst.try_as_plain_ram_mut()?.as_slice_mut::<u8>()?);
 
         let quantized_tensor = dst.into_tvalue();
         let scale_tensor = tensor0(scale).into();
@@ -466,6 +504,59 @@ mod tests {
                 xs.iter().map(|&x| dynamic_quantize_linear_f32_u8(x, scale, zero_point)).collect();
             assert_eq!(fast, slow, "case {case}");
         }
+    }
+
+    /// The AVX2 and AVX-512 builds of the op's loops give the baseline build's scale, zero
+    /// point and bytes, value for value (lengths off every lane count, ties, NaNs, zeros).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_build_quantizes_to_the_same_bytes() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let has = |f: &str| match f {
+            "avx2" => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            _ => is_x86_feature_detected!("avx512f"),
+        };
+        let mut compared = 0;
+        for case in 0..120 {
+            let len = 1 + (next() % 2100) as usize;
+            let spread = [1e-3f32, 1.0, 37.5, 1e4][case % 4];
+            let mut xs: Vec<f32> = (0..len)
+                .map(|_| (next() as f32 / u32::MAX as f32 - 0.4) * spread)
+                .collect();
+            if case % 5 == 0 {
+                xs.iter_mut().for_each(|x| *x = (*x * 2.0).round() / 2.0);
+            }
+            if case % 7 == 0 {
+                xs[len / 3] = f32::NAN;
+            }
+            if case % 11 == 0 {
+                xs.iter_mut().for_each(|x| *x = 0.0);
+            }
+            let mut base = vec![0u8; len];
+            let expected = portable_dynamic_quantize(&xs, &mut base);
+            for build in ["avx2", "avx512"] {
+                if !has(build) {
+                    continue;
+                }
+                let mut bytes = vec![0u8; len];
+                let got = unsafe {
+                    match build {
+                        "avx2" => x86_64_builds::avx2(&xs, &mut bytes),
+                        _ => x86_64_builds::avx512(&xs, &mut bytes),
+                    }
+                };
+                assert_eq!(got.0.to_bits(), expected.0.to_bits(), "{build}, case {case}: scale");
+                assert_eq!(got.1, expected.1, "{build}, case {case}: zero point");
+                assert_eq!(bytes, base, "{build}, case {case}: bytes");
+                compared += 1;
+            }
+        }
+        // every x86-64 CPU this runs on has at least AVX2 (CI's has, and AVX-512 elsewhere)
+        assert!(compared >= 120 || !has("avx2"), "compared {compared}");
     }
 
     #[test]
