@@ -11,8 +11,8 @@ usage: perf_scale.py --glimpse BIN --frame PNG [--steps N] [--max-image WxH] [--
                      [--threads N] PKG [PKG ...]
 (PKG may be DIR:PRECISION). `--table-from LOG` prints the table again from the JSON lines
 a run wrote on stderr. With --profile, Glimpse also runs the prefill and the steps
-once more under its operator profiler, and the decoder's largest operators are listed
-under the table.
+once more under its operator profiler, onnxruntime runs the prefill and one step once more
+under its own, and each decoder's largest operators are listed under the table.
 """
 import argparse
 import json
@@ -25,8 +25,9 @@ import tempfile
 import time
 
 
-def ort_run(package, precision, inputs, steps, threads):
-    """Runs in a child process: load, first token, decode steps; returns the figures."""
+def ort_run(package, precision, inputs, steps, threads, profile=False):
+    """Runs in a child process: load, first token, decode steps; returns the figures (with
+    `profile`, also onnxruntime's own operator profile of the prefill and a decode step)."""
     import numpy as np
     import onnxruntime as ort
 
@@ -76,7 +77,7 @@ def ort_run(package, precision, inputs, steps, threads):
         step_ms.append((time.perf_counter() - t) * 1e3)
         pos += 1
         nxt = int(np.argmax(logits[0, -1]))
-    return {
+    figures = {
         "load_ms": load_ms,
         "load_rss_mb": load_rss,
         "first_token_ms": first_ms,
@@ -84,6 +85,59 @@ def ort_run(package, precision, inputs, steps, threads):
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "rss_mb": rss_now_mb(),
     }
+    if profile:
+        del s["decoder.onnx"]
+        figures.update(ort_profile(graph("decoder.onnx"), threads, (layers, heads, hd), prefix,
+                                   embed, nxt))
+    return figures
+
+
+def ort_profile(decoder, threads, shape, prefix, embed, nxt):
+    """onnxruntime's profiler on a fresh decoder session: the prefill once and one decode
+    step, as Glimpse's --profile runs them; time by operator type, largest first."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+    session = ort.InferenceSession(decoder, opts, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    layers, heads, hd = shape
+
+    def step(embeds, start, past):
+        feed = {"inputs_embeds": embeds,
+                "position_ids": np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]}
+        for i in range(layers):
+            feed[f"past_key_values.{i}.key"] = past[2 * i]
+            feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
+        out = dict(zip(outputs, session.run(None, feed)))
+        return [out[f"present.{i}.{kv}"] for i in range(layers) for kv in ("key", "value")]
+
+    empty = [np.zeros((1, heads, 0, hd), dtype=np.float32) for _ in range(2 * layers)]
+    past = step(prefix, 0, empty)
+    step(embed([nxt]), prefix.shape[1], past)
+    trace = session.end_profiling()
+    events = json.load(open(trace))
+    os.remove(trace)
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    result = {}
+    for (start, end), key in zip(runs, ("ort_prefill_ops", "ort_decode_ops")):
+        by_op = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") \
+                    and start <= e["ts"] <= end:
+                op = e.get("args", {}).get("op_name", "?")
+                ms, calls = by_op.get(op, (0.0, 0))
+                by_op[op] = (ms + e["dur"] / 1e3, calls + 1)
+        total = sum(ms for ms, _ in by_op.values()) or 1.0
+        result[key] = [{"op": op, "ms": ms, "calls": calls, "share": ms / total}
+                       for op, (ms, calls) in sorted(by_op.items(), key=lambda kv: -kv[1][0])]
+    return result
 
 
 def rss_now_mb():
@@ -109,7 +163,8 @@ def main():
     a = ap.parse_args()
     if a.child:
         package, precision, inputs = a.child.split("|")
-        print(json.dumps(ort_run(package, precision, json.load(open(inputs)), a.steps, a.threads)))
+        print(json.dumps(ort_run(package, precision, json.load(open(inputs)), a.steps, a.threads,
+                                 a.profile)))
         return
     if a.table_from:
         rows = [(r["package"], r["glimpse"], r["onnxruntime"])
@@ -137,7 +192,7 @@ def main():
         child = subprocess.run(
             [sys.executable, __file__, "--glimpse", a.glimpse, "--frame", a.frame,
              "--steps", str(a.steps), "--threads", str(a.threads),
-             "--child", f"{package}|{precision}|{inputs}"],
+             "--child", f"{package}|{precision}|{inputs}"] + (["--profile"] if a.profile else []),
             capture_output=True, text=True)
         theirs = json.loads(child.stdout) if child.returncode == 0 else None
         if theirs is None:
@@ -169,13 +224,15 @@ def print_table(rows, threads):
               f"{o['first_token_ms'] / 1e3:.2f} / {tt('first_token_ms', 1e-3, 2)} | "
               f"{o['decode_tokens_per_s']:.2f} / "
               f"{(1e3 / t['decode_ms']) if t else float('nan'):.2f} |")
-    for package, o, _ in rows:
+    for package, o, t in rows:
         for key, what in (("prefill_ops", "prefill"), ("decode_ops", "decode step")):
-            if o.get(key):
-                top = ", ".join(f"{r['op']} {100 * r['share']:.0f} % ({r['ms']:.1f} ms)"
-                                for r in o[key][:4])
-                print(f"- {os.path.basename(package.rstrip('/'))} {o['precision']}, "
-                      f"{what}: {top}")
+            for who, figures in (("ours", o), ("ort", t or {})):
+                ops = figures.get(key if who == "ours" else f"ort_{key}")
+                if ops:
+                    top = ", ".join(f"{r['op']} {100 * r['share']:.0f} % ({r['ms']:.1f} ms)"
+                                    for r in ops[:4])
+                    print(f"- {os.path.basename(package.rstrip('/'))} {o['precision']}, "
+                          f"{what} ({who}): {top}")
 
 
 if __name__ == "__main__":
