@@ -1260,7 +1260,10 @@ impl PackedI8K4 {
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
-        blob.as_bytes_mut().fill(0);
+        // padding is zero: the K tail of every lane, the lanes past mn in the last panel;
+        // whole panels of a k that is a multiple of 4 are all written over
+        let zeroed = if k % 4 != 0 { 0 } else { (mn / self.r) * pl };
+        blob.as_bytes_mut()[zeroed..].fill(0);
         let (ks, ms) = (st[k_axis], st[mn_axis]);
         let kblocks = kp / 4;
         unsafe {
@@ -1270,6 +1273,18 @@ impl PackedI8K4 {
                 let pw = self.r.min(mn - p * self.r);
                 let panel = dst.add(p * pl);
                 let mn0 = (p * self.r) as isize;
+                if ks == 1 {
+                    // k runs along memory (activations, [mn, k]): each lane's 4 bytes of a
+                    // K block lie side by side, one u32 copy instead of four byte stores
+                    Self::pack_k_contiguous(src.offset(mn0 * ms), ms, k, self.r, pw, panel);
+                    continue;
+                }
+                if ms == 1 {
+                    // mn runs along memory (weights, [k, mn]): four rows of a K block
+                    // interleaved, a u32 per lane
+                    Self::pack_mn_contiguous(src.offset(mn0), ks, k, self.r, pw, panel);
+                    continue;
+                }
                 for kb in 0..kblocks {
                     for kr in 0..4 {
                         let kk = kb * 4 + kr;
@@ -1293,6 +1308,73 @@ impl PackedI8K4 {
         }))
     }
 }
+impl PackedI8K4 {
+    /// One panel of `pw` lanes from rows of k bytes `ms` apart (k contiguous).
+    ///
+    /// Safety: `src` reads `pw` rows of `k` bytes, `panel` holds a zeroed panel.
+    unsafe fn pack_k_contiguous(
+        src: *const i8,
+        ms: isize,
+        k: usize,
+        r: usize,
+        pw: usize,
+        panel: *mut i8,
+    ) {
+        let full = k / 4;
+        for lm in 0..pw {
+            unsafe {
+                let row = src.offset(lm as isize * ms);
+                let lane = panel.add(lm * 4);
+                for kb in 0..full {
+                    let v = (row.add(kb * 4) as *const u32).read_unaligned();
+                    (lane.add(kb * r * 4) as *mut u32).write_unaligned(v);
+                }
+                for kr in 0..k - full * 4 {
+                    *lane.add(full * r * 4 + kr) = *row.add(full * 4 + kr);
+                }
+            }
+        }
+    }
+
+    /// One panel of `pw` lanes from k rows of bytes `ks` apart (mn contiguous).
+    ///
+    /// Safety: `src` reads `k` rows of `pw` bytes, `panel` holds a zeroed panel.
+    unsafe fn pack_mn_contiguous(
+        src: *const i8,
+        ks: isize,
+        k: usize,
+        r: usize,
+        pw: usize,
+        panel: *mut i8,
+    ) {
+        let full = k / 4;
+        for kb in 0..full {
+            unsafe {
+                let rows: [*const u8; 4] =
+                    std::array::from_fn(|kr| src.offset((kb * 4 + kr) as isize * ks) as *const u8);
+                let block = panel.add(kb * r * 4) as *mut u32;
+                for lm in 0..pw {
+                    let v = u32::from_le_bytes([
+                        *rows[0].add(lm),
+                        *rows[1].add(lm),
+                        *rows[2].add(lm),
+                        *rows[3].add(lm),
+                    ]);
+                    block.add(lm).write_unaligned(v);
+                }
+            }
+        }
+        for kr in 0..k - full * 4 {
+            unsafe {
+                let row = src.offset((full * 4 + kr) as isize * ks);
+                for lm in 0..pw {
+                    *panel.add(full * r * 4 + lm * 4 + kr) = *row.add(lm);
+                }
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for PackedI8K4 {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "I8K4[{}]", self.r)
