@@ -1269,9 +1269,12 @@ impl PackedI8K4 {
         unsafe {
             let src = t.as_ptr_unchecked::<i8>();
             let dst = blob.as_mut_ptr() as *mut i8;
-            if ms == 1 && ks != 1 {
+            // x86-64 only: the aarch64 board binary has no bytes to spare for a faster load
+            // (vendor/README.md)
+            if cfg!(target_arch = "x86_64") && ms == 1 && ks != 1 {
                 // mn runs along memory (weights, [k, mn]): four rows of a K block
                 // interleaved, a u32 per lane, a line of each row at a time
+                #[cfg(target_arch = "x86_64")]
                 Self::pack_mn_contiguous(src, ks, k, mn, self.r, pl, dst);
             } else {
                 for p in 0..panels {
@@ -1346,6 +1349,7 @@ impl PackedI8K4 {
     ///
     /// Safety: `src` reads `k` rows of `mn` bytes; `dst` holds the zeroed panels, `pl`
     /// bytes each.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn pack_mn_contiguous(
         src: *const i8,
         ks: isize,
