@@ -25,6 +25,20 @@ import tempfile
 import time
 
 
+def decoder_step(session, outputs, layers, embeds, start, past):
+    """One run of an onnxruntime decoder session: its logits and the grown cache."""
+    import numpy as np
+
+    feed = {"inputs_embeds": embeds,
+            "position_ids": np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]}
+    for i in range(layers):
+        feed[f"past_key_values.{i}.key"] = past[2 * i]
+        feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
+    out = dict(zip(outputs, session.run(None, feed)))
+    return out["logits"], [out[f"present.{i}.{kv}"] for i in range(layers)
+                            for kv in ("key", "value")]
+
+
 def ort_run(package, precision, inputs, steps, threads, profile=False):
     """Runs in a child process: load, first token, decode steps; returns the figures (with
     `profile`, also onnxruntime's own operator profile of the prefill and a decode step)."""
@@ -52,14 +66,7 @@ def ort_run(package, precision, inputs, steps, threads, profile=False):
         return s["embedding.onnx"].run(None, {"input_ids": np.array([ids], dtype=np.int64)})[0]
 
     def decode(embeds, start, past):
-        feed = {"inputs_embeds": embeds,
-                "position_ids": np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]}
-        for i in range(layers):
-            feed[f"past_key_values.{i}.key"] = past[2 * i]
-            feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        out = dict(zip(outputs, s["decoder.onnx"].run(None, feed)))
-        return out["logits"], [out[f"present.{i}.{kv}"] for i in range(layers)
-                                for kv in ("key", "value")]
+        return decoder_step(s["decoder.onnx"], outputs, layers, embeds, start, past)
 
     patches = np.array(inputs["patches"], dtype=np.float32).reshape(inputs["patches_shape"])
     t = time.perf_counter()
@@ -108,18 +115,9 @@ def ort_profile(decoder, threads, shape, prefix, embed, nxt):
     outputs = [o.name for o in session.get_outputs()]
     layers, heads, hd = shape
 
-    def step(embeds, start, past):
-        feed = {"inputs_embeds": embeds,
-                "position_ids": np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]}
-        for i in range(layers):
-            feed[f"past_key_values.{i}.key"] = past[2 * i]
-            feed[f"past_key_values.{i}.value"] = past[2 * i + 1]
-        out = dict(zip(outputs, session.run(None, feed)))
-        return [out[f"present.{i}.{kv}"] for i in range(layers) for kv in ("key", "value")]
-
     empty = [np.zeros((1, heads, 0, hd), dtype=np.float32) for _ in range(2 * layers)]
-    past = step(prefix, 0, empty)
-    step(embed([nxt]), prefix.shape[1], past)
+    _, past = decoder_step(session, outputs, layers, prefix, 0, empty)
+    decoder_step(session, outputs, layers, embed([nxt]), prefix.shape[1], past)
     trace = session.end_profiling()
     events = json.load(open(trace))
     os.remove(trace)
