@@ -25,6 +25,18 @@ import tempfile
 import time
 
 
+def session_options(threads):
+    """onnxruntime on `threads` intra-op threads (Glimpse's --threads), every graph
+    optimisation on."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 def decoder_step(session, outputs, layers, embeds, start, past):
     """One run of an onnxruntime decoder session: its logits and the grown cache."""
     import numpy as np
@@ -49,10 +61,7 @@ def ort_run(package, precision, inputs, steps, threads, profile=False):
         f = name if precision == "f32" else name.replace(".onnx", f".{precision}.onnx")
         return os.path.join(package, f)
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = session_options(threads)
     t = time.perf_counter()
     s = {n: ort.InferenceSession(graph(n), opts, providers=["CPUExecutionProvider"])
          for n in ("vision.onnx", "embedding.onnx", "decoder.onnx")}
@@ -105,10 +114,7 @@ def ort_profile(decoder, threads, shape, prefix, embed, nxt):
     import numpy as np
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = session_options(threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = ort.InferenceSession(decoder, opts, providers=["CPUExecutionProvider"])
