@@ -1311,8 +1311,7 @@ impl PackedI8K4 {
             mn,
         }))
     }
-}
-impl PackedI8K4 {
+
     /// One panel of `pw` lanes from rows of k bytes `ms` apart (k contiguous).
     ///
     /// Safety: `src` reads `pw` rows of `k` bytes, `panel` holds a zeroed panel.
