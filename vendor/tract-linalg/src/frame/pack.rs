@@ -1212,20 +1212,47 @@ where
 // K=4-inner packing for SDOT/relaxed-dot int8 matmul: 4 contiguous K per mn-lane.
 // Layout: out[(k/4)*r*4 + m*4 + (k%4)] = src[m,k]. k_alignment=4. Matmul path uses
 // pack_view; the conv im2col patchers feed write_with_k_outer in K-outer order.
+//
+// Glimpse: two variants for VPDPBUSD, which multiplies unsigned bytes by signed ones (the
+// AVX-512 VNNI 8x8 tile, x86_64/fma/avx512vnni_mmm_i32_8x8.S.j2): `with_lane_sums` follows
+// each panel with r i32, -128 times the sum of each lane's bytes (the weights' side), and
+// `biased` stores every byte as x + 128 (its sign bit flipped: the activations' side, the
+// unsigned operand). The tile's products then need no offset inside its loop.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct PackedI8K4 {
     pub r: usize,
     pub align: usize,
+    pub lane_sums: bool,
+    pub biased: bool,
 }
 impl PackedI8K4 {
     /// Panels start on a 64-byte line: the AMX tile kernel loads each 64-byte row of a
     /// K block with one `tileloadd`, and a row straddling two lines reads both (the
     /// activations a 1.3 B prefill packed started 16 or 32 bytes into a line).
     pub fn new(r: usize) -> Self {
-        PackedI8K4 { r, align: 64 }
+        PackedI8K4 { r, align: 64, lane_sums: false, biased: false }
+    }
+    /// Each panel followed by r i32: -128 times the sum of each lane's k bytes.
+    pub fn with_lane_sums(self) -> Self {
+        PackedI8K4 { lane_sums: true, ..self }
+    }
+    /// Every byte stored as x + 128, an unsigned byte (x with its sign bit flipped).
+    pub fn biased(self) -> Self {
+        PackedI8K4 { biased: true, ..self }
+    }
+    /// The bytes of the K blocks of a panel, without the lane sums.
+    fn blocks(&self, k: usize) -> usize {
+        (k.div_ceil(4) * 4) * self.r
     }
     fn panel(&self, k: usize) -> usize {
-        (k.div_ceil(4) * 4) * self.r
+        self.blocks(k) + if self.lane_sums { 4 * self.r } else { 0 }
+    }
+    /// Turns bytes packed plain into this packing's: flips their sign bits if it is
+    /// biased (the conv im2col patchers write plain bytes).
+    pub fn bias_in_place(&self, packed: &mut [u8]) {
+        if cfg!(target_arch = "x86_64") && self.biased {
+            packed.iter_mut().for_each(|b| *b ^= 0x80);
+        }
     }
     pub fn single_panel_len(&self, k: usize) -> usize {
         self.panel(k)
@@ -1253,10 +1280,14 @@ impl PackedI8K4 {
         mn_axis: usize,
     ) -> TractResult<Box<dyn MMMInputValue>> {
         ensure!(k_axis != mn_axis, "k_axis and mn_axis must differ (both are {k_axis})");
+        ensure!(
+            !(self.lane_sums && self.biased),
+            "PackedI8K4: lane sums are of plain bytes, not biased ones"
+        );
         let k = t.shape()[k_axis];
         let mn = t.shape()[mn_axis];
         let kp = k.div_ceil(4) * 4;
-        let pl = kp * self.r;
+        let pl = self.panel(k);
         let panels = mn.div_ceil(self.r);
         let st = t.strides();
         let mut blob = unsafe { Blob::new_for_size_and_align(panels * pl, self.align) };
@@ -1303,13 +1334,40 @@ impl PackedI8K4 {
                     }
                 }
             }
+            if cfg!(target_arch = "x86_64") && self.lane_sums {
+                self.write_lane_sums(k, mn, dst);
+            }
         }
+        self.bias_in_place(blob.as_bytes_mut());
         Ok(Box::new(EagerPackedInput {
             fact: PackedExoticFact { format: Box::new(self.clone()), mn: mn.to_dim(), k },
             packed: blob.into(),
             panel_bytes: pl,
             mn,
         }))
+    }
+
+    /// After each packed panel, -128 times the sum of each of its lanes' bytes, as i32.
+    ///
+    /// Safety: `packed` holds the packed panels of `k` by `mn`, lane sums' room included.
+    unsafe fn write_lane_sums(&self, k: usize, mn: usize, packed: *mut i8) {
+        let (r, blocks, pl) = (self.r, self.blocks(k), self.panel(k));
+        let mut sums = vec![0i32; r];
+        for p in 0..mn.div_ceil(r) {
+            unsafe {
+                let panel = std::slice::from_raw_parts(packed.add(p * pl), blocks);
+                sums.fill(0);
+                for block in panel.chunks_exact(4 * r) {
+                    for (sum, lane) in sums.iter_mut().zip(block.chunks_exact(4)) {
+                        *sum += lane.iter().map(|&b| b as i32).sum::<i32>();
+                    }
+                }
+                let out = packed.add(p * pl + blocks) as *mut i32;
+                for (lm, sum) in sums.iter().enumerate() {
+                    out.add(lm).write_unaligned(-128 * sum);
+                }
+            }
+        }
     }
 
     /// One panel of `pw` lanes from rows of k bytes `ms` apart (k contiguous).
@@ -1400,7 +1458,14 @@ impl PackedI8K4 {
 
 impl std::fmt::Display for PackedI8K4 {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "I8K4[{}]", self.r)
+        write!(f, "I8K4[{}]", self.r)?;
+        if self.lane_sums {
+            write!(f, "+sums")?;
+        }
+        if self.biased {
+            write!(f, "+128")?;
+        }
+        Ok(())
     }
 }
 impl MMMInputFormat for PackedI8K4 {
@@ -1429,7 +1494,9 @@ impl MMMInputFormat for PackedI8K4 {
         &'a self,
         o: &'b dyn MMMInputFormat,
     ) -> Option<&'o dyn MMMInputFormat> {
-        o.downcast_ref::<PackedI8K4>().filter(|x| x.r == self.r).map(|_| self as _)
+        o.downcast_ref::<PackedI8K4>()
+            .filter(|x| (x.r, x.lane_sums, x.biased) == (self.r, self.lane_sums, self.biased))
+            .map(|_| self as _)
     }
     fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
         mn.divceil(self.r) * self.panel(k.to_usize().unwrap_or(0))
@@ -1867,6 +1934,62 @@ mod test {
                 reference,
                 "write_with_k_outer disagrees with reference for {self:?}"
             );
+        }
+    }
+
+    impl PackI8K4Problem {
+        // The AVX-512 VNNI tile's two variants (x86-64 only): the plain layout with each
+        // panel followed by -128 times its lanes' sums, and the plain bytes with their sign
+        // bits flipped.
+        fn check_variants(&self) {
+            let logical = self.logical();
+            let reference = self.reference();
+            let (pl, r) = (self.panel_len(), self.r);
+            let tensor = if self.is_a {
+                Array2::from_shape_fn((self.mn, self.k), |(m, kk)| logical[[kk, m]]).into_tensor()
+            } else {
+                logical.clone().into_tensor()
+            };
+            let (k_axis, mn_axis) = if self.is_a { (1, 0) } else { (0, 1) };
+            let packed = |packer: super::PackedI8K4, panel: usize| {
+                let packed = packer.pack_view(&tensor.view(), k_axis, mn_axis).unwrap();
+                assert_eq!(packer.single_panel_len(self.k), panel);
+                (0..self.mn.div_ceil(r))
+                    .map(|p| unsafe {
+                        let ptr = packed.panel_bytes(p, None).unwrap() as *const i8;
+                        std::slice::from_raw_parts(ptr, panel).to_vec()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let with_sums = packed(super::PackedI8K4::new(r).with_lane_sums(), pl + 4 * r);
+            let biased = packed(super::PackedI8K4::new(r).biased(), pl);
+            for (p, (sums, biased)) in with_sums.iter().zip(&biased).enumerate() {
+                let plain = &reference[p * pl..][..pl];
+                assert_eq!(&sums[..pl], plain, "panel {p} of {self:?} with lane sums");
+                for lm in 0..r {
+                    let m = p * r + lm;
+                    let sum: i32 = if m < self.mn {
+                        (0..self.k).map(|kk| logical[[kk, m]] as i32).sum()
+                    } else {
+                        0
+                    };
+                    let stored = i32::from_le_bytes(std::array::from_fn(|i| {
+                        sums[pl + 4 * lm + i] as u8
+                    }));
+                    assert_eq!(stored, -128 * sum, "lane {m}'s sum in {self:?}");
+                }
+                let flipped: Vec<i8> = plain.iter().map(|&b| b ^ i8::MIN).collect();
+                assert_eq!(biased, &flipped, "panel {p} of {self:?} biased");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn i8k4_lane_sums_and_bias() {
+        for (k, mn, r) in [(1, 1, 8), (9, 13, 8), (16, 8, 8), (7, 2048 + 21, 8), (12, 40, 16)] {
+            k4(k, mn, r, false).check_variants();
+            k4(k, mn, r, true).check_variants();
         }
     }
 

@@ -204,16 +204,20 @@ MMMExternKernel! { x86_64; avx2_mmm_i32_8x1<i32>(8,1)@(32,4) isa(X86_64Avx2)
 
 // AVX-512 VNNI int8 GEMM: same 8x8 column-accumulator tile and quantization
 // epilogue as avx2_mmm_i32_8x8, but the i8i8 matmul inner loop uses VPDPBUSD
-// (4-way K dot) over the K=4-inner PackedI8K4 layout. VPDPBUSD is u8*s8, so the
-// kernel offsets A by +128 and removes the 128*sum_k(B) bias per column before
-// the epilogue, making the i32 accumulators bit-identical to the AVX2 path.
+// (4-way K dot) over the K=4-inner PackedI8K4 layout. VPDPBUSD is u8*s8.
+//
+// Glimpse: B (the activations) is packed biased, each byte stored as x + 128, VPDPBUSD's
+// unsigned operand as it is, and A (the weights) with its lanes' sums, -128 * sum_k A[m]
+// after each panel, added to every column after the loop. The i32 accumulators are the
+// AVX2 path's, bit for bit, and the loop is eight VPDPBUSD a K block with nothing else
+// to compute: it offset A by +128 and summed B's columns in its loop before.
 //
 // Gated on `tract_avx512vnni` (set by build.rs when the assembler can encode
 // `vpdpbusd ymm`; binutils < 2.30 cannot). On old toolchains the kernel is
 // omitted entirely and the AVX2 i32 path is used instead.
 #[cfg(tract_avx512vnni)]
 MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
-    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(8));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8).with_lane_sums(), PackedI8K4::new(8).biased());
 
     store(i8)
 }
@@ -226,7 +230,7 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x8<i32>(8,8)@(256,4) isa(X86_64Av
 // them over one packing of the weights.
 #[cfg(tract_avx512vnni)]
 MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x1<i32>(8,1)@(32,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
-    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8), PackedI8K4::new(1));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(8).with_lane_sums(), PackedI8K4::new(1));
 
     store(i8)
 }
@@ -1001,6 +1005,15 @@ mod mmm_i32_every_k_tests {
     #[test]
     fn vnni_8x1_every_k_reads_whole_steps_then_its_last_bytes() -> TractResult<()> {
         every_k(&avx512vnni_mmm_i32_8x1)
+    }
+
+    /// The VNNI tile over the weights with their lanes' sums and the biased activations,
+    /// all of its rows and columns: the lane sums are read right after the last step,
+    /// wherever k leaves it.
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn vnni_8x8_every_k_takes_the_lane_sums_after_its_last_step() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_8x8)
     }
 
     /// The same for the 16x16 tile kernel, all sixteen columns: the generic frame tests

@@ -1651,6 +1651,65 @@ mod test {
         assert_eq!(*output[0], tensor4(&[[[[8i32, 12], [20, 24]]]]));
     }
 
+    /// Glimpse: an int8 convolution through im2col and `QSumB` with zero points on both
+    /// sides, k (3 x 3 x 3) not a multiple of 4 and 20 output channels, against the sums
+    /// written out: on an AVX-512 VNNI CPU its kernel takes the activations biased.
+    #[test]
+    fn convinteger_with_zero_points_sums_like_its_definition() {
+        let (c, h, w, o) = (3usize, 6usize, 5usize, 20usize);
+        let x: Vec<u8> = (0..c * h * w).map(|i| ((i * 97 + 13) % 256) as u8).collect();
+        let k: Vec<u8> = (0..o * c * 9).map(|i| ((i * 53 + 7) % 256) as u8).collect();
+        let (x0, k0) = (3i32, 2i32);
+        let op = Conv {
+            pool_spec: PoolSpec {
+                data_format: NCHW,
+                kernel_shape: tvec!(3, 3),
+                padding: Valid,
+                dilations: None,
+                strides: None,
+                input_channels: c,
+                output_channels: o,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: Some(i32::datum_type()),
+        };
+        let input = tvec!(
+            tensor1(&x).into_shape(&[1, c, h, w]).unwrap().into_arc_tensor(),
+            tensor1(&k).into_shape(&[o, c, 3, 3]).unwrap().into_arc_tensor(),
+            rctensor0(0u32),
+            rctensor0(x0 as u8),
+            rctensor0(1.0f32),
+            rctensor0(k0 as u8),
+            rctensor0(1.0f32),
+            rctensor0(0i32),
+            rctensor0(1.0f32),
+        );
+        let input = input.into_iter().map(IntoTValue::into_tvalue).collect::<TVec<_>>();
+        let output = op.eval(&EvalContext::out_of_plan(), input).unwrap();
+        let (oh, ow) = (h - 2, w - 2);
+        let mut want = vec![0i32; o * oh * ow];
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut sum = 0i32;
+                    for ic in 0..c {
+                        for i in 0..3 {
+                            for j in 0..3 {
+                                let xv = x[ic * h * w + (y + i) * w + xx + j] as i32 - x0;
+                                let kv = k[((oc * c + ic) * 3 + i) * 3 + j] as i32 - k0;
+                                sum += xv * kv;
+                            }
+                        }
+                    }
+                    want[(oc * oh + y) * ow + xx] = sum;
+                }
+            }
+        }
+        let want = tensor1(&want).into_shape(&[1, o, oh, ow]).unwrap();
+        assert_eq!(*output[0], want);
+    }
+
     #[test]
     fn valid_conv_absorbs_precursor_pad() -> TractResult<()> {
         let mut model = TypedModel::default();

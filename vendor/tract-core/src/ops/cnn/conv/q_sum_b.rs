@@ -58,7 +58,15 @@ impl QSumB {
                 let mut output_view = output_view.index_axis_mut(Axis(0), g);
                 let output_slice = output_view.as_slice_mut().unwrap();
                 let payload = storage.value_at(&[b, g]);
+                let biased = cfg!(target_arch = "x86_64")
+                    && payload.format().downcast_ref::<PackedI8K4>().is_some_and(|p| p.biased);
                 match self.dt.unquantized() {
+                    // a biased packing stores each i8 x as the u8 x + 128
+                    DatumType::I8 if biased => {
+                        self.eval_t::<u8>(payload, output_slice)?;
+                        let bias = 128 * payload.k() as i32;
+                        output_slice.iter_mut().for_each(|s| *s -= bias);
+                    }
                     DatumType::I8 => self.eval_t::<i8>(payload, output_slice)?,
                     DatumType::U8 => self.eval_t::<u8>(payload, output_slice)?,
                     dt => bail!("Unsupported input type in quantized operation ({:?})", dt),
