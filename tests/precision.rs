@@ -231,9 +231,11 @@ fn f32_prefill_runs_the_six_column_tile_beside_the_one_column_kernel() {
 /// column runs on that tile's partner (`..._16x1`), which reads the same packed weights with
 /// VNNI instead of a tile of padding (vendor/README.md). On a CPU with AVX2 and none of
 /// those, the products run on `avx2_mmm_i32_8x6` and a decode step on its partner
-/// `avx2_mmm_i32_8x1`, both reading the weights four bytes of k at a time. Where the ymm
-/// VNNI tile (`avx512vnni_mmm_i32_8x8`) runs the products, on a VNNI core without two
-/// 512-bit FMA ports (AMD Zen 4), its partner is `avx512vnni_mmm_i32_8x1`. The int8
+/// `avx2_mmm_i32_8x1`, both reading the weights four bytes of k at a time. On a VNNI core
+/// without two 512-bit FMA ports (AMD Zen 4) the products run on the ymm VNNI tile of 16
+/// rows (`avx512vnni_mmm_i32_16x8`) and a decode step on its partner
+/// `avx512vnni_mmm_i32_16x1b`, or where a product has fewer than 16 rows on the 8-row
+/// tile (`avx512vnni_mmm_i32_8x8`) and its partner `avx512vnni_mmm_i32_8x1`. The int8
 /// agreement above is measured with whichever this machine runs.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -271,6 +273,7 @@ fn int8_decode_steps_run_the_one_column_kernel_beside_the_tile() {
         ("avx512amx_mmm_i32_16x1", "avx512amx_mmm_i32_16x16"),
         ("avx512vnni_mmm_i32_16x1", "avx512vnni_mmm_i32_16x16"),
         ("avx512vnni_mmm_i32_8x1", "avx512vnni_mmm_i32_8x8"),
+        ("avx512vnni_mmm_i32_16x1b", "avx512vnni_mmm_i32_16x8"),
     ];
     for (partner, tile) in pairs {
         for k in kernels.iter().filter(|k| k.contains(tile)) {

@@ -415,15 +415,17 @@ fn main() {
             // The templates stay in x86_64/fma/ (alongside dispatcher.j2 and the
             // other partials they include) so the jinja env can resolve its includes.
             if assembler_supports_avx512vnni() {
-                // The ymm 8x8 tile, its zmm 16x16 sibling, their one-column partners
-                // and the Q4_0 one-column kernel share the VPDPBUSD probe; they go into
-                // the same object so `tract_avx512vnni` gates all five kernels together.
+                // The ymm 8x8 and 16x8 tiles, the zmm 16x16 sibling, their one-column
+                // partners and the Q4_0 one-column kernel share the VPDPBUSD probe; they
+                // go into the same object so `tract_avx512vnni` gates them together.
                 let mut vnni = cc::Build::new();
                 for kernel in [
                     "avx512vnni_mmm_i32_8x8",
                     "avx512vnni_mmm_i32_8x1",
                     "avx512vnni_mmm_i32_16x16",
                     "avx512vnni_mmm_i32_16x1",
+                    "avx512vnni_mmm_i32_16x8",
+                    "avx512vnni_mmm_i32_16x1b",
                     "avx512vnni_mmm_f32_32x1",
                 ] {
                     let tmpl = path::PathBuf::from(format!("x86_64/fma/{kernel}.S.j2"));

@@ -235,6 +235,29 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_8x1<i32>(8,1)@(32,4) isa(X86_64Avx
     store(i8)
 }
 
+// Glimpse: the int8 products' tile on the cores where the 8x8 above is tract's pick (one
+// 512-bit FMA port, or a double-pumped one as on AMD Zen 4): 16 rows by 8 columns in 16
+// ymm accumulators, one per row, where the 8x8's eight each waited on their last
+// VPDPBUSD. Same packings as the 8x8 at 16 rows: the weights with their lanes' sums, the
+// activations biased (x86_64/fma/avx512vnni_mmm_i32_16x8.S.j2). Its partner for a decode
+// step is the 16x1b below; einsum pairs the two over one packing of the weights, and ranks
+// the pair above the 8x8's by its taller tile.
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x8<i32>(16,8)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16).with_lane_sums(), PackedI8K4::new(8).biased());
+
+    store(i8)
+}
+
+// Glimpse: the one-column partner of the 16x8, over the same packing of the weights
+// (x86_64/fma/avx512vnni_mmm_i32_16x1b.S.j2).
+#[cfg(tract_avx512vnni)]
+MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x1b<i32>(16,1)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16).with_lane_sums(), PackedI8K4::new(1).biased());
+
+    store(i8)
+}
+
 // AVX-512 VNNI int8 GEMM, zmm-wide 16x16 sibling of avx512vnni_mmm_i32_8x8.
 // Accumulators are ROW-MAJOR (zmm{m} = row m of C, 16 columns per zmm), so one
 // VPDPBUSD covers 16 columns x 4 K and the K=4 inner step issues 16 of them
@@ -376,11 +399,16 @@ fn avx512vnni_preferred(
     query: &Query,
     _suitable: &[Suitable],
 ) -> Option<&'static str> {
+    let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
     match (dt, query.n) {
         (DatumType::I32, Some(1)) => None,
-        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(avx512vnni_mmm_i32_8x8.name.as_str()),
+        // Glimpse: the 16x8 where M fills its 16 rows
+        (DatumType::I32, _) if !has_dual_avx512_fma() => Some(if big(query.m, 16) {
+            avx512vnni_mmm_i32_16x8.name.as_str()
+        } else {
+            avx512vnni_mmm_i32_8x8.name.as_str()
+        }),
         (DatumType::I32, _) => {
-            let big = |o: Option<usize>, t: usize| o.is_none_or(|v| v >= t);
             Some(if big(query.m, 16) && big(query.n, 16) {
                 avx512vnni_mmm_i32_16x16.name.as_str()
             } else {
@@ -1007,13 +1035,25 @@ mod mmm_i32_every_k_tests {
         every_k(&avx512vnni_mmm_i32_8x1)
     }
 
-    /// The VNNI tile over the weights with their lanes' sums and the biased activations,
-    /// all of its rows and columns: the lane sums are read right after the last step,
+    /// The VNNI kernels over the weights with their lanes' sums and the biased activations,
+    /// all of their rows and columns: the lane sums are read right after the last step,
     /// wherever k leaves it.
     #[cfg(tract_avx512vnni)]
     #[test]
     fn vnni_8x8_every_k_takes_the_lane_sums_after_its_last_step() -> TractResult<()> {
         every_k(&avx512vnni_mmm_i32_8x8)
+    }
+
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn vnni_16x8_every_k_takes_the_lane_sums_after_its_last_step() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_16x8)
+    }
+
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn vnni_16x1b_every_k_takes_the_lane_sums_after_its_last_step() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_16x1b)
     }
 
     /// The same for the 16x16 tile kernel, all sixteen columns: the generic frame tests
