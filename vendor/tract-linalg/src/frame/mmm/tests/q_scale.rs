@@ -143,6 +143,38 @@ macro_rules! mmm_q_scale_tests {
                         QScaleProblem::new(ker.clone(), v, Scaler::new(4f32, RoundingPolicy::$policy)).run()
                     }
 
+                    // Glimpse: every value a tie (x * 3/4 with x = ±2 mod 4), the signs
+                    // alternating along each row and column, so a kernel that takes a
+                    // lane's sign from another lane rounds some of them the wrong way
+                    #[test]
+                    fn [<return_q_scale_ties_mixed_signs_ $policy:lower>]() {
+                        let ker = $ker;
+                        let (mr, nr) = (ker.mr(), ker.nr());
+                        let v = (0..mr * nr)
+                            .map(|i| {
+                                let (m, n) = (i / nr, i % nr);
+                                let x = 2 + 4 * ((m * 7 + n * 3) % 5) as i32;
+                                if (m + n + m / 4) % 2 == 0 { x } else { -x }
+                            })
+                            .collect();
+                        QScaleProblem::new(ker.clone(), v, Scaler::new(0.75f32, RoundingPolicy::$policy)).run()
+                    }
+
+                    // Glimpse: the same for a rounding shift (x / 2 with x odd)
+                    #[test]
+                    fn [<return_q_shr_ties_mixed_signs_ $policy:lower>]() {
+                        let ker = $ker;
+                        let (mr, nr) = (ker.mr(), ker.nr());
+                        let v = (0..mr * nr)
+                            .map(|i| {
+                                let (m, n) = (i / nr, i % nr);
+                                let x = 1 + 2 * ((m * 7 + n * 3) % 5) as i32;
+                                if (m + n + m / 4) % 2 == 0 { x } else { -x }
+                            })
+                            .collect();
+                        QScaleProblem::new(ker.clone(), v, Scaler::new(0.5f32, RoundingPolicy::$policy)).run()
+                    }
+
                     #[test]
                     fn [<return_q_scale_bignonpot_ $policy:lower>]() {
                         let ker = $ker;
