@@ -47,6 +47,8 @@ const Q4_GEMVS: &[&str] = &[
 const INT8_TILES: &[&str] = &[
     "avx512amx_mmm_i32_16x16",
     "avx512vnni_mmm_i32_16x16",
+    "avx512vnni_mmm_i32_16x8",
+    "avx512vnni_mmm_i32_8x8",
     "avx2_mmm_i32_8x6",
 ];
 
