@@ -262,8 +262,8 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x1b<i32>(16,1)@(64,4) isa(X86_64
 // Accumulators are ROW-MAJOR (zmm{m} = row m of C, 16 columns per zmm), so one
 // VPDPBUSD covers 16 columns x 4 K and the K=4 inner step issues 16 of them
 // (one per row) = 1024 mul-adds/block, 2x the 8x8 ymm kernel's work per
-// iteration. Same +128 A-bias / per-column correction as the 8x8 kernel, and
-// the same PackedI8K4 layout (r=16 for both A and B). This is the int8
+// iteration. The same packings as the 8x8 kernel at 16 rows and columns (Glimpse): the
+// weights with their lanes' sums, the activations biased. This is the int8
 // throughput tier of qmmm_i32 for cores with AVX-512-VNNI but no AMX *and two
 // 512-bit FMA ports* (Cascade Lake / Cooper Lake / Ice Lake-SP servers). The
 // 2x work/iteration only turns into 2x throughput when the core has two
@@ -277,7 +277,7 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x1b<i32>(16,1)@(64,4) isa(X86_64
 // it goes negative so the 8x8 wins instead.
 #[cfg(tract_avx512vnni)]
 MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
-    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16), PackedI8K4::new(16));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16).with_lane_sums(), PackedI8K4::new(16).biased());
 
     boost(AVX512VNNI_WIDE_TILE)
     store(i8)
@@ -291,7 +291,7 @@ MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x16<i32>(16,16)@(64,4) isa(X86_6
 // weights: this one for n = 1, the tile for the rest.
 #[cfg(tract_avx512vnni)]
 MMMExternKernel! { x86_64; avx512vnni_mmm_i32_16x1<i32>(16,1)@(64,4) isa(X86_64Avx512f, X86_64Avx512Vnni)
-    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16), PackedI8K4::new(1));
+    packing[1] = i8i8 => |k| k.with_packing(PackedI8K4::new(16).with_lane_sums(), PackedI8K4::new(1).biased());
 
     boost(AVX512VNNI_WIDE_TILE)
     store(i8)
@@ -1056,7 +1056,13 @@ mod mmm_i32_every_k_tests {
         every_k(&avx512vnni_mmm_i32_16x1b)
     }
 
-    /// The same for the 16x16 tile kernel, all sixteen columns: the generic frame tests
+    #[cfg(tract_avx512vnni)]
+    #[test]
+    fn vnni_16x16_every_k_takes_the_lane_sums_after_its_last_step() -> TractResult<()> {
+        every_k(&avx512vnni_mmm_i32_16x16)
+    }
+
+    /// The same for the AMX 16x16 tile kernel, all sixteen columns: the generic frame tests
     /// draw k under 40, one 64-byte step, and the products of a model run to thousands.
     #[cfg(tract_amx_int8)]
     #[test]
