@@ -197,12 +197,8 @@ impl EvalOp for Im2Col {
                             pad_value
                         ))?;
                     }
-                    // a biased packing (the AVX-512 VNNI tile's) stores x + 128
-                    if let Some(p4) = geometry
-                        .out_format
-                        .downcast_ref::<PackedI8K4>()
-                        .filter(|_| cfg!(target_arch = "x86_64"))
-                    {
+                    // a biased packing (the AVX-512 VNNI tiles') stores x + 128
+                    if let Some(p4) = geometry.out_format.downcast_ref::<PackedI8K4>() {
                         p4.bias_in_place(data.as_bytes_mut());
                     }
                     values.push(Box::new(EagerPackedInput {
