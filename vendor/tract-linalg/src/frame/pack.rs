@@ -1382,14 +1382,26 @@ impl PackedI8K4 {
         panel: *mut i8,
     ) {
         let full = k / 4;
+        // 16 K blocks (a 64-byte line of each row) for every lane in turn: a lane at a
+        // time over the whole k wrote every line of a panel once per lane, and a panel
+        // larger than L1 (16 lanes of an MLP's 6144) was fetched back from L2 16 times
+        for kb0 in (0..full).step_by(16) {
+            let kbs = kb0..(kb0 + 16).min(full);
+            for lm in 0..pw {
+                unsafe {
+                    let row = src.offset(lm as isize * ms);
+                    let lane = panel.add(lm * 4);
+                    for kb in kbs.clone() {
+                        let v = (row.add(kb * 4) as *const u32).read_unaligned();
+                        (lane.add(kb * r * 4) as *mut u32).write_unaligned(v);
+                    }
+                }
+            }
+        }
         for lm in 0..pw {
             unsafe {
                 let row = src.offset(lm as isize * ms);
                 let lane = panel.add(lm * 4);
-                for kb in 0..full {
-                    let v = (row.add(kb * 4) as *const u32).read_unaligned();
-                    (lane.add(kb * r * 4) as *mut u32).write_unaligned(v);
-                }
                 for kr in 0..k - full * 4 {
                     *lane.add(full * r * 4 + kr) = *row.add(full * 4 + kr);
                 }
@@ -2062,6 +2074,16 @@ mod test {
         k4(9, 2 * 2048 + 13, 8, false).check();
         k4(8, 2048 + 40, 32, false).check();
         k4(4, 4096, 16, false).check();
+    }
+
+    /// Activations ([mn, k], k along memory) are packed 16 K blocks at a time for every
+    /// lane: whole chunks, a short last one, a K tail, and one lane to a panel.
+    #[test]
+    fn i8k4_activations_in_chunks_of_k() {
+        k4(151, 37, 16, true).check();
+        k4(6144, 20, 16, true).check();
+        k4(64, 3, 1, true).check();
+        k4(70, 9, 8, true).check();
     }
 
     #[test]
