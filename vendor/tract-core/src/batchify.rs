@@ -393,4 +393,5 @@ fn check(model: TypedModel, batch: &Symbol) -> TractResult<TypedModel> {
     bail!("No output carries the batch axis on axis 0: {}", shared.join(", "))
 }
 
+#[cfg(feature = "named-transforms")]
 register_model_transform!("batchify", BatchifyConfig, |config| Ok(Box::new(Batchify(config))));

@@ -209,6 +209,8 @@ mod test {
         Ok(model)
     }
 
+    // Glimpse: the transforms by name only with the `named-transforms` feature (Cargo.toml)
+    #[cfg(feature = "named-transforms")]
     #[test]
     fn test_high_level_f16_transform_with_filter() -> TractResult<()> {
         // F32 model definition

@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 
 use crate::internal::*;
+#[cfg(feature = "named-transforms")]
 use crate::ops::matmul::de_block_quant::BlockQuantTransform;
 use std::fmt::Debug;
 
@@ -241,6 +242,7 @@ pub struct SetSymbolsConfig {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "named-transforms"), allow(dead_code))]
 struct SetSymbolsTransform(SetSymbolsConfig);
 
 impl ModelTransform for SetSymbolsTransform {
@@ -266,6 +268,7 @@ impl ModelTransform for SetSymbolsTransform {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 register_model_transform!("set_symbols", SetSymbolsConfig, |config| Ok(Box::new(
     SetSymbolsTransform(config)
 )));
@@ -392,6 +395,7 @@ mod scan_state {
     register_simple_model_transform!("export_scan_state", ExportScanState);
 }
 
+#[cfg(feature = "named-transforms")]
 register_simple_model_transform!("block_quant", BlockQuantTransform);
 
 #[derive(Debug, serde::Deserialize, Default)]
@@ -400,6 +404,7 @@ pub struct SelectOutputsConfig {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "named-transforms"), allow(dead_code))]
 struct SelectOutputsTransform(SelectOutputsConfig);
 
 impl ModelTransform for SelectOutputsTransform {
@@ -412,6 +417,7 @@ impl ModelTransform for SelectOutputsTransform {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 register_model_transform!("select_outputs", SelectOutputsConfig, |config| Ok(Box::new(
     SelectOutputsTransform(config)
 )));
@@ -422,6 +428,7 @@ pub struct SelectInputsConfig {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "named-transforms"), allow(dead_code))]
 struct SelectInputsTransform(SelectInputsConfig);
 
 impl ModelTransform for SelectInputsTransform {
@@ -434,6 +441,7 @@ impl ModelTransform for SelectInputsTransform {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 register_model_transform!("select_inputs", SelectInputsConfig, |config| Ok(Box::new(
     SelectInputsTransform(config)
 )));
@@ -447,6 +455,7 @@ pub struct SetPropertyConfig {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "named-transforms"), allow(dead_code))]
 struct SetPropertyTransform(SetPropertyConfig);
 
 impl ModelTransform for SetPropertyTransform {
@@ -460,10 +469,12 @@ impl ModelTransform for SetPropertyTransform {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 register_model_transform!("set_property", SetPropertyConfig, |config| Ok(Box::new(
     SetPropertyTransform(config)
 )));
 
+#[cfg(feature = "named-transforms")]
 inventory::submit! {
     ModelTransformFactory {
         name: "f32_to_f16",
@@ -476,6 +487,7 @@ inventory::submit! {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 inventory::submit! {
     ModelTransformFactory {
         name: "f16_to_f32",
@@ -488,6 +500,7 @@ inventory::submit! {
     }
 }
 
+#[cfg(feature = "named-transforms")]
 inventory::submit! {
     ModelTransformFactory {
         name: "float_precision",
