@@ -377,10 +377,9 @@ pub fn light(
         (None, None)
     };
     if let Some(path) = save_inputs {
-        let p = patches;
         let inputs = LightInputs {
-            patches_shape: [1, p.rows, p.cols, p.dim],
-            patches: p.data,
+            patches_shape: [1, patches.rows, patches.cols, patches.dim],
+            patches: patches.data,
             text_ids: stream.text_ids.clone(),
         };
         let text = serde_json::to_string(&inputs)
