@@ -229,6 +229,14 @@ struct TrainArgs {
     /// The shifted split's shapes (240x320, 352x176) stay unseen.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().reframe)]
     reframe: f32,
+    /// Synthetic scenes: draw this share of the training scenes with every nuisance of
+    /// light, lens and clutter harsher, halfway from the training ranges to the shifted
+    /// split's (darker and brighter exposure, stronger casts, blur, noise and JPEG, more
+    /// clutter, occlusion, tilt and perspective, object sizes nearer the line between
+    /// small and large). The shifted split's backgrounds and frame shapes stay unseen, and
+    /// its ranges stay wider.
+    #[arg(long, value_name = "P", default_value_t = TrainOptions::default().harsh)]
+    harsh: f32,
     /// With --init: add N decoder blocks on top of the starting model's, each starting as
     /// the identity (its output projections at zero), so training begins from what the
     /// model already does with room to do more.
@@ -491,6 +499,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         word_noise: a.word_noise,
         crowded: a.crowded,
         reframe: a.reframe,
+        harsh: a.harsh,
         add_layers: a.add_layers,
         widen: a.widen,
         matching_only: a.matching_only,
@@ -520,6 +529,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
     let synthetic = options.data.is_none();
     synthetic_share("--crowded", a.crowded, synthetic)?;
     synthetic_share("--reframe", a.reframe, synthetic)?;
+    synthetic_share("--harsh", a.harsh, synthetic)?;
     anyhow::ensure!(
         a.add_layers == 0 || options.init.is_some(),
         "--add-layers grows the model of --init; a new run takes its depth from --layers"

@@ -110,6 +110,10 @@ pub struct TrainOptions {
     /// portrait and wide ([`crate::data::REFRAMED`]; 0: the training frames alone).
     #[serde(default)]
     pub reframe: f32,
+    /// Synthetic data: share of training scenes drawn with every nuisance range halfway
+    /// to the shifted split's ([`crate::data::HARSH`]; 0: the training ranges alone).
+    #[serde(default)]
+    pub harsh: f32,
     /// With `init`: decoder blocks added on top of the starting model's, each starting as
     /// the identity (see [`deepen`]).
     #[serde(default)]
@@ -188,6 +192,7 @@ impl Default for TrainOptions {
             word_noise: 0.0,
             crowded: 0.0,
             reframe: 0.0,
+            harsh: 0.0,
             add_layers: 0,
             widen: 1,
             regrid: None,
@@ -510,6 +515,7 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
             caption_share: o.caption_share,
             crowded: o.crowded,
             reframe: o.reframe,
+            harsh: o.harsh,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
         Some(dir) => {

@@ -21,7 +21,7 @@ pub use folder::{
     Record, load_folder,
 };
 pub use noise::WordNoise;
-pub use synthetic::{REFRAMED, SyntheticData, text_corpus, write_scenes};
+pub use synthetic::{HARSH, REFRAMED, SyntheticData, text_corpus, write_scenes};
 
 /// One (frame, prompt, answer) example. An empty prompt asks for the caption.
 #[derive(Debug, Clone)]

@@ -21,6 +21,8 @@ pub struct SyntheticData {
     pub crowded: f32,
     /// Share of training scenes drawn on the [`REFRAMED`] frames (`train --reframe`).
     pub reframe: f32,
+    /// Share of training scenes drawn with the [`HARSH`] conditions (`train --harsh`).
+    pub harsh: f32,
 }
 
 /// Frame shapes a training curriculum can add to the four of the training conditions:
@@ -28,6 +30,11 @@ pub struct SyntheticData {
 /// split (3:4 and 2:1, which lie between them): scaled to the canvas, a frame of the same
 /// shape would look the same.
 pub const REFRAMED: &[(u32, u32)] = &[(208, 312), (180, 320), (336, 192), (400, 180)];
+
+/// How far the nuisance ranges of a harsh training scene go from the training
+/// conditions toward the shifted split's (see [`scene::Conditions::toward`]): halfway, so
+/// the shifted split stays beyond anything trained on.
+pub const HARSH: f32 = 0.5;
 
 /// The fewest objects of a crowded training scene.
 pub const CROWDED: usize = 3;
@@ -40,12 +47,14 @@ impl SyntheticData {
             caption_share: None,
             crowded: 0.0,
             reframe: 0.0,
+            harsh: 0.0,
         }
     }
 
-    /// Scene `index` of `split`: crowded with the share `self.crowded` and on another
-    /// frame shape with the share `self.reframe` when training, each choice drawn from its
-    /// own stream so the rest of the scene's draws do not move.
+    /// Scene `index` of `split`: crowded with the share `self.crowded`, on another frame
+    /// shape with the share `self.reframe` and under harsher conditions with the share
+    /// `self.harsh` when training, each choice drawn from its own stream so the rest of
+    /// the scene's draws do not move.
     fn sample(&self, split: Split, index: u64) -> scene::Sample {
         let mut conditions = *split.conditions();
         let chance = |stream: u64, p: f32| {
@@ -56,6 +65,9 @@ impl SyntheticData {
         }
         if chance(0x6672_616d, self.reframe) {
             conditions.frames = REFRAMED;
+        }
+        if chance(0x6861_7273, self.harsh) {
+            conditions = conditions.toward(&scene::Conditions::SHIFTED, HARSH);
         }
         scene::sample_in(self.seed, split, index, &conditions)
     }
@@ -191,6 +203,8 @@ impl ExampleSource for SyntheticData {
             "crowded_share": self.crowded,
             "reframe_share": self.reframe,
             "reframed_frames": REFRAMED,
+            "harsh_share": self.harsh,
+            "harsh_step_toward_shifted": HARSH,
             "compositional_held_out": held_out_pairs(),
             "empty_share": scene::Conditions::TRAINING.empty,
             "frames": scene::Conditions::TRAINING.frames,
@@ -393,6 +407,36 @@ mod tests {
             ..SyntheticData::new(5, 1)
         };
         assert_eq!(val(&SyntheticData::new(5, 1)), val(&crowded));
+    }
+
+    #[test]
+    fn harsh_training_scenes_change_at_their_share_and_validation_never() {
+        let with = |harsh| SyntheticData {
+            harsh,
+            ..SyntheticData::new(5, 1)
+        };
+        let images = |d: &SyntheticData| -> Vec<Arc<image::RgbImage>> {
+            d.train_batch(0, 300)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.image)
+                .collect()
+        };
+        let (plain, half, all) = (images(&with(0.0)), images(&with(0.5)), images(&with(1.0)));
+        let changed =
+            |v: &[Arc<image::RgbImage>]| v.iter().zip(&plain).filter(|(a, b)| a != b).count();
+        // a harsh scene's light, lens and clutter are drawn from other ranges
+        assert!(changed(&all) >= 295, "{} of 300", changed(&all));
+        let h = changed(&half);
+        assert!((110..=190).contains(&h), "{h} of 300");
+        // validation stays the training conditions'
+        let val = |d: &SyntheticData| -> Vec<(String, Arc<image::RgbImage>)> {
+            d.validation(50)
+                .into_iter()
+                .map(|e| (e.answer, e.image))
+                .collect()
+        };
+        assert_eq!(val(&with(0.0)), val(&with(1.0)));
     }
 
     #[test]

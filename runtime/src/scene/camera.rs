@@ -120,6 +120,34 @@ impl Conditions {
         Conditions { fewest, ..self }
     }
 
+    /// These conditions with every nuisance range moved the share `t` (0 to 1) of the
+    /// way to `other`'s, keeping this one's backgrounds, frame shapes, empty share and
+    /// object counts: a training curriculum of harsher light, lens and clutter than
+    /// [`Conditions::TRAINING`] that still stops short of [`Conditions::SHIFTED`]
+    /// (`train --harsh`).
+    pub fn toward(self, other: &Conditions, t: f32) -> Conditions {
+        let t = t.clamp(0.0, 1.0);
+        let mix = |a: f32, b: f32| a + (b - a) * t;
+        let range = |a: (f32, f32), b: (f32, f32)| (mix(a.0, b.0), mix(a.1, b.1));
+        Conditions {
+            brightness: range(self.brightness, other.brightness),
+            saturation: mix(self.saturation, other.saturation),
+            clutter: mix(self.clutter as f32, other.clutter as f32).round() as usize,
+            occlusion: mix(self.occlusion, other.occlusion),
+            exposure: range(self.exposure, other.exposure),
+            cast: mix(self.cast, other.cast),
+            vignette: mix(self.vignette, other.vignette),
+            blur: mix(self.blur, other.blur),
+            noise: mix(self.noise, other.noise),
+            jpeg: mix(self.jpeg as f32, other.jpeg as f32).round() as u8,
+            rotation: mix(self.rotation, other.rotation),
+            perspective: mix(self.perspective, other.perspective),
+            small: range(self.small, other.small),
+            large: range(self.large, other.large),
+            ..self
+        }
+    }
+
     /// A frame size: the first one half of the time, else any.
     pub fn frame(&self, rng: &mut Rng) -> (u32, u32) {
         if rng.chance(0.5) {
@@ -619,5 +647,47 @@ mod tests {
         let b = blur(&edge, w, h, 1.5);
         assert!(b[9][0] > 40.0 && b[10][0] < 160.0, "{:?} {:?}", b[9], b[10]);
         assert!(b[0][0] < 1.0 && b[19][0] > 199.0);
+    }
+
+    #[test]
+    fn conditions_toward_shifted_stop_between_training_and_shifted() {
+        let (t, sh) = (Conditions::TRAINING, Conditions::SHIFTED);
+        assert_eq!(t.toward(&sh, 0.0), t);
+        let half = t.toward(&sh, 0.5);
+        // the backgrounds, frames, empty share and counts stay training's
+        assert_eq!(half.backgrounds, t.backgrounds);
+        assert_eq!(half.frames, t.frames);
+        assert_eq!((half.empty, half.fewest), (t.empty, t.fewest));
+        // every nuisance is harsher than training's and milder than shifted's
+        let inside = |x: f32, a: f32, b: f32| a.min(b) < x && x < a.max(b);
+        for (x, a, b) in [
+            (half.brightness.0, t.brightness.0, sh.brightness.0),
+            (half.brightness.1, t.brightness.1, sh.brightness.1),
+            (half.saturation, t.saturation, sh.saturation),
+            (half.clutter as f32, t.clutter as f32, sh.clutter as f32),
+            (half.occlusion, t.occlusion, sh.occlusion),
+            (half.exposure.0, t.exposure.0, sh.exposure.0),
+            (half.exposure.1, t.exposure.1, sh.exposure.1),
+            (half.cast, t.cast, sh.cast),
+            (half.vignette, t.vignette, sh.vignette),
+            (half.blur, t.blur, sh.blur),
+            (half.noise, t.noise, sh.noise),
+            (half.jpeg as f32, t.jpeg as f32, sh.jpeg as f32),
+            (half.rotation, t.rotation, sh.rotation),
+            (half.perspective, t.perspective, sh.perspective),
+            (half.small.0, t.small.0, sh.small.0),
+            (half.small.1, t.small.1, sh.small.1),
+            (half.large.0, t.large.0, sh.large.0),
+            (half.large.1, t.large.1, sh.large.1),
+        ] {
+            assert!(inside(x, a, b), "{x} is not between {a} and {b}");
+        }
+        // all the way: shifted's ranges on training's backgrounds and frames
+        let all = t.toward(&sh, 1.0);
+        assert_eq!(
+            (all.blur, all.jpeg, all.clutter),
+            (sh.blur, sh.jpeg, sh.clutter)
+        );
+        assert_eq!(all.frames, t.frames);
     }
 }
