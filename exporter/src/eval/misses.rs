@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use glimpse_runtime::scene::{Described, parse_caption};
+use glimpse_runtime::scene::{Described, Scene, parse_caption};
 
 /// One way a caption can be wrong. A caption can be wrong in several at once (a size
 /// and a colour), but `Count`, `Order` and `Invalid` stand alone: when the objects do not
@@ -107,25 +107,71 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
     kinds
 }
 
-/// Captions scored per frame size and misses per kind, for one split.
+/// How a scene lies before the model, for tallying its caption: the frame's size, its
+/// objects, and the narrowest horizontal gap between two neighbours' centres in the
+/// model's patch columns (none with fewer than two objects).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layout {
+    pub frame: (u32, u32),
+    pub objects: usize,
+    pub nearest: Option<f32>,
+}
+
+impl Layout {
+    /// `columns_per_pixel`: patch columns per pixel of the frame, once it is fitted to
+    /// the model's canvas.
+    pub fn of(scene: &Scene, columns_per_pixel: f32) -> Layout {
+        let nearest = scene
+            .objects
+            .windows(2)
+            .map(|w| (w[1].x - w[0].x).abs() * columns_per_pixel)
+            .min_by(f32::total_cmp);
+        Layout {
+            frame: (scene.width, scene.height),
+            objects: scene.objects.len(),
+            nearest,
+        }
+    }
+
+    /// The row this layout's nearest gap is counted in.
+    fn gap_bucket(&self) -> Option<&'static str> {
+        self.nearest.map(|g| match g {
+            g if g < 1.0 => "0 to 1",
+            g if g < 2.0 => "1 to 2",
+            _ => "2 or more",
+        })
+    }
+}
+
+/// Captions scored per frame size, per object count and per nearest gap, and misses per
+/// kind, for one split.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct MissTally {
     /// kind name → captions wrong in that way
     pub by_kind: BTreeMap<String, usize>,
     /// "WxH" → (exact, scenes)
     pub by_frame: BTreeMap<String, (usize, usize)>,
+    /// objects in the scene → (exact, scenes)
+    pub by_objects: BTreeMap<usize, (usize, usize)>,
+    /// nearest gap between neighbours, in patch columns ("0 to 1", "1 to 2",
+    /// "2 or more") → (exact, scenes with two objects or more)
+    pub by_gap: BTreeMap<String, (usize, usize)>,
 }
 
 impl MissTally {
-    pub fn add(&mut self, frame: (u32, u32), expected: &str, got: &str) {
-        let kinds = classify(expected, got);
-        let e = self
-            .by_frame
-            .entry(format!("{}x{}", frame.0, frame.1))
-            .or_insert((0, 0));
-        e.0 += usize::from(expected == got);
-        e.1 += 1;
-        for k in kinds {
+    pub fn add(&mut self, layout: Layout, expected: &str, got: &str) {
+        let exact = usize::from(expected == got);
+        let count = |e: &mut (usize, usize)| {
+            e.0 += exact;
+            e.1 += 1;
+        };
+        let (w, h) = layout.frame;
+        count(self.by_frame.entry(format!("{w}x{h}")).or_default());
+        count(self.by_objects.entry(layout.objects).or_default());
+        if let Some(bucket) = layout.gap_bucket() {
+            count(self.by_gap.entry(bucket.to_string()).or_default());
+        }
+        for k in classify(expected, got) {
             *self.by_kind.entry(k.name().to_string()).or_insert(0) += 1;
         }
     }
@@ -200,15 +246,58 @@ mod tests {
         );
     }
 
+    fn layout(frame: (u32, u32), objects: usize, nearest: Option<f32>) -> Layout {
+        Layout {
+            frame,
+            objects,
+            nearest,
+        }
+    }
+
     #[test]
-    fn the_tally_counts_exact_captions_per_frame_and_misses_per_kind() {
+    fn a_layout_measures_the_narrowest_gap_between_neighbours_in_patch_columns() {
+        use glimpse_runtime::scene::{Color, Object, Shape, Size};
+        let at = |x: f32| Object {
+            shape: Shape::Circle,
+            color: Color::Red,
+            size: Size::Small,
+            x,
+            y: 50.0,
+            radius: 5.0,
+            tilt: 0.0,
+        };
+        let scene = |xs: &[f32]| Scene {
+            width: 320,
+            height: 240,
+            objects: xs.iter().map(|&x| at(x)).collect(),
+        };
+        // 0.05 columns a pixel: 20 px a column; the gaps are 40, 12 and 60 px
+        let l = Layout::of(&scene(&[10.0, 50.0, 62.0, 122.0]), 0.05);
+        assert_eq!((l.frame, l.objects), ((320, 240), 4));
+        assert!((l.nearest.unwrap() - 0.6).abs() < 1e-6, "{l:?}");
+        assert_eq!(l.gap_bucket(), Some("0 to 1"));
+        assert_eq!(Layout::of(&scene(&[30.0]), 0.05).nearest, None);
+        assert_eq!(Layout::of(&scene(&[]), 0.05).objects, 0);
+    }
+
+    #[test]
+    fn the_tally_counts_exact_captions_per_frame_count_and_gap_and_misses_per_kind() {
         let mut t = MissTally::default();
         let want = "a small red circle";
-        t.add((320, 240), want, want);
-        t.add((320, 240), want, "a large red circle");
-        t.add((240, 320), want, "a large red square");
+        t.add(layout((320, 240), 1, None), want, want);
+        t.add(layout((320, 240), 2, Some(0.7)), want, "a large red circle");
+        t.add(layout((240, 320), 2, Some(2.0)), want, "a large red square");
+        t.add(layout((240, 320), 3, Some(1.5)), want, want);
         assert_eq!(t.by_frame["320x240"], (1, 2));
-        assert_eq!(t.by_frame["240x320"], (0, 1));
+        assert_eq!(t.by_frame["240x320"], (1, 2));
+        assert_eq!(t.by_objects[&1], (1, 1));
+        assert_eq!(t.by_objects[&2], (0, 2));
+        assert_eq!(t.by_objects[&3], (1, 1));
+        // one-object scenes have no gap; 2.0 is the first of the widest row
+        assert_eq!(t.by_gap["0 to 1"], (0, 1));
+        assert_eq!(t.by_gap["1 to 2"], (1, 1));
+        assert_eq!(t.by_gap["2 or more"], (0, 1));
+        assert_eq!(t.by_gap.values().map(|e| e.1).sum::<usize>(), 3);
         assert_eq!(t.kind(MissKind::Size), 2);
         assert_eq!(t.kind(MissKind::Shape), 1);
         assert_eq!(t.kind(MissKind::Colour), 0);

@@ -23,7 +23,7 @@ use glimpse_runtime::{Glimpse, ImageContext};
 
 pub use bleu::corpus_bleu4;
 pub use folder::{CONFUSIONS, Confusion, FolderReport, Lines, Scorer, Tally, evaluate_folder};
-pub use misses::{MissKind, MissTally, classify};
+pub use misses::{Layout, MissKind, MissTally, classify};
 pub use nuisances::{Probe, probe, table as probe_table, variants};
 pub use retrieval::{Retrieval, recall};
 
@@ -83,8 +83,12 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
     let mut exact = 0;
     let (mut correct, mut asked) = (0, 0);
     let (mut image_embeds, mut text_embeds, mut captions) = (vec![], vec![], vec![]);
+    let canvas = g.canvas();
     for i in 0..scenes {
         let s = scene::sample(seed, split, i);
+        let (w, h) = s.image.dimensions();
+        let fitted = g.image_format().fitted_size(&canvas, w, h).0;
+        let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
         let image = g.see(&s.image)?;
         // the image is prefilled once; every prompt continues a copy of that cache
         let seen = if g.can_match() {
@@ -97,7 +101,7 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
             g.image_session(&image)?
         };
         let got = caption_after(g, seen.clone(), &image)?;
-        r.misses.add(s.image.dimensions(), &s.caption, &got);
+        r.misses.add(layout, &s.caption, &got);
         if got == s.caption {
             exact += 1;
         } else {
@@ -242,15 +246,18 @@ impl Report {
             for (got, why) in self.splits[*n].invalid_examples.iter().take(3) {
                 s.push_str(&format!("{n} invalid: {got:?} ({why})\n"));
             }
-            let frames: Vec<String> = self.splits[*n]
-                .misses
-                .by_frame
-                .iter()
-                .map(|(f, (ok, all))| format!("{f} {:.3} ({all})", *ok as f64 / *all as f64))
-                .collect();
+            let tally = &self.splits[*n].misses;
             s.push_str(&format!(
                 "{n} captions exact by frame: {}\n",
-                frames.join(", ")
+                shares(tally.by_frame.iter())
+            ));
+            s.push_str(&format!(
+                "{n} captions exact by objects: {}\n",
+                shares(tally.by_objects.iter())
+            ));
+            s.push_str(&format!(
+                "{n} captions exact by nearest gap in patch columns: {}\n",
+                shares(tally.by_gap.iter())
             ));
         }
         for n in &names {
@@ -264,6 +271,15 @@ impl Report {
         }
         s
     }
+}
+
+/// "key share (scenes)" for each row of a tally, joined by commas.
+fn shares<'a, K: std::fmt::Display + 'a>(
+    rows: impl Iterator<Item = (K, &'a (usize, usize))>,
+) -> String {
+    rows.map(|(k, (ok, all))| format!("{k} {:.3} ({all})", *ok as f64 / (*all).max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Inputs and tract's outputs for one example, for checking the package with another
@@ -343,9 +359,16 @@ mod tests {
             scenes: 7,
             ..Default::default()
         };
-        r.misses.add((320, 240), want, want);
-        for _ in 0..6 {
-            r.misses.add((240, 320), want, "a large red circle");
+        let layout = |frame, objects, nearest| Layout {
+            frame,
+            objects,
+            nearest,
+        };
+        r.misses.add(layout((320, 240), 1, None), want, want);
+        for i in 0..6 {
+            let nearest = if i < 2 { 0.5 } else { 3.0 };
+            let l = layout((240, 320), 2 + i % 2, Some(nearest));
+            r.misses.add(l, want, "a large red circle");
             r.caption_misses
                 .push((want.to_string(), "a large red circle".to_string()));
         }
@@ -361,6 +384,14 @@ mod tests {
         assert!(
             one.contains("shifted captions exact by frame: 240x320 0.000 (6), 320x240 1.000 (1)")
         );
+        assert!(
+            one.contains(
+                "shifted captions exact by objects: 1 1.000 (1), 2 0.000 (3), 3 0.000 (3)"
+            )
+        );
+        assert!(one.contains(
+            "shifted captions exact by nearest gap in patch columns: 0 to 1 0.000 (2), 2 or more 0.000 (4)"
+        ));
         let json = report.to_json();
         assert_eq!(
             json["splits"]["shifted"]["caption_misses"]
