@@ -169,13 +169,16 @@ struct TrainArgs {
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().max_positions)]
     max_positions: usize,
     /// Model canvas as WIDTHxHEIGHT [default for a new run: 192x144]. With --init: move the
-    /// starting model to this canvas, its patch size kept and its learned patch positions
-    /// resampled to the new grid, the context growing by the change in image tokens.
+    /// starting model to this canvas, its patch size kept unless --patch is given and its
+    /// learned patch positions resampled to the new grid, the context growing by the change
+    /// in image tokens.
     #[arg(long)]
     canvas: Option<String>,
-    /// Patch size in pixels.
-    #[arg(long, default_value_t = TrainOptions::default().canvas.patch)]
-    patch: u32,
+    /// Patch size in pixels [default for a new run: 24]. With --init: move the starting
+    /// model to patches of this size, its patch projection resampled to the new patch
+    /// (a patch of one colour projects as before) and its patch positions to the new grid.
+    #[arg(long, value_parser = positive_u32)]
+    patch: Option<u32>,
     /// Train on a folder of images with captions.jsonl instead of synthetic scenes. Lines
     /// marked "split": "test" are never trained on.
     #[arg(long)]
@@ -461,6 +464,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
 
 /// The training options `a` asks for, or an error naming the flag that cannot be.
 fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
+    let patch = a.patch.unwrap_or(TrainOptions::default().canvas.patch);
     let options = TrainOptions {
         steps: a.steps.unwrap_or(TrainOptions::default().steps),
         batch_size: a.batch_size,
@@ -475,10 +479,10 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         // with --init the canvas is the starting model's, or `regrid` below
         canvas: match (&a.canvas, &a.init) {
             (_, Some(_)) => TrainOptions::default().canvas,
-            (Some(c), None) => parse_canvas(c, a.patch)?,
+            (Some(c), None) => parse_canvas(c, patch)?,
             (None, None) => {
                 let d = TrainOptions::default().canvas;
-                parse_canvas(&format!("{}x{}", d.width, d.height), a.patch)?
+                parse_canvas(&format!("{}x{}", d.width, d.height), patch)?
             }
         },
         data: a.data.clone(),
@@ -508,6 +512,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
             (Some(c), Some(_)) => Some(parse_size(c)?),
             _ => None,
         },
+        repatch: a.patch.filter(|_| a.init.is_some()),
         ..TrainOptions::default()
     };
     anyhow::ensure!(
@@ -547,8 +552,9 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         "--matching-only trains on the contrastive loss: --contrastive must be above 0"
     );
     anyhow::ensure!(
-        !a.matching_only || (a.add_layers == 0 && a.widen == 1 && a.canvas.is_none()),
-        "--matching-only keeps the model of --init as it is: leave out --add-layers, --widen and --canvas"
+        !a.matching_only
+            || (a.add_layers == 0 && a.widen == 1 && a.canvas.is_none() && a.patch.is_none()),
+        "--matching-only keeps the model of --init as it is: leave out --add-layers, --widen, --canvas and --patch"
     );
     if let Some(p) = a.caption_share {
         probability("--caption-share", p)?;
@@ -709,6 +715,11 @@ fn positive(s: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(format!("{s:?} is not a whole number: {e}")),
     }
+}
+
+fn positive_u32(s: &str) -> Result<u32, String> {
+    let n = positive(s)?;
+    u32::try_from(n).map_err(|_| format!("{s} is too large"))
 }
 
 fn positive_u64(s: &str) -> Result<u64, String> {

@@ -128,6 +128,10 @@ pub struct TrainOptions {
     /// the starting model's canvas.
     #[serde(default)]
     pub regrid: Option<(u32, u32)>,
+    /// With `init`: the patch size (pixels on a side) to move the starting model to, its
+    /// patch projection and patch positions resampled (see [`regrid`]); none keeps it.
+    #[serde(default)]
+    pub repatch: Option<u32>,
     /// With `init`: train the matching heads alone, on the contrastive loss; every other
     /// weight, and so every caption and answer, stays the starting model's.
     #[serde(default)]
@@ -196,6 +200,7 @@ impl Default for TrainOptions {
             add_layers: 0,
             widen: 1,
             regrid: None,
+            repatch: None,
             matching_only: false,
             keep_checkpoints: false,
         }
@@ -692,26 +697,29 @@ fn deepen(from: Start, add: usize, device: &Device) -> Result<Start> {
     })
 }
 
-/// `from` moved to a canvas of `size` (width, height) with its patch size (see
-/// [`crate::model::regrid`]). The context grows or shrinks by the change in image tokens,
-/// so the texts keep the room they had.
-fn regrid(from: Start, size: Option<(u32, u32)>, device: &Device) -> Result<Start> {
-    let Some((width, height)) = size else {
-        return Ok(from);
-    };
+/// `from` moved to a canvas of `size` (width, height) and patches of `patch` pixels,
+/// either kept where it is none (see [`crate::model::regrid`]). The context grows or
+/// shrinks by the change in image tokens, so the texts keep the room they had.
+fn regrid(
+    from: Start,
+    size: Option<(u32, u32)>,
+    patch: Option<u32>,
+    device: &Device,
+) -> Result<Start> {
     let old = from.canvas;
+    let (width, height) = size.unwrap_or((old.width, old.height));
     let canvas = Canvas {
         width,
         height,
-        patch: old.patch,
+        patch: patch.unwrap_or(old.patch),
     };
     if canvas == old {
         return Ok(from);
     }
     canvas.validate().map_err(|e| {
         anyhow::anyhow!(
-            "--canvas {width}x{height} for the model of --init (patch {}): {e}",
-            old.patch
+            "--canvas {width}x{height} with --patch {} for the model of --init: {e}",
+            canvas.patch
         )
     })?;
     let text_room = from.config.max_positions.saturating_sub(old.image_tokens());
@@ -725,15 +733,24 @@ fn regrid(from: Start, size: Option<(u32, u32)>, device: &Device) -> Result<Star
         .context("the starting model has no patch_position")?;
     let moved = crate::model::regrid::resample_positions(table, canvas.rows(), canvas.cols())?;
     w.insert("patch_position".into(), moved);
+    if canvas.patch != old.patch {
+        let kernel = w
+            .get("vision_embed.weight")
+            .context("the starting model has no vision_embed.weight")?;
+        let (from_p, to_p) = (old.patch as usize, canvas.patch as usize);
+        let resampled = crate::model::regrid::resample_patch_kernel(kernel, from_p, to_p)?;
+        w.insert("vision_embed.weight".into(), resampled);
+    }
     let fresh = Fuyu::new(&config, &canvas, from.match_dim, device);
     let model = model_from_weights(fresh, &w)?;
     eprintln!(
-        "moved to a {width}x{height} canvas ({}x{} patches of {} pixels, was {}x{}): {} image tokens, context {} -> {}",
+        "moved to a {width}x{height} canvas ({}x{} patches of {} pixels, was {}x{} of {}): {} image tokens, context {} -> {}",
         canvas.cols(),
         canvas.rows(),
         canvas.patch,
         old.cols(),
         old.rows(),
+        old.patch,
         canvas.image_tokens(),
         from.config.max_positions,
         config.max_positions
@@ -999,7 +1016,7 @@ fn start_from_init(
     let from = grow(from, &src.corpus(), device)?;
     let from = deepen(from, options.add_layers, device)?;
     let from = widen(from, options.widen, options.seed, device)?;
-    let from = regrid(from, options.regrid, device)?;
+    let from = regrid(from, options.regrid, options.repatch, device)?;
     options.max_positions = from.config.max_positions;
     options.canvas = from.canvas;
     options.n_layers = from.config.n_layers;
@@ -1525,7 +1542,7 @@ mod tests {
         let start = tiny_start(&cfg, canvas, &device);
         let before = crate::model::weights::collect(&start.model);
         // 8x4 in patches of 4 (2x1 patches) -> 16x12 (4x3 patches)
-        let moved = regrid(start, Some((16, 12)), &device).unwrap();
+        let moved = regrid(start, Some((16, 12)), None, &device).unwrap();
         let big = moved.canvas;
         assert_eq!((big.cols(), big.rows(), big.patch), (4, 3, 4));
         let text_room = cfg.max_positions - canvas.image_tokens();
@@ -1552,12 +1569,69 @@ mod tests {
         assert_eq!(logits.dims(), [2, big.image_tokens() + 4, cfg.vocab_size]);
         // a canvas the patch does not divide is refused, naming the flag
         let start = tiny_start(&cfg, canvas, &device);
-        let Err(err) = regrid(start, Some((18, 12)), &device) else {
+        let Err(err) = regrid(start, Some((18, 12)), None, &device) else {
             panic!("an 18x12 canvas in patches of 4 was accepted");
         };
         let err = format!("{err:#}");
         assert!(
-            err.contains("--canvas 18x12") && err.contains("patch 4"),
+            err.contains("--canvas 18x12") && err.contains("--patch 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_model_moved_to_smaller_patches_sees_a_flat_frame_as_before() {
+        let device = Device::default();
+        let (cfg, canvas) = crate::model::fuyu::tests::tiny();
+        device.seed(7);
+        let start = tiny_start(&cfg, canvas, &device);
+        let before = crate::model::weights::collect(&start.model);
+        // 8x4 in patches of 4 (2x1 patches) -> patches of 2 (4x2 patches)
+        let moved = regrid(start, None, Some(2), &device).unwrap();
+        let small = moved.canvas;
+        assert_eq!((small.width, small.height), (canvas.width, canvas.height));
+        assert_eq!((small.cols(), small.rows(), small.patch), (4, 2, 2));
+        let text_room = cfg.max_positions - canvas.image_tokens();
+        assert_eq!(moved.config.max_positions, small.image_tokens() + text_room);
+        let after = crate::model::weights::collect(&moved.model);
+        for (name, a) in &before {
+            if name != "patch_position" && name != "vision_embed.weight" {
+                assert_eq!(a, &after[name], "{name} changed");
+            }
+        }
+        assert_eq!(after["vision_embed.weight"].dims, vec![12, cfg.d_model]);
+        // a patch of one colour projects to the same vector with either kernel
+        let flat = |w: &crate::model::weights::Array| -> Vec<f32> {
+            let d = w.dims[1];
+            let mut out = vec![0.0f32; d];
+            for (row, values) in w.data.chunks(d).enumerate() {
+                let colour = [0.25, -0.5, 0.75][row % 3];
+                for (o, v) in out.iter_mut().zip(values) {
+                    *o += v * colour;
+                }
+            }
+            out
+        };
+        let (a, b) = (
+            flat(&before["vision_embed.weight"]),
+            flat(&after["vision_embed.weight"]),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{a:?} against {b:?}");
+        }
+        // the moved model runs on the new patches
+        let (patches, ids) = crate::model::fuyu::tests::two_inputs(&small, &device);
+        let rotary = Rotary::new(&moved.config, &device);
+        let logits = moved.model.forward(patches, ids, &rotary, cfg.n_heads);
+        assert_eq!(logits.dims(), [2, small.image_tokens() + 4, cfg.vocab_size]);
+        // a patch that does not divide the canvas is refused, naming both
+        let start = tiny_start(&cfg, canvas, &device);
+        let Err(err) = regrid(start, None, Some(3), &device) else {
+            panic!("patches of 3 on an 8x4 canvas were accepted");
+        };
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("--canvas 8x4") && err.contains("--patch 3"),
             "{err}"
         );
     }
