@@ -62,8 +62,13 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
         ),
         (
             &["--matching-only", "--init", data, "--canvas", "288x216"],
-            "leave out --add-layers, --widen and --canvas",
+            "leave out --add-layers, --widen, --canvas and --patch",
         ),
+        (
+            &["--matching-only", "--init", data, "--patch", "16"],
+            "leave out --add-layers, --widen, --canvas and --patch",
+        ),
+        (&["--patch", "0"], "must be at least 1"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["train", "--out", run_s];
