@@ -1601,21 +1601,10 @@ mod tests {
         }
         assert_eq!(after["vision_embed.weight"].dims, vec![12, cfg.d_model]);
         // a patch of one colour projects to the same vector with either kernel
-        let flat = |w: &crate::model::weights::Array| -> Vec<f32> {
-            let d = w.dims[1];
-            let mut out = vec![0.0f32; d];
-            for (row, values) in w.data.chunks(d).enumerate() {
-                let colour = [0.25, -0.5, 0.75][row % 3];
-                for (o, v) in out.iter_mut().zip(values) {
-                    *o += v * colour;
-                }
-            }
-            out
-        };
-        let (a, b) = (
-            flat(&before["vision_embed.weight"]),
-            flat(&after["vision_embed.weight"]),
-        );
+        use crate::model::regrid::tests::project_flat;
+        let colour = [0.25, -0.5, 0.75];
+        let a = project_flat(&before["vision_embed.weight"], colour);
+        let b = project_flat(&after["vision_embed.weight"], colour);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-4, "{a:?} against {b:?}");
         }

@@ -131,7 +131,7 @@ pub fn resample_patch_kernel(weight: &Array, from: usize, to: usize) -> Result<A
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A table whose every channel is a plane over the grid: `k + 10 r - 3 c`, scaled.
@@ -220,7 +220,7 @@ mod tests {
     }
 
     /// The projection of a patch of one colour per channel, unit by unit.
-    fn project_flat(k: &Array, colour: [f32; 3]) -> Vec<f32> {
+    pub(crate) fn project_flat(k: &Array, colour: [f32; 3]) -> Vec<f32> {
         let d = k.dims[1];
         let mut out = vec![0.0; d];
         for (row, values) in k.data.chunks(d).enumerate() {
