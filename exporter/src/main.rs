@@ -367,6 +367,11 @@ struct EvalArgs {
     /// frame shape at a time taken from the shifted split (--scenes each).
     #[arg(long, conflicts_with_all = ["write", "data"])]
     nuisances: bool,
+    /// Compare with a second package on the same scenes: each split's caption exact
+    /// match, QA accuracy and recall@1 for both, their difference with its 95 % interval
+    /// from the scenes where the two differ, and which is better beyond the noise.
+    #[arg(long, value_name = "PACKAGE", conflicts_with_all = ["write", "data", "nuisances"])]
+    against: Option<PathBuf>,
 }
 
 /// `--canvas WIDTHxHEIGHT` as two sizes in pixels.
@@ -664,6 +669,8 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         } else {
             print!("{}", glimpse_exporter::eval::probe_table(&probes, a.scenes));
         }
+    } else if let Some(other) = &a.against {
+        against(&a, other)?;
     } else {
         let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;
         if a.json {
@@ -675,6 +682,34 @@ fn eval_command(a: EvalArgs) -> Result<()> {
             glimpse_exporter::package::write_metrics(&a.package, report.to_json())?;
             eprintln!("metrics written into {}/glimpse.json", a.package.display());
         }
+    }
+    Ok(())
+}
+
+/// `eval A --against B`: both packages on the scenes of A's seed (or `--seed`), figure by
+/// figure.
+fn against(a: &EvalArgs, other: &std::path::Path) -> Result<()> {
+    use glimpse_exporter::eval;
+    let first = glimpse_runtime::Glimpse::load(&a.package)?;
+    let second = glimpse_runtime::Glimpse::load(other)?;
+    let seed = eval::scene_seed(&first, a.seed);
+    eprintln!("A: {}", a.package.display());
+    let ra = eval::evaluate_loaded(&first, a.scenes, seed)?;
+    eprintln!("B: {}", other.display());
+    let rb = eval::evaluate_loaded(&second, a.scenes, seed)?;
+    let rows = eval::compare(&ra, &rb)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{} scenes a split, seed {seed}", a.scenes);
+        print!(
+            "{}",
+            eval::paired_table(
+                &rows,
+                &a.package.display().to_string(),
+                &other.display().to_string()
+            )
+        );
     }
     Ok(())
 }

@@ -97,6 +97,14 @@ fn eval_refuses_flags_that_do_not_go_together() {
             &["--nuisances", "--data", data],
             "'--nuisances' cannot be used with '--data",
         ),
+        (
+            &["--against", "other", "--write"],
+            "'--against <PACKAGE>' cannot be used with '--write'",
+        ),
+        (
+            &["--against", "other", "--nuisances"],
+            "cannot be used with",
+        ),
     ];
     for (flags, says) in cases {
         let mut args = vec!["eval", "no-such-package"];
@@ -105,6 +113,43 @@ fn eval_refuses_flags_that_do_not_go_together() {
         assert!(!ok, "{flags:?} was accepted");
         assert!(err.contains(says), "{flags:?}: {err}");
     }
+}
+
+#[test]
+fn eval_against_itself_differs_nowhere_and_a_missing_second_package_is_named() {
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
+        .args([
+            "eval",
+            bundled,
+            "--against",
+            bundled,
+            "--scenes",
+            "3",
+            "--json",
+        ])
+        .output()
+        .expect("glimpse-export runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    // four splits, each with captions, QA and both recalls (the bundled model matches)
+    assert_eq!(rows.len(), 16, "{rows:?}");
+    for r in rows {
+        let p = &r["paired"];
+        assert_eq!(p["a"], p["b"], "{r}");
+        assert_eq!(
+            (p["a_only"].as_u64(), p["b_only"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+    let (ok, err) = glimpse_export(&["eval", bundled, "--against", "no-such-package"]);
+    assert!(!ok);
+    assert!(err.contains("no-such-package"), "{err}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod bleu;
 mod folder;
 mod misses;
 mod nuisances;
+mod paired;
 mod retrieval;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ pub use bleu::corpus_bleu4;
 pub use folder::{CONFUSIONS, Confusion, FolderReport, Lines, Scorer, Tally, evaluate_folder};
 pub use misses::{Layout, MissKind, MissTally, classify};
 pub use nuisances::{Probe, probe, table as probe_table, variants};
+pub use paired::{Outcomes, Paired, Row as PairedRow, compare, table as paired_table};
 pub use retrieval::{Retrieval, recall};
 
 /// Candidates per retrieval query.
@@ -55,6 +57,9 @@ pub struct SplitReport {
     pub empty_said_empty: usize,
     /// Image↔caption retrieval, when the package can match.
     pub retrieval: Option<Retrieval>,
+    /// Right or wrong per scene and per question, for `--against`.
+    #[serde(skip)]
+    pub outcomes: Outcomes,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -102,6 +107,7 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         };
         let got = caption_after(g, seen.clone(), &image)?;
         r.misses.add(layout, &s.caption, &got);
+        r.outcomes.captions.push(got == s.caption);
         if got == s.caption {
             exact += 1;
         } else {
@@ -125,6 +131,7 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
                 .run_after_image(seen.clone(), &image, &stream, &mut |_| {})?
                 .text;
             let ok = ans == qa.answer;
+            r.outcomes.answers.push(ok);
             let e = r
                 .qa_by_kind
                 .entry(qa.kind.name().to_string())
@@ -162,16 +169,20 @@ pub fn scene_seed(g: &Glimpse, asked: Option<u64>) -> u64 {
 pub fn evaluate(package: &Path, scenes: u64, seed: Option<u64>) -> Result<Report> {
     let g = Glimpse::load(package)?;
     let seed = scene_seed(&g, seed);
+    evaluate_loaded(&g, scenes, seed)
+}
+
+/// Every evaluated split of `scenes` scenes drawn from `seed`, with a loaded model.
+pub fn evaluate_loaded(g: &Glimpse, scenes: u64, seed: u64) -> Result<Report> {
     let mut report = Report {
         seed,
         ..Default::default()
     };
     for split in Split::EVALUATED {
         eprintln!("evaluating {} scenes of the {} split", scenes, split.name());
-        report.splits.insert(
-            split.name().into(),
-            evaluate_split(&g, seed, split, scenes)?,
-        );
+        report
+            .splits
+            .insert(split.name().into(), evaluate_split(g, seed, split, scenes)?);
     }
     Ok(report)
 }

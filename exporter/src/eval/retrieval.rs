@@ -18,6 +18,11 @@ pub struct Retrieval {
     pub image_to_text_r5: f64,
     pub text_to_image_r1: f64,
     pub text_to_image_r5: f64,
+    /// Per query, whether its right answer ranked first (for `eval --against`).
+    #[serde(skip)]
+    pub image_to_text_hits: Vec<bool>,
+    #[serde(skip)]
+    pub text_to_image_hits: Vec<bool>,
 }
 
 /// Whether the right answer is among the top `k` of `scores`, `right(i)` telling which
@@ -53,9 +58,12 @@ pub fn recall(
             let to_images: Vec<f32> = (start..end)
                 .map(|c| cosine(&images[c], &texts[q]))
                 .collect();
-            i1 += hit(&to_texts, 1, same) as usize;
+            let (i_hit, t_hit) = (hit(&to_texts, 1, same), hit(&to_images, 1, same));
+            r.image_to_text_hits.push(i_hit);
+            r.text_to_image_hits.push(t_hit);
+            i1 += i_hit as usize;
             i5 += hit(&to_texts, 5, same) as usize;
-            t1 += hit(&to_images, 1, same) as usize;
+            t1 += t_hit as usize;
             t5 += hit(&to_images, 5, same) as usize;
             r.queries += 1;
         }
@@ -89,6 +97,8 @@ mod tests {
         assert_eq!(r.image_to_text_r1, 1.0);
         // text 2's nearest image is image 1: one miss of three
         assert!((r.text_to_image_r1 - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(r.image_to_text_hits, [true, true, true]);
+        assert_eq!(r.text_to_image_hits, [true, true, false]);
         assert_eq!(r.text_to_image_r5, 1.0);
     }
 
