@@ -70,6 +70,28 @@ fn quantized_graphs_are_smaller_and_missing_ones_are_named() {
         );
         assert!(bytes(Precision::Q4, f) < bytes(Precision::Int8, f), "{f}");
     }
+    // the learned patch positions are stored at the graph's precision: int8 per patch in
+    // the quantized graphs, as the token table is
+    use tract_onnx::pb::tensor_proto::DataType;
+    for (p, name, dtype) in [
+        (Precision::F32, "patch_position", DataType::Float),
+        (Precision::F16, "patch_position", DataType::Float16),
+        (Precision::Int8, "patch_position_int8", DataType::Int8),
+        (Precision::Q4, "patch_position_int8", DataType::Int8),
+    ] {
+        let path = pkg.join(p.file(VISION_FILE));
+        let proto =
+            tract_onnx::prelude::Framework::proto_model_for_path(&tract_onnx::onnx(), &path)
+                .unwrap();
+        let stored: Vec<(&str, i32)> = proto
+            .graph
+            .iter()
+            .flat_map(|g| &g.initializer)
+            .filter(|t| t.name.starts_with("patch_position"))
+            .map(|t| (t.name.as_str(), t.data_type))
+            .collect();
+        assert!(stored.contains(&(name, dtype as i32)), "{p}: {stored:?}");
+    }
     // a package with f32 only refuses int8 by name
     let f32_only = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&pkg).unwrap() {

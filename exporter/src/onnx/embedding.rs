@@ -15,10 +15,14 @@ use crate::model::weights::Array;
 
 /// Symmetric int8 per row of a `[rows, d]` table: (values, scales `[rows]`).
 pub fn quantize_rows(t: &Array) -> (Vec<i8>, Vec<f32>) {
-    let d = t.dims[1];
-    let mut q = Vec::with_capacity(t.data.len());
-    let mut scales = Vec::with_capacity(t.dims[0]);
-    for row in t.data.chunks_exact(d) {
+    quantize_rows_of(&t.data, t.dims[1])
+}
+
+/// Symmetric int8 per row of `d` values of `data`: (values, one scale per row).
+pub fn quantize_rows_of(data: &[f32], d: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(data.len());
+    let mut scales = Vec::with_capacity(data.len() / d.max(1));
+    for row in data.chunks_exact(d.max(1)) {
         let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
         let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
         scales.push(s);

@@ -11,6 +11,9 @@ use glimpse_runtime::frame::{Canvas, Grid};
 use super::builder::{Dim, Elem, GraphBuilder, GraphFile, attr_int, fixed, sym};
 use super::{Tensors, get};
 use glimpse_runtime::package::Precision;
+use tract_onnx::pb::tensor_proto::DataType;
+
+use crate::model::weights::Array;
 
 /// The vision graph with the patch projection at `precision`. Reads `vision_embed.weight`
 /// (`[3·P·P, d]`), `vision_embed.bias`, `image_newline` (`[d]`) and, when the model has
@@ -48,7 +51,7 @@ pub fn build(
         precision,
     )?;
     if let Some(pos) = w.tensor("patch_position")? {
-        let pos = g.weight("patch_position", &pos.dims, &pos.data);
+        let pos = positions(&mut g, &pos, precision);
         proj = g.node("Add", "patch_position/add", &[&proj, &pos], vec![]);
     }
     // newline broadcast to [B, R, 1, d]
@@ -79,4 +82,35 @@ pub fn build(
         "Glimpse vision: patches to image embeddings with row newlines",
         &target.path,
     )
+}
+
+/// The learned patch positions `[R, C, d]` as f32 at the graph's output: stored f32 in
+/// f32 packages, f16 in f16 ones, and int8 with one scale per patch in the quantized ones,
+/// as the token table is (`embedding.rs`), since on a fine grid they are a large share of
+/// the vision graph.
+fn positions(g: &mut GraphBuilder, pos: &Array, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => g.weight("patch_position", &pos.dims, &pos.data),
+        Precision::F16 => {
+            let p = g.weight_as("patch_position", &pos.dims, &pos.data, Elem::F16);
+            g.cast("patch_position/to_float", &p, Elem::F32)
+        }
+        Precision::Int8 | Precision::Q4 => {
+            let d = *pos.dims.last().unwrap_or(&1);
+            let (q, scales) = super::embedding::quantize_rows_of(&pos.data, d);
+            let mut scale_dims = pos.dims.clone();
+            if let Some(last) = scale_dims.last_mut() {
+                *last = 1;
+            }
+            let qt = g.raw(
+                "patch_position_int8",
+                &pos.dims,
+                DataType::Int8,
+                q.iter().map(|v| *v as u8).collect(),
+            );
+            let st = g.weight("patch_position_scale", &scale_dims, &scales);
+            let p = g.cast("patch_position/to_float", &qt, Elem::F32);
+            g.node("Mul", "patch_position/scaled", &[&p, &st], vec![])
+        }
+    }
 }
