@@ -1,4 +1,4 @@
-//! Text-triggered alerts: `glimpse watch --trigger "a red circle" --threshold 0.5`.
+//! Text-triggered alerts: `glimpse watch --trigger "a red circle" --threshold 0.45`.
 //!
 //! Each frame's image embedding is compared with the trigger text's (computed once). An
 //! alert fires when the similarity rises to the threshold, and the trigger re-arms only
@@ -49,7 +49,7 @@ impl Hysteresis {
 }
 
 /// Threshold when none is given (`glimpse watch --threshold`).
-pub const DEFAULT_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_THRESHOLD: f32 = 0.45;
 
 /// Release level below the threshold when none is given.
 pub const DEFAULT_GAP: f32 = 0.05;
