@@ -326,7 +326,7 @@ fn json_info_is_json_and_a_mismatched_package_is_named() {
     assert!(status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
     assert_eq!(v["model"]["d_model"], 128);
-    assert_eq!(v["canvas"]["image_tokens"], 117);
+    assert_eq!(v["canvas"]["image_tokens"], 266);
     // a manifest promising a longer context than the graphs have
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("pkg");
@@ -339,7 +339,7 @@ fn json_info_is_json_and_a_mismatched_package_is_named() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
         &manifest,
-        text.replace("\"max_positions\": 159", "\"max_positions\": 1000"),
+        text.replace("\"max_positions\": 308", "\"max_positions\": 1000"),
     )
     .unwrap();
     let pkg = pkg.display().to_string();

@@ -201,7 +201,7 @@ fn matching_without_heads_too_long_texts_and_no_texts() {
     assert!(!g.caption(&frame).unwrap().text.is_empty());
     // the bundled model: a text longer than the context, and no text at all
     let g = Glimpse::load(bundled()).unwrap();
-    let e = g.text_embedding(&"red circle ".repeat(80)).unwrap_err();
+    let e = g.text_embedding(&"red circle ".repeat(200)).unwrap_err();
     assert!(matches!(e, Error::TextTooLong { .. }), "{e:?}");
     assert!(matches!(g.match_texts(&frame, &[]), Err(Error::NoTexts)));
     assert_eq!(g.match_texts(&frame, &["a red circle"]).unwrap().len(), 1);
@@ -221,7 +221,7 @@ fn manifest_fields_that_disagree_with_the_graphs_are_named() {
         (
             "canvas",
             |m| m.canvas.width = 240,
-            &["vision", "canvas.width / canvas.patch is 10", "has 12"],
+            &["vision", "canvas.width / canvas.patch is 15", "has 18"],
         ),
         (
             "n_layers",
@@ -240,7 +240,7 @@ fn manifest_fields_that_disagree_with_the_graphs_are_named() {
                 "decoder",
                 "rotary.cos",
                 "model.max_positions is 1000",
-                "159",
+                "308",
             ],
         ),
         (

@@ -315,7 +315,7 @@ fn json_mode_answers_one_object_per_line_and_reuses_the_frame() {
     let v = request(&mut t, "{}");
     assert!(v["error"].as_str().unwrap().contains("no \"cmd\""), "{v}");
     // a 200-character question gets past the line reader (the envelope does not count
-    // against it) to the model, whose 159-token context is what refuses it
+    // against it) to the model, whose 308-token context is what refuses it
     let long = format!("is there a red circle{}?", " and a blue square".repeat(10));
     assert!(long.len() > 200);
     let v = request(
