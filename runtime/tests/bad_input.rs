@@ -440,8 +440,10 @@ fn a_panic_in_the_capture_thread_ends_the_loop_with_a_failure() {
             });
             tx.send((summary, captions)).unwrap();
         });
+        // long enough for two captions under qemu (CI's aarch64 run), where the bundled
+        // model's 266 image tokens take over a minute; a spinning loop never ends
         let (summary, captions) = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
+            .recv_timeout(std::time::Duration::from_secs(600))
             .expect("the loop ends instead of spinning");
         assert_eq!(captions, 2);
         assert!(!summary.succeeded());
