@@ -24,7 +24,7 @@ def main() -> int:
     ap.add_argument("--model", help="package to score with [default: the bundled one]")
     ap.add_argument("--text", default="a large red circle")
     ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--thresholds", default="0.4,0.5")
+    ap.add_argument("--thresholds", default="0.4,0.45,0.5")
     args = ap.parse_args()
 
     bin_dir = Path(args.bin)
