@@ -85,8 +85,6 @@ fn caption_after(g: &Glimpse, seen: DecoderSession<'_>, image: &ImageContext) ->
 pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Result<SplitReport> {
     let mut r = SplitReport::default();
     let mut pairs = Vec::new();
-    let mut exact = 0;
-    let (mut correct, mut asked) = (0, 0);
     let (mut image_embeds, mut text_embeds, mut captions) = (vec![], vec![], vec![]);
     let canvas = g.canvas();
     for i in 0..scenes {
@@ -108,9 +106,7 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         let got = caption_after(g, seen.clone(), &image)?;
         r.misses.add(layout, &s.caption, &got);
         r.outcomes.captions.push(got == s.caption);
-        if got == s.caption {
-            exact += 1;
-        } else {
+        if got != s.caption {
             r.caption_misses.push((s.caption.clone(), got.clone()));
         }
         let read = scene::parse_caption(&got);
@@ -138,14 +134,14 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
                 .or_insert((0, 0));
             e.0 += ok as usize;
             e.1 += 1;
-            correct += ok as usize;
-            asked += 1;
         }
     }
     r.scenes = scenes as usize;
+    let right = |v: &[bool]| v.iter().filter(|x| **x).count();
+    let (exact, asked) = (right(&r.outcomes.captions), r.outcomes.answers.len());
     r.caption_exact = exact as f64 / scenes.max(1) as f64;
     r.bleu4 = corpus_bleu4(&pairs);
-    r.qa_accuracy = correct as f64 / asked.max(1) as f64;
+    r.qa_accuracy = right(&r.outcomes.answers) as f64 / asked.max(1) as f64;
     r.qa_questions = asked;
     if g.can_match() {
         r.retrieval = Some(recall(

@@ -45,8 +45,8 @@ impl Paired {
         let n = a.len();
         let a_only = a.iter().zip(b).filter(|(x, y)| **x && !**y).count();
         let b_only = a.iter().zip(b).filter(|(x, y)| !**x && **y).count();
-        let share = |v: &[bool]| v.iter().filter(|x| **x).count() as f64 / n.max(1) as f64;
         let nf = n.max(1) as f64;
+        let share = |v: &[bool]| v.iter().filter(|x| **x).count() as f64 / nf;
         let d = (a_only as f64 - b_only as f64) / nf;
         let spread = ((a_only + b_only) as f64 / nf - d * d).max(0.0);
         let half = 1.96 * (spread / nf).sqrt();
