@@ -372,6 +372,21 @@ struct EvalArgs {
     /// from the scenes where the two differ, and which is better beyond the noise.
     #[arg(long, value_name = "PACKAGE", conflicts_with_all = ["write", "data", "nuisances"])]
     against: Option<PathBuf>,
+    /// Only image↔text retrieval: no caption or answer is decoded, so it takes a fraction
+    /// of the time (for picking a checkpoint of `train --matching-only`, whose captions
+    /// are those of the run it started from). With --against, both packages so.
+    #[arg(long, conflicts_with_all = ["write", "data", "nuisances"])]
+    matching_only: bool,
+}
+
+impl EvalArgs {
+    fn figures(&self) -> glimpse_exporter::eval::Figures {
+        if self.matching_only {
+            glimpse_exporter::eval::Figures::Matching
+        } else {
+            glimpse_exporter::eval::Figures::All
+        }
+    }
 }
 
 /// `--canvas WIDTHxHEIGHT` as two sizes in pixels.
@@ -672,7 +687,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     } else if let Some(other) = &a.against {
         against(&a, other)?;
     } else {
-        let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed)?;
+        let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed, a.figures())?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
         } else {
@@ -694,9 +709,9 @@ fn against(a: &EvalArgs, other: &std::path::Path) -> Result<()> {
     let second = glimpse_runtime::Glimpse::load(other)?;
     let seed = eval::scene_seed(&first, a.seed);
     eprintln!("A: {}", a.package.display());
-    let ra = eval::evaluate_loaded(&first, a.scenes, seed)?;
+    let ra = eval::evaluate_loaded(&first, a.scenes, seed, a.figures())?;
     eprintln!("B: {}", other.display());
-    let rb = eval::evaluate_loaded(&second, a.scenes, seed)?;
+    let rb = eval::evaluate_loaded(&second, a.scenes, seed, a.figures())?;
     let rows = eval::compare(&ra, &rb)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -105,6 +105,14 @@ fn eval_refuses_flags_that_do_not_go_together() {
             &["--against", "other", "--nuisances"],
             "cannot be used with",
         ),
+        (
+            &["--matching-only", "--write"],
+            "'--matching-only' cannot be used with '--write'",
+        ),
+        (
+            &["--matching-only", "--data", data],
+            "'--matching-only' cannot be used with '--data",
+        ),
     ];
     for (flags, says) in cases {
         let mut args = vec!["eval", "no-such-package"];
@@ -150,6 +158,65 @@ fn eval_against_itself_differs_nowhere_and_a_missing_second_package_is_named() {
     let (ok, err) = glimpse_export(&["eval", bundled, "--against", "no-such-package"]);
     assert!(!ok);
     assert!(err.contains("no-such-package"), "{err}");
+}
+
+/// The metrics `eval --json` prints for `args`, and its table for the same flags.
+fn eval_json_and_table(args: &[&str]) -> (serde_json::Value, String) {
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
+            .arg("eval")
+            .args(args)
+            .args(extra)
+            .output()
+            .expect("glimpse-export runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    (serde_json::from_str(&run(&["--json"])).unwrap(), run(&[]))
+}
+
+#[test]
+fn eval_matching_only_gives_the_full_evaluations_recall_and_nothing_else() {
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
+    let scenes = ["--scenes", "5", "--seed", "7"];
+    let (full, _) = eval_json_and_table(&[&[bundled][..], &scenes].concat());
+    let (only, table) = eval_json_and_table(&[&[bundled, "--matching-only"][..], &scenes].concat());
+    for split in ["test", "shifted", "paraphrase", "compositional"] {
+        let (f, o) = (&full["splits"][split], &only["splits"][split]);
+        assert!(f["retrieval"].is_object(), "{split}: {f}");
+        assert_eq!(f["retrieval"], o["retrieval"], "{split}");
+        assert_eq!(o["scenes"], 5);
+        // nothing decoded: no caption scored, no question asked
+        assert_eq!(o["qa_questions"], 0, "{split}");
+        assert_ne!(f["qa_questions"], 0, "{split}");
+    }
+    assert!(table.contains("image→text R@1"), "{table}");
+    assert!(!table.contains("caption exact"), "{table}");
+    assert!(!table.contains("QA accuracy"), "{table}");
+
+    // a package without matching heads has nothing to measure so: named, non-zero
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("no-heads");
+    std::fs::create_dir(&pkg).unwrap();
+    for e in std::fs::read_dir(bundled).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "heads.onnx" {
+            std::fs::copy(e.path(), pkg.join(e.file_name())).unwrap();
+        }
+    }
+    let manifest = pkg.join("glimpse.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["matching"] = serde_json::Value::Null;
+    m["files"].as_object_mut().unwrap().remove("heads.onnx");
+    std::fs::write(&manifest, m.to_string()).unwrap();
+    let (ok, err) = glimpse_export(&["eval", pkg.to_str().unwrap(), "--matching-only"]);
+    assert!(!ok);
+    assert!(err.contains("no-heads has no matching heads"), "{err}");
 }
 
 #[test]

@@ -32,6 +32,18 @@ pub use retrieval::{Retrieval, recall};
 /// Candidates per retrieval query.
 pub const RETRIEVAL_POOL: usize = 100;
 
+/// Which figures an evaluation computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Figures {
+    /// Captions, answers and (where the package can match) retrieval.
+    #[default]
+    All,
+    /// Retrieval alone: no caption or answer is decoded, so a checkpoint of matching heads
+    /// trained alone (`train --matching-only`), whose captions are its trunk's, is
+    /// scored in a fraction of the time.
+    Matching,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SplitReport {
     pub scenes: usize,
@@ -65,6 +77,10 @@ pub struct SplitReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub seed: u64,
+    /// What was computed: with [`Figures::Matching`], the caption and QA figures are
+    /// absent (zero), not measured.
+    #[serde(skip)]
+    pub figures: Figures,
     pub splits: BTreeMap<String, SplitReport>,
 }
 
@@ -81,8 +97,20 @@ fn caption_after(g: &Glimpse, seen: DecoderSession<'_>, image: &ImageContext) ->
     Ok(g.run_after_image(seen, image, &prompt, &mut |_| {})?.text)
 }
 
-/// Evaluates one split with a loaded model.
-pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Result<SplitReport> {
+/// Evaluates one split with a loaded model: every figure, or with [`Figures::Matching`]
+/// only retrieval (an error for a package that cannot match).
+pub fn evaluate_split(
+    g: &Glimpse,
+    seed: u64,
+    split: Split,
+    scenes: u64,
+    figures: Figures,
+) -> Result<SplitReport> {
+    anyhow::ensure!(
+        figures == Figures::All || g.can_match(),
+        "{} has no matching heads (heads.onnx): it has no retrieval to evaluate",
+        g.package.dir.display()
+    );
     let mut r = SplitReport::default();
     let mut pairs = Vec::new();
     let (mut image_embeds, mut text_embeds, mut captions) = (vec![], vec![], vec![]);
@@ -103,6 +131,9 @@ pub fn evaluate_split(g: &Glimpse, seed: u64, split: Split, scenes: u64) -> Resu
         } else {
             g.image_session(&image)?
         };
+        if figures == Figures::Matching {
+            continue;
+        }
         let got = caption_after(g, seen.clone(), &image)?;
         r.misses.add(layout, &s.caption, &got);
         r.outcomes.captions.push(got == s.caption);
@@ -162,23 +193,30 @@ pub fn scene_seed(g: &Glimpse, asked: Option<u64>) -> u64 {
         .unwrap_or(7)
 }
 
-pub fn evaluate(package: &Path, scenes: u64, seed: Option<u64>) -> Result<Report> {
+pub fn evaluate(
+    package: &Path,
+    scenes: u64,
+    seed: Option<u64>,
+    figures: Figures,
+) -> Result<Report> {
     let g = Glimpse::load(package)?;
     let seed = scene_seed(&g, seed);
-    evaluate_loaded(&g, scenes, seed)
+    evaluate_loaded(&g, scenes, seed, figures)
 }
 
 /// Every evaluated split of `scenes` scenes drawn from `seed`, with a loaded model.
-pub fn evaluate_loaded(g: &Glimpse, scenes: u64, seed: u64) -> Result<Report> {
+pub fn evaluate_loaded(g: &Glimpse, scenes: u64, seed: u64, figures: Figures) -> Result<Report> {
     let mut report = Report {
         seed,
+        figures,
         ..Default::default()
     };
     for split in Split::EVALUATED {
         eprintln!("evaluating {} scenes of the {} split", scenes, split.name());
-        report
-            .splits
-            .insert(split.name().into(), evaluate_split(g, seed, split, scenes)?);
+        report.splits.insert(
+            split.name().into(),
+            evaluate_split(g, seed, split, scenes, figures)?,
+        );
     }
     Ok(report)
 }
@@ -206,28 +244,30 @@ impl Report {
             s.push('\n');
         };
         row("scenes", &|r| r.scenes.to_string());
-        row("caption exact match", &|r| {
-            format!("{:.3}", r.caption_exact)
-        });
-        row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
-        for k in MissKind::ALL
-            .into_iter()
-            .filter(|k| *k != MissKind::Invalid)
-        {
-            row(&k.label(), &|r| r.misses.kind(k).to_string());
-        }
-        row("invalid captions", &|r| r.invalid_captions.to_string());
-        row("empty said empty", &|r| {
-            format!("{} of {}", r.empty_said_empty, r.empty_scenes)
-        });
-        row("QA accuracy", &|r| format!("{:.3}", r.qa_accuracy));
-        for k in QuestionKind::ALL {
-            row(&format!("  {}", k.name()), &|r| {
-                r.qa_by_kind
-                    .get(k.name())
-                    .map(|(c, n)| format!("{:.3} ({n})", *c as f64 / (*n).max(1) as f64))
-                    .unwrap_or_else(|| "-".into())
+        if self.figures == Figures::All {
+            row("caption exact match", &|r| {
+                format!("{:.3}", r.caption_exact)
             });
+            row("caption BLEU-4", &|r| format!("{:.3}", r.bleu4));
+            for k in MissKind::ALL
+                .into_iter()
+                .filter(|k| *k != MissKind::Invalid)
+            {
+                row(&k.label(), &|r| r.misses.kind(k).to_string());
+            }
+            row("invalid captions", &|r| r.invalid_captions.to_string());
+            row("empty said empty", &|r| {
+                format!("{} of {}", r.empty_said_empty, r.empty_scenes)
+            });
+            row("QA accuracy", &|r| format!("{:.3}", r.qa_accuracy));
+            for k in QuestionKind::ALL {
+                row(&format!("  {}", k.name()), &|r| {
+                    r.qa_by_kind
+                        .get(k.name())
+                        .map(|(c, n)| format!("{:.3} ({n})", *c as f64 / (*n).max(1) as f64))
+                        .unwrap_or_else(|| "-".into())
+                });
+            }
         }
         if self.splits.values().any(|r| r.retrieval.is_some()) {
             let rec = |f: fn(&Retrieval) -> f64| {
@@ -248,6 +288,9 @@ impl Report {
             row("image→text R@5", &rec(|x| x.image_to_text_r5));
             row("text→image R@1", &rec(|x| x.text_to_image_r1));
             row("text→image R@5", &rec(|x| x.text_to_image_r5));
+        }
+        if self.figures == Figures::Matching {
+            return s;
         }
         for n in &names {
             for (got, why) in self.splits[*n].invalid_examples.iter().take(3) {
@@ -382,6 +425,7 @@ mod tests {
         let report = Report {
             seed: 7,
             splits: [("shifted".to_string(), r)].into(),
+            ..Default::default()
         };
         let one = report.table(1);
         assert_eq!(one.matches("shifted miss:").count(), 1);

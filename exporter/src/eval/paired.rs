@@ -6,7 +6,7 @@
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-use super::Report;
+use super::{Figures, Report};
 
 /// Per item, whether a model got it right: one entry per scene (captions, retrieval
 /// queries) or per question, in the order the scenes were drawn.
@@ -83,7 +83,8 @@ pub struct Row {
 }
 
 /// Every figure the two reports can be compared on, split by split: caption exact
-/// match, QA accuracy and, where both can match, image→text and text→image recall@1.
+/// match and QA accuracy (unless both measured retrieval alone) and, where both can
+/// match, image→text and text→image recall@1.
 pub fn compare(a: &Report, b: &Report) -> Result<Vec<Row>> {
     ensure!(
         a.seed == b.seed,
@@ -105,12 +106,14 @@ pub fn compare(a: &Report, b: &Report) -> Result<Vec<Row>> {
             });
             Ok(())
         };
-        add(
-            "caption exact",
-            &ra.outcomes.captions,
-            &rb.outcomes.captions,
-        )?;
-        add("QA", &ra.outcomes.answers, &rb.outcomes.answers)?;
+        if a.figures == Figures::All || b.figures == Figures::All {
+            add(
+                "caption exact",
+                &ra.outcomes.captions,
+                &rb.outcomes.captions,
+            )?;
+            add("QA", &ra.outcomes.answers, &rb.outcomes.answers)?;
+        }
         if let (Some(x), Some(y)) = (&ra.retrieval, &rb.retrieval) {
             add(
                 "image→text R@1",
@@ -235,6 +238,7 @@ mod tests {
                 ("shifted".into(), split(vec![true, false], None)),
             ]
             .into(),
+            ..Default::default()
         };
         let b = Report {
             seed: 7,
@@ -249,7 +253,19 @@ mod tests {
                 ),
             ]
             .into(),
+            ..Default::default()
         };
+        // measured for retrieval alone, the same runs compare on recall only
+        let only = |r: &Report| Report {
+            figures: Figures::Matching,
+            ..r.clone()
+        };
+        let rows = compare(&only(&a), &only(&b)).unwrap();
+        let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.split.as_str(), r.figure)).collect();
+        assert_eq!(
+            names,
+            [("test", "image→text R@1"), ("test", "text→image R@1")]
+        );
         let rows = compare(&a, &b).unwrap();
         let names: Vec<(&str, &str)> = rows.iter().map(|r| (r.split.as_str(), r.figure)).collect();
         assert_eq!(
