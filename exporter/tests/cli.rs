@@ -15,6 +15,20 @@ fn glimpse_export(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// What a run that must succeed prints on stdout.
+fn stdout_of(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
+        .args(args)
+        .output()
+        .expect("glimpse-export runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn train_refuses_impossible_flags_before_it_creates_the_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,24 +140,16 @@ fn eval_refuses_flags_that_do_not_go_together() {
 #[test]
 fn eval_against_itself_differs_nowhere_and_a_missing_second_package_is_named() {
     let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
-    let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
-        .args([
-            "eval",
-            bundled,
-            "--against",
-            bundled,
-            "--scenes",
-            "3",
-            "--json",
-        ])
-        .output()
-        .expect("glimpse-export runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(&[
+        "eval",
+        bundled,
+        "--against",
+        bundled,
+        "--scenes",
+        "3",
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = rows.as_array().unwrap();
     // four splits, each with captions, QA and both recalls (the bundled model matches)
     assert_eq!(rows.len(), 16, "{rows:?}");
@@ -162,21 +168,11 @@ fn eval_against_itself_differs_nowhere_and_a_missing_second_package_is_named() {
 
 /// The metrics `eval --json` prints for `args`, and its table for the same flags.
 fn eval_json_and_table(args: &[&str]) -> (serde_json::Value, String) {
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_glimpse-export"))
-            .arg("eval")
-            .args(args)
-            .args(extra)
-            .output()
-            .expect("glimpse-export runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    (serde_json::from_str(&run(&["--json"])).unwrap(), run(&[]))
+    let run = |extra: &str| stdout_of(&[&["eval"][..], args, &[extra]].concat());
+    (
+        serde_json::from_str(&run("--json")).unwrap(),
+        run("--misses=3"),
+    )
 }
 
 #[test]
