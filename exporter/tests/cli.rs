@@ -190,6 +190,9 @@ fn eval_matching_only_gives_the_full_evaluations_recall_and_nothing_else() {
         assert_eq!(o["qa_questions"], 0, "{split}");
         assert_ne!(f["qa_questions"], 0, "{split}");
     }
+    // the JSON says what it left out; a full evaluation's has no such field
+    assert_eq!(only["figures"], "matching");
+    assert!(full.get("figures").is_none(), "{full}");
     assert!(table.contains("image→text R@1"), "{table}");
     assert!(!table.contains("caption exact"), "{table}");
     assert!(!table.contains("QA accuracy"), "{table}");

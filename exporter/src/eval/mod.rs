@@ -33,7 +33,8 @@ pub use retrieval::{Retrieval, recall};
 pub const RETRIEVAL_POOL: usize = 100;
 
 /// Which figures an evaluation computes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Figures {
     /// Captions, answers and (where the package can match) retrieval.
     #[default]
@@ -42,6 +43,12 @@ pub enum Figures {
     /// trained alone (`train --matching-only`), whose captions are its trunk's, is
     /// scored in a fraction of the time.
     Matching,
+}
+
+impl Figures {
+    fn is_all(&self) -> bool {
+        *self == Figures::All
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -78,8 +85,9 @@ pub struct SplitReport {
 pub struct Report {
     pub seed: u64,
     /// What was computed: with [`Figures::Matching`], the caption and QA figures are
-    /// absent (zero), not measured.
-    #[serde(skip)]
+    /// zero, not measured, and the JSON says `"figures": "matching"` (a full
+    /// evaluation's JSON, and the manifest, leave the field out).
+    #[serde(skip_serializing_if = "Figures::is_all")]
     pub figures: Figures,
     pub splits: BTreeMap<String, SplitReport>,
 }
