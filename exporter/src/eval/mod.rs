@@ -125,9 +125,6 @@ pub fn evaluate_split(
     let canvas = g.canvas();
     for i in 0..scenes {
         let s = scene::sample(seed, split, i);
-        let (w, h) = s.image.dimensions();
-        let fitted = g.image_format().fitted_size(&canvas, w, h).0;
-        let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
         let image = g.see(&s.image)?;
         // the image is prefilled once; every prompt continues a copy of that cache
         let seen = if g.can_match() {
@@ -142,6 +139,9 @@ pub fn evaluate_split(
         if figures == Figures::Matching {
             continue;
         }
+        let (w, h) = s.image.dimensions();
+        let fitted = g.image_format().fitted_size(&canvas, w, h).0;
+        let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
         let got = caption_after(g, seen.clone(), &image)?;
         r.misses.add(layout, &s.caption, &got);
         r.outcomes.captions.push(got == s.caption);
