@@ -121,27 +121,7 @@ enum Command {
     /// Show what the model package holds.
     Info,
     /// Measure load, preprocessing, time to first token, decode speed and memory.
-    Bench {
-        /// Frame to use [default: a 640x480 synthetic scene]
-        image: Option<PathBuf>,
-        /// Repetitions per figure.
-        #[arg(long, default_value_t = 20, value_parser = cli::positive::<usize>)]
-        runs: usize,
-        /// Also write the frame used as PNG (to run the same frame elsewhere).
-        #[arg(long, value_name = "PATH")]
-        save_frame: Option<PathBuf>,
-        /// For models of gigabytes: one load, one time to first token and this many cached
-        /// decode steps, with peak memory against the weights' size (JSON with --json).
-        #[arg(long, value_name = "STEPS", value_parser = cli::positive::<usize>)]
-        light: Option<usize>,
-        /// With --light: write the patches and prompt ids fed to the model as JSON.
-        #[arg(long, value_name = "PATH", requires = "light")]
-        save_inputs: Option<PathBuf>,
-        /// With --light: run the prefill and the decode steps once more, timing every
-        /// operator of the decoder; prints where the time goes (and adds it to the JSON).
-        #[arg(long, requires = "light")]
-        profile: bool,
-    },
+    Bench(cli::bench::BenchArgs),
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -308,100 +288,13 @@ fn run(cli: &Cli) -> Result<bool, String> {
             }
             Ok(true)
         }
-        Command::Bench {
-            image,
-            runs,
-            save_frame,
-            light,
-            save_inputs,
-            profile,
-        } => {
+        Command::Bench(args) => {
             let dir = cli.model.clone().unwrap_or_else(default_package_dir);
-            let frame = match image {
-                Some(p) => load_image(p).map_err(|e| e.to_string())?,
-                None => {
-                    let s =
-                        glimpse_runtime::scene::sample(7, glimpse_runtime::scene::Split::Test, 0);
-                    image::imageops::resize(
-                        &s.image,
-                        640,
-                        480,
-                        image::imageops::FilterType::Triangle,
-                    )
-                }
-            };
-            if let Some(path) = save_frame {
-                frame
-                    .save(path)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            }
-            if let Some(steps) = light {
-                let r = glimpse_runtime::bench::light(
-                    &dir,
-                    cli.precision,
-                    cli.max_image,
-                    &frame,
-                    *steps,
-                    save_inputs.as_deref(),
-                    *profile,
-                )
-                .map_err(|e| e.to_string())?;
-                if let (Some(prefill), Some(decode)) = (&r.prefill_ops, &r.decode_ops) {
-                    use glimpse_runtime::model::profile::format_table;
-                    let title = format!("decoder, prefill of {} tokens", r.prefill_tokens);
-                    eprint!("{}", format_table(&title, prefill, 12));
-                    eprint!("{}", format_table("decoder, per decode step", decode, 12));
-                }
-                print(serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)?;
-                return Ok(true);
-            }
-            let r = glimpse_runtime::bench::run_with(&dir, cli.precision, &frame, *runs)
-                .map_err(|e| e.to_string())?;
-            if cli.json {
-                print(serde_json::to_string(&r).map_err(|e| e.to_string())?)?;
-            } else {
-                print(r.table().trim_end())?;
-            }
+            cli::bench::run(args, &dir, cli.precision, cli.max_image, cli.json)?;
             Ok(true)
         }
-        Command::Caption { images } => {
-            let g = load(cli)?;
-            let mut ok = true;
-            for image in images {
-                match answer(&g, cli, image, &Prompt::Caption, images.len() > 1) {
-                    Ok(()) => {}
-                    Err(Failure::Input(e)) => {
-                        glimpse_runtime::note!("glimpse: error: {e}");
-                        ok = false;
-                    }
-                    Err(Failure::Output(e)) => return Err(e),
-                }
-            }
-            Ok(ok)
-        }
-        Command::Match { image, texts } => {
-            let g = load(cli)?;
-            let frame = load_image(image).map_err(|e| e.to_string())?;
-            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let mut scores = g.match_texts(&frame, &texts).map_err(|e| e.to_string())?;
-            scores.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
-            if cli.json {
-                let v = serde_json::json!({
-                    "image": image.display().to_string(),
-                    "matches": scores.iter().map(|s| serde_json::json!({
-                        "text": s.text, "cosine": s.cosine, "probability": s.probability
-                    })).collect::<Vec<_>>(),
-                });
-                print(v)?;
-            } else {
-                let mut table = format!("{:>8}  {:>11}  text", "cosine", "probability");
-                for s in &scores {
-                    table += &format!("\n{:>8.3}  {:>11.3}  {}", s.cosine, s.probability, s.text);
-                }
-                print(table)?;
-            }
-            Ok(true)
-        }
+        Command::Caption { images } => caption(cli, images),
+        Command::Match { image, texts } => match_texts(cli, image, texts),
         Command::Ask { image, question } => {
             let g = load(cli)?;
             match answer(&g, cli, image, &Prompt::Question(question.clone()), false) {
@@ -410,6 +303,48 @@ fn run(cli: &Cli) -> Result<bool, String> {
             }
         }
     }
+}
+
+/// `glimpse caption`: every image in turn; a bad one is reported and the rest still run.
+fn caption(cli: &Cli, images: &[PathBuf]) -> Result<bool, String> {
+    let g = load(cli)?;
+    let mut ok = true;
+    for image in images {
+        match answer(&g, cli, image, &Prompt::Caption, images.len() > 1) {
+            Ok(()) => {}
+            Err(Failure::Input(e)) => {
+                glimpse_runtime::note!("glimpse: error: {e}");
+                ok = false;
+            }
+            Err(Failure::Output(e)) => return Err(e),
+        }
+    }
+    Ok(ok)
+}
+
+/// `glimpse match`: each text's cosine to the image and its softmax share, best first.
+fn match_texts(cli: &Cli, image: &std::path::Path, texts: &[String]) -> Result<bool, String> {
+    let g = load(cli)?;
+    let frame = load_image(image).map_err(|e| e.to_string())?;
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut scores = g.match_texts(&frame, &texts).map_err(|e| e.to_string())?;
+    scores.sort_by(|a, b| b.cosine.total_cmp(&a.cosine));
+    if cli.json {
+        let v = serde_json::json!({
+            "image": image.display().to_string(),
+            "matches": scores.iter().map(|s| serde_json::json!({
+                "text": s.text, "cosine": s.cosine, "probability": s.probability
+            })).collect::<Vec<_>>(),
+        });
+        print(v)?;
+    } else {
+        let mut table = format!("{:>8}  {:>11}  text", "cosine", "probability");
+        for s in &scores {
+            table += &format!("\n{:>8.3}  {:>11.3}  {}", s.cosine, s.probability, s.text);
+        }
+        print(table)?;
+    }
+    Ok(true)
 }
 
 /// `glimpse info` for people.

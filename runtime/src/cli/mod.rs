@@ -1,5 +1,6 @@
 //! The pieces of the `glimpse` command that are more than a call into the library.
 
+pub mod bench;
 pub mod duration;
 pub mod mqtt;
 pub mod serve;
