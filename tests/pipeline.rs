@@ -135,6 +135,19 @@ fn train_resume_export_run_and_evaluate() {
     .unwrap_err();
     assert!(e.to_string().contains("already at step 9"), "{e}");
 
+    // a run stopped before its first checkpoint left its run.json and tokenizer alone:
+    // nothing to resume, and starting it again is not refused as overwriting a run
+    let stopped = dir.path().join("stopped");
+    std::fs::create_dir(&stopped).unwrap();
+    for f in ["run.json", "tokenizer.json"] {
+        std::fs::copy(run.join(f), stopped.join(f)).unwrap();
+    }
+    let e = train::train(&stopped, tiny_options(6), true, Default::default()).unwrap_err();
+    assert!(e.to_string().contains("before its first checkpoint"), "{e}");
+    let p = train::train(&stopped, tiny_options(6), false, Default::default()).unwrap();
+    assert_eq!(p.step, 6);
+    assert!(stopped.join("progress.json").is_file());
+
     let pkg = dir.path().join("pkg");
     package::export(
         &run,

@@ -811,7 +811,7 @@ pub fn train(
 ) -> Result<Progress> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let device = device().autodiff();
-    let exists = out.join(RUN_FILE).is_file();
+    let exists = holds_checkpoint(out, resume)?;
     if exists && !resume {
         bail!(
             "{} already holds a training run: pass --resume to continue it, or choose another --out",
@@ -943,6 +943,27 @@ struct Opened {
     optim: burn::optim::ModuleOptimizer,
     progress: Progress,
     source: Option<Box<dyn ExampleSource>>,
+}
+
+/// Whether `out` holds a run with a checkpoint to continue. A run stopped before its
+/// first checkpoint left only its `run.json` and tokenizer: it is started again, or with
+/// `resume` refused, since the options to start it with are not the ones given.
+fn holds_checkpoint(out: &Path, resume: bool) -> Result<bool> {
+    let started = out.join(RUN_FILE).is_file();
+    let checkpointed = out.join(PROGRESS_FILE).is_file();
+    if started && !checkpointed {
+        anyhow::ensure!(
+            !resume,
+            "{} holds a run stopped before its first checkpoint: nothing to resume; run the \
+             command that started it again, without --resume, to start it over",
+            out.display()
+        );
+        eprintln!(
+            "{} holds a run stopped before its first checkpoint: starting over",
+            out.display()
+        );
+    }
+    Ok(started && checkpointed)
 }
 
 /// The run in `out` at its last checkpoint, with `changes` applied and recorded.
