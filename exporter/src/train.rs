@@ -811,20 +811,7 @@ pub fn train(
 ) -> Result<Progress> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let device = device().autodiff();
-    let exists = holds_checkpoint(out, resume)?;
-    if exists && !resume {
-        bail!(
-            "{} already holds a training run: pass --resume to continue it, or choose another --out",
-            out.display()
-        );
-    }
-    let opened = if exists {
-        resume_run(out, changes, &device)?
-    } else if let Some(init) = options.init.clone() {
-        start_from_init(out, &init, options, &device)?
-    } else {
-        start_fresh(out, options, &device)?
-    };
+    let opened = open(out, options, resume, changes, &device)?;
     let Opened {
         run,
         tokenizer: tok,
@@ -842,48 +829,22 @@ pub fn train(
         Some(src) => src,
         None => self::source(&o)?,
     };
-    let builder = BatchBuilder {
-        tokenizer: &tok,
-        canvas,
-        max_positions: cfg.max_positions,
-        pack: o.pack,
-    };
-    let val_batches: Vec<Batch> = src
-        .validation(o.val_examples)
-        .chunks(o.batch_size)
-        .map(|c| builder.build(c))
-        .collect::<Result<_>>()?;
-
+    let val_batches = validation_batches(src.as_ref(), &tok, canvas, &cfg, &o)?;
     let first = progress.step;
     let (batches, producer) = spawn_batches(src, tok.clone(), &o, canvas, first)?;
     let bar = progress_bar(o.steps, first);
     let mut meter = Meter::new(progress.elapsed_s);
-    let matching = Matching::of(&o);
+    let trainer = Trainer {
+        o: &o,
+        cfg: &cfg,
+        canvas: &canvas,
+        rotary: &rotary,
+        device: &device,
+        matching: Matching::of(&o),
+    };
     for step in first..o.steps {
         let batch = batches.recv().context("the batch producer stopped")??;
-        meter.tokens += batch.size * (canvas.image_tokens() + batch.text_len);
-        let t = to_tensors(batch, &canvas, &device);
-        let losses = batch_loss(&model, &rotary, &cfg, &canvas, t, matching);
-        let value = losses.text.clone().into_scalar::<f32>();
-        if let Some(m) = &losses.matching {
-            meter.matching.push(m.clone().into_scalar::<f32>());
-        }
-        if !value.is_finite() || meter.matching.last().is_some_and(|m| !m.is_finite()) {
-            bail!("training diverged at step {step}: loss is {value}");
-        }
-        // heads alone: a batch without matching texts gives them nothing to learn, and a
-        // step on the other weights' zero gradients would still decay them
-        let loss = match (losses.matching, matching) {
-            (Some(m), Matching::HeadsOnly) => Some(m),
-            (None, Matching::HeadsOnly) => None,
-            (Some(m), _) => Some(losses.text + m * o.contrastive),
-            (None, _) => Some(losses.text),
-        };
-        if let Some(loss) = loss {
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(learning_rate(&o, step), model, grads);
-        }
-        meter.text.push(value);
+        model = trainer.step(model, &mut optim, batch, step, &mut meter)?;
         let done = step + 1;
         bar.set_position(done as u64);
         bar.set_message(meter.message());
@@ -893,20 +854,7 @@ pub fn train(
             eprintln!("step {done:>6}/{} {}", o.steps, bar.message());
         }
         if done % o.val_every == 0 || last {
-            let match_note = meter.match_note();
-            let (mean, m) = meter.take_means();
-            progress.train_loss.push((done, mean));
-            if let Some(m) = m {
-                progress.match_loss.push((done, m));
-            }
-            let val = validation_loss(&model, &rotary, &cfg, &canvas, &val_batches, &device);
-            progress.val_loss.push((done, val));
-            let line = format!(
-                "step {done:>6}/{}  train loss {mean:.4}{match_note}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
-                o.steps,
-                meter.tokens_per_second(),
-                meter.elapsed_s()
-            );
+            let line = trainer.validate(&model, &val_batches, done, &mut progress, &mut meter);
             if bar.is_hidden() {
                 // not a terminal (a log file, CI): plain lines instead of the bar
                 eprintln!("{line}");
@@ -932,6 +880,134 @@ pub fn train(
     crate::report::write_curves(out, &progress)?;
     write_metrics(out, &progress, &model, &o, &meter)?;
     Ok(progress)
+}
+
+/// The run to train in `out`: its checkpoint when `resume` and it has one, else a new
+/// run from `options` (from `--init`'s package when given).
+fn open(
+    out: &Path,
+    options: TrainOptions,
+    resume: bool,
+    changes: Changes,
+    device: &Device,
+) -> Result<Opened> {
+    let exists = holds_checkpoint(out, resume)?;
+    if exists && !resume {
+        bail!(
+            "{} already holds a training run: pass --resume to continue it, or choose another --out",
+            out.display()
+        );
+    }
+    if exists {
+        resume_run(out, changes, device)
+    } else if let Some(init) = options.init.clone() {
+        start_from_init(out, &init, options, device)
+    } else {
+        start_fresh(out, options, device)
+    }
+}
+
+/// The validation examples of `src`, in batches of the run's size.
+fn validation_batches(
+    src: &dyn ExampleSource,
+    tok: &TextTokenizer,
+    canvas: Canvas,
+    cfg: &ModelConfig,
+    o: &TrainOptions,
+) -> Result<Vec<Batch>> {
+    let builder = BatchBuilder {
+        tokenizer: tok,
+        canvas,
+        max_positions: cfg.max_positions,
+        pack: o.pack,
+    };
+    src.validation(o.val_examples)
+        .chunks(o.batch_size)
+        .map(|c| builder.build(c))
+        .collect()
+}
+
+/// What every training step of a run shares.
+struct Trainer<'a> {
+    o: &'a TrainOptions,
+    cfg: &'a ModelConfig,
+    canvas: &'a Canvas,
+    rotary: &'a Rotary,
+    device: &'a Device,
+    matching: Matching,
+}
+
+impl Trainer<'_> {
+    /// One optimiser step on `batch`, its losses noted in `meter`.
+    fn step(
+        &self,
+        model: Fuyu,
+        optim: &mut burn::optim::ModuleOptimizer,
+        batch: Batch,
+        step: usize,
+        meter: &mut Meter,
+    ) -> Result<Fuyu> {
+        let (o, canvas) = (self.o, self.canvas);
+        meter.tokens += batch.size * (canvas.image_tokens() + batch.text_len);
+        let t = to_tensors(batch, canvas, self.device);
+        let losses = batch_loss(&model, self.rotary, self.cfg, canvas, t, self.matching);
+        let value = losses.text.clone().into_scalar::<f32>();
+        if let Some(m) = &losses.matching {
+            meter.matching.push(m.clone().into_scalar::<f32>());
+        }
+        if !value.is_finite() || meter.matching.last().is_some_and(|m| !m.is_finite()) {
+            bail!("training diverged at step {step}: loss is {value}");
+        }
+        meter.text.push(value);
+        // heads alone: a batch without matching texts gives them nothing to learn, and a
+        // step on the other weights' zero gradients would still decay them
+        let loss = match (losses.matching, self.matching) {
+            (Some(m), Matching::HeadsOnly) => Some(m),
+            (None, Matching::HeadsOnly) => None,
+            (Some(m), _) => Some(losses.text + m * o.contrastive),
+            (None, _) => Some(losses.text),
+        };
+        Ok(match loss {
+            Some(loss) => {
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                optim.step(learning_rate(o, step), model, grads)
+            }
+            None => model,
+        })
+    }
+
+    /// The validation loss after step `done`, with the training losses since the last
+    /// one, recorded in `progress`; returns the line that reports them.
+    fn validate(
+        &self,
+        model: &Fuyu,
+        val_batches: &[Batch],
+        done: usize,
+        progress: &mut Progress,
+        meter: &mut Meter,
+    ) -> String {
+        let match_note = meter.match_note();
+        let (mean, m) = meter.take_means();
+        progress.train_loss.push((done, mean));
+        if let Some(m) = m {
+            progress.match_loss.push((done, m));
+        }
+        let val = validation_loss(
+            model,
+            self.rotary,
+            self.cfg,
+            self.canvas,
+            val_batches,
+            self.device,
+        );
+        progress.val_loss.push((done, val));
+        format!(
+            "step {done:>6}/{}  train loss {mean:.4}{match_note}  val loss {val:.4}  {:.0} tok/s  {:.0} s",
+            self.o.steps,
+            meter.tokens_per_second(),
+            meter.elapsed_s()
+        )
+    }
 }
 
 /// A run ready to train: what it is, where it stands, and its data when opening it read
