@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use glimpse_runtime::frame::{Grid, Size};
+use glimpse_runtime::frame::{Canvas, Grid, Size};
 use glimpse_runtime::package::{
     DECODER_FILE, EMBEDDING_FILE, FORMAT_VERSION, MANIFEST_FILE, Manifest, Precision,
     SpecialTokenNames, SpecialTokens, TOKENIZER_FILE, VISION_FILE,
@@ -159,58 +159,10 @@ pub fn import(o: &ImportOptions) -> Result<Imported> {
     let (special, names) = read_tokenizer(o.dir, &cfg)?;
     let ckpt = Checkpoint::open(o.dir)?;
 
-    let parent = o
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = o
-        .out
-        .file_name()
-        .with_context(|| format!("--out {} has no folder name", o.out.display()))?;
-    let tmp = parent.join(format!(".{}.importing", file_name.to_string_lossy()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove {}", tmp.display()))?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let tmp = staging_dir(o.out)?;
     let mut partial = Partial(Some(tmp.clone()));
 
-    // tensors each precision reads: the decoder's, the embedding table and newline row,
-    // the vision projection
-    let per_precision = cfg.model.n_layers * 16 + 3 + 2 + 3;
-    let bar = crate::progress::bar(
-        o.progress,
-        (per_precision * o.precisions.len()) as u64,
-        "{msg:24} [{bar:30}] {pos}/{len} tensors, {elapsed}",
-    );
-    let w = FuyuWeights {
-        ckpt: &ckpt,
-        config: &cfg,
-        newline_id: special.newline,
-        reads: Cell::new(0),
-        on_read: Box::new(|_| bar.inc(1)),
-    };
-    let mut graphs = Vec::new();
-    for &p in o.precisions {
-        let target = |file: &str| GraphFile {
-            path: tmp.join(file),
-            external: true,
-        };
-        bar.set_message(format!("{p} embedding"));
-        let file = p.file(EMBEDDING_FILE);
-        onnx::embedding::build(&w, &cfg.model, p, &target(&file))?;
-        graphs.push(file);
-        bar.set_message(format!("{p} vision"));
-        let file = p.file(VISION_FILE);
-        onnx::vision::build(&w, &cfg.model, &canvas, Grid::Image, p, &target(&file))?;
-        graphs.push(file);
-        bar.set_message(format!("{p} decoder"));
-        let file = p.file(DECODER_FILE);
-        onnx::decoder::build(&w, &cfg.model, p, &target(&file))?;
-        graphs.push(file);
-    }
-    bar.finish_and_clear();
+    let graphs = write_graphs(o, &cfg, &canvas, &ckpt, special.newline, &tmp)?;
     std::fs::copy(o.dir.join(TOKENIZER), tmp.join(TOKENIZER_FILE))
         .with_context(|| format!("cannot copy {}", o.dir.join(TOKENIZER).display()))?;
     let files = crate::package::file_entries(
@@ -257,4 +209,71 @@ pub fn import(o: &ImportOptions) -> Result<Imported> {
         seconds: t0.elapsed().as_secs_f64(),
         checkpoint_bytes: ckpt.bytes,
     })
+}
+
+/// A fresh hidden folder beside `out` to build the package in (`.NAME.importing`), so an
+/// interrupted import never leaves a package that looks whole.
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = out
+        .file_name()
+        .with_context(|| format!("--out {} has no folder name", out.display()))?;
+    let tmp = parent.join(format!(".{}.importing", file_name.to_string_lossy()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Writes the embedding, vision and decoder graphs of every precision asked for into
+/// `dir`, reading the checkpoint's tensors as they are needed; returns their file names.
+fn write_graphs(
+    o: &ImportOptions,
+    cfg: &FuyuConfig,
+    canvas: &Canvas,
+    ckpt: &Checkpoint,
+    newline_id: u32,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    // tensors each precision reads: the decoder's, the embedding table and newline row,
+    // the vision projection
+    let per_precision = cfg.model.n_layers * 16 + 3 + 2 + 3;
+    let bar = crate::progress::bar(
+        o.progress,
+        (per_precision * o.precisions.len()) as u64,
+        "{msg:24} [{bar:30}] {pos}/{len} tensors, {elapsed}",
+    );
+    let w = FuyuWeights {
+        ckpt,
+        config: cfg,
+        newline_id,
+        reads: Cell::new(0),
+        on_read: Box::new(|_| bar.inc(1)),
+    };
+    let mut graphs = Vec::new();
+    for &p in o.precisions {
+        let target = |file: &str| GraphFile {
+            path: dir.join(file),
+            external: true,
+        };
+        bar.set_message(format!("{p} embedding"));
+        let file = p.file(EMBEDDING_FILE);
+        onnx::embedding::build(&w, &cfg.model, p, &target(&file))?;
+        graphs.push(file);
+        bar.set_message(format!("{p} vision"));
+        let file = p.file(VISION_FILE);
+        onnx::vision::build(&w, &cfg.model, canvas, Grid::Image, p, &target(&file))?;
+        graphs.push(file);
+        bar.set_message(format!("{p} decoder"));
+        let file = p.file(DECODER_FILE);
+        onnx::decoder::build(&w, &cfg.model, p, &target(&file))?;
+        graphs.push(file);
+    }
+    bar.finish_and_clear();
+    Ok(graphs)
 }
