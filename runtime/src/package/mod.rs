@@ -42,12 +42,104 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// The manifest's own consistency: versions, shapes, token ids inside the vocabulary,
+/// and every file a precision or the matching heads need listed.
+fn check_manifest(manifest: &Manifest) -> std::result::Result<(), String> {
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {} is not the version this runtime reads ({FORMAT_VERSION})",
+            manifest.format_version
+        ));
+    }
+    manifest.model.validate()?;
+    manifest.canvas.validate()?;
+    manifest.image.validate(&manifest.canvas)?;
+    manifest.prompt.validate()?;
+    if let Some(m) = &manifest.matching {
+        check_file_name(&m.file).map_err(|r| format!("matching.file {:?}: {r}", m.file))?;
+    }
+    let image_tokens = manifest.image.max_image_tokens(&manifest.canvas);
+    if image_tokens >= manifest.model.max_positions {
+        return Err(format!(
+            "the largest image needs {image_tokens} image tokens but the model's context is {}",
+            manifest.model.max_positions
+        ));
+    }
+    for (name, id) in manifest.special_tokens.named() {
+        if id as usize >= manifest.model.vocab_size {
+            return Err(format!(
+                "special token {name} has id {id}, outside the vocabulary of {}",
+                manifest.model.vocab_size
+            ));
+        }
+    }
+    if manifest.precisions.is_empty() {
+        return Err("it lists no precisions".into());
+    }
+    let graphs = manifest
+        .precisions
+        .iter()
+        .flat_map(|p| [VISION_FILE, EMBEDDING_FILE, DECODER_FILE].map(|g| p.file(g)));
+    let heads = manifest.matching.as_ref().map(|m| m.file.clone());
+    if let Some(m) = &manifest.matching
+        && !(m.logit_scale.is_finite() && m.logit_scale > 0.0 && m.dim > 0)
+    {
+        return Err(format!(
+            "its matching heads have dim {} and logit scale {}",
+            m.dim, m.logit_scale
+        ));
+    }
+    for required in std::iter::once(TOKENIZER_FILE.to_string())
+        .chain(graphs)
+        .chain(heads)
+    {
+        if !manifest.files.contains_key(&required) {
+            return Err(format!("it does not list {required}"));
+        }
+    }
+    Ok(())
+}
+
+/// Every file the manifest lists is in `dir` with the size it lists.
+fn check_files(dir: &Path, manifest: &Manifest) -> Result<()> {
+    for (name, entry) in &manifest.files {
+        check_file_name(name).map_err(|reason| Error::Manifest {
+            path: dir.join(MANIFEST_FILE),
+            reason: format!("files entry {name:?}: {reason}"),
+        })?;
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(Error::NotAPackage {
+                path: dir.to_path_buf(),
+                reason: format!("{name} is listed in the manifest but missing"),
+            });
+        }
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?
+            .len();
+        if bytes != entry.bytes {
+            return Err(Error::NotAPackage {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{name} has {bytes} bytes but the manifest lists {} (truncated or replaced?)",
+                    entry.bytes
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Package {
-    /// Reads and verifies the package in `dir`.
+    /// Reads and verifies the package in `dir`: its manifest is whole and consistent,
+    /// and every file it lists is there with the size it lists.
     pub fn open(dir: impl AsRef<Path>) -> Result<Package> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
@@ -72,85 +164,8 @@ impl Package {
             reason,
         };
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {} is not the version this runtime reads ({FORMAT_VERSION})",
-                manifest.format_version
-            )));
-        }
-        manifest.model.validate().map_err(bad)?;
-        manifest.canvas.validate().map_err(bad)?;
-        manifest.image.validate(&manifest.canvas).map_err(bad)?;
-        manifest.prompt.validate().map_err(bad)?;
-        if let Some(m) = &manifest.matching {
-            check_file_name(&m.file)
-                .map_err(|r| bad(format!("matching.file {:?}: {r}", m.file)))?;
-        }
-        let image_tokens = manifest.image.max_image_tokens(&manifest.canvas);
-        if image_tokens >= manifest.model.max_positions {
-            return Err(bad(format!(
-                "the largest image needs {image_tokens} image tokens but the model's context is {}",
-                manifest.model.max_positions
-            )));
-        }
-        for (name, id) in manifest.special_tokens.named() {
-            if id as usize >= manifest.model.vocab_size {
-                return Err(bad(format!(
-                    "special token {name} has id {id}, outside the vocabulary of {}",
-                    manifest.model.vocab_size
-                )));
-            }
-        }
-        if manifest.precisions.is_empty() {
-            return Err(bad("it lists no precisions".into()));
-        }
-        let graphs = manifest
-            .precisions
-            .iter()
-            .flat_map(|p| [VISION_FILE, EMBEDDING_FILE, DECODER_FILE].map(|g| p.file(g)));
-        let heads = manifest.matching.as_ref().map(|m| m.file.clone());
-        if let Some(m) = &manifest.matching
-            && !(m.logit_scale.is_finite() && m.logit_scale > 0.0 && m.dim > 0)
-        {
-            return Err(bad(format!(
-                "its matching heads have dim {} and logit scale {}",
-                m.dim, m.logit_scale
-            )));
-        }
-        for required in std::iter::once(TOKENIZER_FILE.to_string())
-            .chain(graphs)
-            .chain(heads)
-        {
-            if !manifest.files.contains_key(&required) {
-                return Err(bad(format!("it does not list {required}")));
-            }
-        }
-        for (name, entry) in &manifest.files {
-            check_file_name(name)
-                .map_err(|reason| bad(format!("files entry {name:?}: {reason}")))?;
-            let path = dir.join(name);
-            if !path.is_file() {
-                return Err(Error::NotAPackage {
-                    path: dir.clone(),
-                    reason: format!("{name} is listed in the manifest but missing"),
-                });
-            }
-            let bytes = std::fs::metadata(&path)
-                .map_err(|e| Error::Io {
-                    path: path.clone(),
-                    source: e,
-                })?
-                .len();
-            if bytes != entry.bytes {
-                return Err(Error::NotAPackage {
-                    path: dir.clone(),
-                    reason: format!(
-                        "{name} has {bytes} bytes but the manifest lists {} (truncated or replaced?)",
-                        entry.bytes
-                    ),
-                });
-            }
-        }
+        check_manifest(&manifest).map_err(bad)?;
+        check_files(&dir, &manifest)?;
         Ok(Package { dir, manifest })
     }
 
