@@ -136,15 +136,7 @@ fn serve_lines<const N: usize>(
         dropped: 0,
         lost: None,
     };
-    if opts.json {
-        let hello = serde_json::json!({"event": "ready", "frame": console.frame_label()});
-        out.send(format!("{hello}\n").as_bytes());
-    } else {
-        out.text(&format!(
-            "glimpse: looking at {}. Type a question, or help.\n{PROMPT}",
-            console.frame_label().unwrap_or("?")
-        ));
-    }
+    greet(&console, &mut out, opts.json);
     let mut buf = [0u8; 256];
     let mut echo = Vec::with_capacity(64);
     let mut lost = Backoff::default().initial;
@@ -158,37 +150,11 @@ fn serve_lines<const N: usize>(
         {
             console.offer_frame(f);
         }
-        let n = match out.wire.read(&mut buf) {
-            Ok(0) if out.wire.ends_at_eof() => break,
-            Ok(0) => {
-                std::thread::sleep(IO_TIMEOUT);
-                continue;
-            }
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut
-                        | io::ErrorKind::WouldBlock
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                crate::note!(
-                    "glimpse: {} failed ({e}); reopening in {lost:?}",
-                    out.wire.describe()
-                );
-                std::thread::sleep(lost);
-                match out.wire.reopen() {
-                    Ok(()) => lost = Backoff::default().initial,
-                    Err(_) => lost = (lost * 2).min(Backoff::default().max),
-                }
-                continue;
-            }
+        let n = match read(&mut out, &mut buf, &mut lost) {
+            Read::Bytes(n) => n,
+            Read::Again => continue,
+            Read::End => break,
         };
-        lost = Backoff::default().initial;
         for &b in &buf[..n] {
             let input = editor.feed(b, &mut echo);
             out.send(&echo);
@@ -214,6 +180,65 @@ fn serve_lines<const N: usize>(
         return Err(format!("cannot write to {}: {e}", out.wire.describe()));
     }
     Ok(console.stats)
+}
+
+/// The first words on the wire: a `ready` event, or a line saying which frame is seen.
+fn greet(console: &Console<'_>, out: &mut Out<'_>, json: bool) {
+    if json {
+        let hello = serde_json::json!({"event": "ready", "frame": console.frame_label()});
+        out.send(format!("{hello}\n").as_bytes());
+    } else {
+        out.text(&format!(
+            "glimpse: looking at {}. Type a question, or help.\n{PROMPT}",
+            console.frame_label().unwrap_or("?")
+        ));
+    }
+}
+
+/// What one read of the wire gave.
+enum Read {
+    Bytes(usize),
+    /// Nothing yet, or the wire failed and was reopened (or will be tried again).
+    Again,
+    /// Standard input ended.
+    End,
+}
+
+/// Reads what the wire has; a failed wire is reopened after `lost`, which doubles while
+/// it stays down and starts over once bytes come.
+fn read(out: &mut Out<'_>, buf: &mut [u8], lost: &mut Duration) -> Read {
+    match out.wire.read(buf) {
+        Ok(0) if out.wire.ends_at_eof() => Read::End,
+        Ok(0) => {
+            std::thread::sleep(IO_TIMEOUT);
+            Read::Again
+        }
+        Ok(n) => {
+            *lost = Backoff::default().initial;
+            Read::Bytes(n)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Read::Again
+        }
+        Err(e) => {
+            crate::note!(
+                "glimpse: {} failed ({e}); reopening in {:?}",
+                out.wire.describe(),
+                *lost
+            );
+            std::thread::sleep(*lost);
+            *lost = match out.wire.reopen() {
+                Ok(()) => Backoff::default().initial,
+                Err(_) => (*lost * 2).min(Backoff::default().max),
+            };
+            Read::Again
+        }
+    }
 }
 
 /// Moves to the next frame (`next`), or to the newest one of a live source.
