@@ -342,48 +342,8 @@ pub fn watch(
             match latest.take(Duration::from_millis(50)) {
                 Taken::Frame(frame) => {
                     next_due = Instant::now() + opts.every;
-                    match caption_frame(glimpse, &frame, trigger.as_mut()) {
-                        Ok((c, edge)) => {
-                            summary.captioned += 1;
-                            let _ = summary.captioned_seqs.push(c.seq);
-                            summary.latencies_s.write(c.latency_s());
-                            if summary.captioned == WARM_UP {
-                                summary.rss_warm_kib = resident_kib();
-                            }
-                            let alert = match (edge, &trigger, c.similarity) {
-                                (Some(edge), Some(t), Some(similarity)) => Some(Alert {
-                                    seq: c.seq,
-                                    label: c.label.clone(),
-                                    captured_at: c.captured_at,
-                                    trigger: t.text.clone(),
-                                    similarity,
-                                    edge,
-                                    caption: c.text.clone(),
-                                }),
-                                _ => None,
-                            };
-                            if !emit(&mut summary, &Event::Caption(c)) {
-                                break;
-                            }
-                            if let Some(a) = alert {
-                                if a.edge == Edge::Rise {
-                                    summary.alerts += 1;
-                                }
-                                if !emit(&mut summary, &Event::Alert(a)) {
-                                    break;
-                                }
-                            }
-                        }
-                        Err(reason) => {
-                            summary.errors += 1;
-                            let error = Event::Error {
-                                seq: frame.seq,
-                                reason,
-                            };
-                            if !emit(&mut summary, &error) {
-                                break;
-                            }
-                        }
+                    if !caption_and_emit(glimpse, &frame, &mut trigger, &mut summary, &mut emit) {
+                        break;
                     }
                 }
                 Taken::Notice(n) => {
@@ -403,6 +363,61 @@ pub fn watch(
     summary.capture = latest.counts();
     summary.rss_end_kib = resident_kib();
     summary
+}
+
+/// Captions one frame and tells `emit` the caption, the alert at a trigger's edge, or
+/// the error, counting them in `summary`; false once the output is gone.
+fn caption_and_emit(
+    glimpse: &Glimpse,
+    frame: &Frame,
+    trigger: &mut Option<Trigger>,
+    summary: &mut Summary,
+    emit: &mut dyn FnMut(&mut Summary, &Event) -> bool,
+) -> bool {
+    match caption_frame(glimpse, frame, trigger.as_mut()) {
+        Ok((c, edge)) => {
+            summary.captioned += 1;
+            let _ = summary.captioned_seqs.push(c.seq);
+            summary.latencies_s.write(c.latency_s());
+            if summary.captioned == WARM_UP {
+                summary.rss_warm_kib = resident_kib();
+            }
+            let alert = match (edge, &trigger, c.similarity) {
+                (Some(edge), Some(t), Some(similarity)) => Some(Alert {
+                    seq: c.seq,
+                    label: c.label.clone(),
+                    captured_at: c.captured_at,
+                    trigger: t.text.clone(),
+                    similarity,
+                    edge,
+                    caption: c.text.clone(),
+                }),
+                _ => None,
+            };
+            if !emit(summary, &Event::Caption(c)) {
+                return false;
+            }
+            if let Some(a) = alert {
+                if a.edge == Edge::Rise {
+                    summary.alerts += 1;
+                }
+                if !emit(summary, &Event::Alert(a)) {
+                    return false;
+                }
+            }
+        }
+        Err(reason) => {
+            summary.errors += 1;
+            let error = Event::Error {
+                seq: frame.seq,
+                reason,
+            };
+            if !emit(summary, &error) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn caption_frame(
