@@ -102,14 +102,12 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
     run_with(dir, None, frame, runs)
 }
 
-/// [`run`] at a given precision (the one chosen for this CPU when `None`).
-pub fn run_with(
+/// The package loaded three times (the first from a cold page cache, maybe), the last
+/// load kept, with each load's milliseconds.
+fn load_thrice(
     dir: &std::path::Path,
     precision: Option<crate::package::Precision>,
-    frame: &RgbImage,
-    runs: usize,
-) -> Result<BenchReport> {
-    let runs = runs.max(3);
+) -> Result<(Glimpse, Vec<f64>)> {
     let (mut g, ms) = time(|| Glimpse::load_with(dir, precision))?;
     let mut load = vec![ms];
     for _ in 0..2 {
@@ -117,19 +115,12 @@ pub fn run_with(
         load.push(ms);
         g = loaded;
     }
-    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
-    let text = g.embed(&stream.text_ids)?;
-    let question = TokenStream::new(
-        &g.tokenizer,
-        &Prompt::Question("how many objects are there?".into()),
-    )?;
-    let (mut pre, mut first, mut cached, mut uncached, mut caption) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut follow_up = vec![];
-    let (mut first_model, mut caption_model) = (vec![], vec![]);
-    let patches = g.patches(frame);
-    let mut caption_tokens = 0;
-    // camera pixel paths, on an even-width copy of the frame
+    Ok((g, load))
+}
+
+/// Milliseconds of the camera's two pixel paths, YUYV to RGB and MJPEG decoding, `runs`
+/// times each on an even-width copy of `frame`.
+fn pixel_paths(frame: &RgbImage, runs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let (w, h) = frame.dimensions();
     let even = image::imageops::crop_imm(frame, 0, 0, w & !1, h).to_image();
     let yuyv = rgb_to_yuyv(&even);
@@ -148,6 +139,31 @@ pub fn run_with(
         decode_mjpeg(&jpeg, even.width(), h).map_err(bad)?;
         mjpeg_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    Ok((yuyv_ms, mjpeg_ms))
+}
+
+/// [`run`] at a given precision (the one chosen for this CPU when `None`).
+pub fn run_with(
+    dir: &std::path::Path,
+    precision: Option<crate::package::Precision>,
+    frame: &RgbImage,
+    runs: usize,
+) -> Result<BenchReport> {
+    let runs = runs.max(3);
+    let (g, load) = load_thrice(dir, precision)?;
+    let stream = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
+    let text = g.embed(&stream.text_ids)?;
+    let question = TokenStream::new(
+        &g.tokenizer,
+        &Prompt::Question("how many objects are there?".into()),
+    )?;
+    let (mut pre, mut first, mut cached, mut uncached, mut caption) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut follow_up = vec![];
+    let (mut first_model, mut caption_model) = (vec![], vec![]);
+    let patches = g.patches(frame);
+    let mut caption_tokens = 0;
+    let (yuyv_ms, mjpeg_ms) = pixel_paths(frame, runs)?;
     for _ in 0..runs {
         let (_, ms) = time(|| Ok(g.patches(frame)))?;
         pre.push(ms);
