@@ -535,6 +535,12 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         repatch: a.patch.filter(|_| a.init.is_some()),
         ..TrainOptions::default()
     };
+    check_train_flags(a, &options)?;
+    Ok(options)
+}
+
+/// The flags of `a` that cannot go together or are out of range, refused by name.
+fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
     anyhow::ensure!(
         !a.augment || options.data.is_some(),
         "--augment changes the images of a --data folder; synthetic scenes bring their own variety"
@@ -585,7 +591,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         a.d_model,
         a.heads
     );
-    Ok(options)
+    Ok(())
 }
 
 fn import_hf_command(a: ImportHfArgs) -> Result<()> {
