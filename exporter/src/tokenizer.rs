@@ -99,14 +99,10 @@ pub struct Grown {
     pub pieces: Vec<Vec<u32>>,
 }
 
-/// Words of `corpus` seen at least `min_count` times that `tok` splits into several
-/// tokens become tokens of their own. The new merges come after the old ones and the new
-/// ids after the old vocabulary, so every old id keeps its token and every old merge its
-/// rank: text made of the old words encodes as before.
-pub fn extend(tok: &TextTokenizer, corpus: &[String], min_count: usize) -> Result<Grown> {
-    use std::collections::{BTreeMap, HashMap, HashSet};
-    let inner = tok.inner();
-    // multi-token words and how often they come
+/// The words of `corpus` that `inner` splits into several tokens, as those tokens, seen
+/// at least `min_count` times: the most frequent first, ties in token order.
+fn split_words(inner: &Tokenizer, corpus: &[String], min_count: usize) -> Result<Vec<Vec<u32>>> {
+    use std::collections::{BTreeMap, HashMap};
     let mut counts: HashMap<Vec<u32>, usize> = HashMap::new();
     for text in corpus {
         let enc = inner
@@ -127,6 +123,17 @@ pub fn extend(tok: &TextTokenizer, corpus: &[String], min_count: usize) -> Resul
         .filter(|(_, n)| *n >= min_count)
         .collect();
     words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(words.into_iter().map(|(ids, _)| ids).collect())
+}
+
+/// Words of `corpus` seen at least `min_count` times that `tok` splits into several
+/// tokens become tokens of their own. The new merges come after the old ones and the new
+/// ids after the old vocabulary, so every old id keeps its token and every old merge its
+/// rank: text made of the old words encodes as before.
+pub fn extend(tok: &TextTokenizer, corpus: &[String], min_count: usize) -> Result<Grown> {
+    use std::collections::{HashMap, HashSet};
+    let inner = tok.inner();
+    let words = split_words(inner, corpus, min_count)?;
     let mut json: serde_json::Value = serde_json::from_str(
         &inner
             .to_string(false)
@@ -164,7 +171,7 @@ pub fn extend(tok: &TextTokenizer, corpus: &[String], min_count: usize) -> Resul
             .id_to_token(id)
             .ok_or_else(|| anyhow!("token id {id} has no text"))
     };
-    for (ids, _) in words {
+    for ids in words {
         let mut joined = text(ids[0])?;
         for k in 1..ids.len() {
             let next = text(ids[k])?;
