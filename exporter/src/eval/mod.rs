@@ -99,6 +99,41 @@ fn first_few<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok
     serde::Serialize::serialize(&v[..v.len().min(MISSES_KEPT)], s)
 }
 
+impl SplitReport {
+    /// Counts the caption `got` written for `s`, laid out as `layout`: exact or not, and
+    /// how it went wrong, whether it parses, whether an empty scene was said empty.
+    fn score_caption(&mut self, s: &scene::Sample, layout: Layout, got: &str) {
+        self.misses.add(layout, &s.caption, got);
+        self.outcomes.captions.push(got == s.caption);
+        if got != s.caption {
+            self.caption_misses
+                .push((s.caption.clone(), got.to_string()));
+        }
+        let read = scene::parse_caption(got);
+        if let Err(why) = &read {
+            self.invalid_captions += 1;
+            if self.invalid_examples.len() < 5 {
+                self.invalid_examples.push((got.to_string(), why.clone()));
+            }
+        }
+        if s.scene.objects.is_empty() {
+            self.empty_scenes += 1;
+            self.empty_said_empty += usize::from(read.is_ok_and(|objects| objects.is_empty()));
+        }
+    }
+
+    /// Counts one answer to a question of `kind`.
+    fn score_answer(&mut self, kind: scene::QuestionKind, ok: bool) {
+        self.outcomes.answers.push(ok);
+        let e = self
+            .qa_by_kind
+            .entry(kind.name().to_string())
+            .or_insert((0, 0));
+        e.0 += ok as usize;
+        e.1 += 1;
+    }
+}
+
 /// The caption `g` writes for `image`, continuing `seen`, its session after the image.
 fn caption_after(g: &Glimpse, seen: DecoderSession<'_>, image: &ImageContext) -> Result<String> {
     let prompt = TokenStream::new(&g.tokenizer, &Prompt::Caption)?;
@@ -143,36 +178,14 @@ pub fn evaluate_split(
         let fitted = g.image_format().fitted_size(&canvas, w, h).0;
         let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
         let got = caption_after(g, seen.clone(), &image)?;
-        r.misses.add(layout, &s.caption, &got);
-        r.outcomes.captions.push(got == s.caption);
-        if got != s.caption {
-            r.caption_misses.push((s.caption.clone(), got.clone()));
-        }
-        let read = scene::parse_caption(&got);
-        if let Err(why) = &read {
-            r.invalid_captions += 1;
-            if r.invalid_examples.len() < 5 {
-                r.invalid_examples.push((got.clone(), why.clone()));
-            }
-        }
-        if s.scene.objects.is_empty() {
-            r.empty_scenes += 1;
-            r.empty_said_empty += usize::from(read.is_ok_and(|objects| objects.is_empty()));
-        }
+        r.score_caption(&s, layout, &got);
         pairs.push((got, s.caption.clone()));
         for qa in &s.qa {
             let stream = TokenStream::new(&g.tokenizer, &Prompt::Question(qa.question.clone()))?;
             let ans = g
                 .run_after_image(seen.clone(), &image, &stream, &mut |_| {})?
                 .text;
-            let ok = ans == qa.answer;
-            r.outcomes.answers.push(ok);
-            let e = r
-                .qa_by_kind
-                .entry(qa.kind.name().to_string())
-                .or_insert((0, 0));
-            e.0 += ok as usize;
-            e.1 += 1;
+            r.score_answer(qa.kind, ans == qa.answer);
         }
     }
     r.scenes = scenes as usize;
@@ -237,6 +250,15 @@ impl Report {
     /// A plain-text table for people, then per split the exact captions by frame size
     /// and up to `misses` wrong captions.
     pub fn table(&self, misses: usize) -> String {
+        let mut s = self.grid();
+        if self.figures == Figures::All {
+            s.push_str(&self.caption_notes(misses));
+        }
+        s
+    }
+
+    /// The figures, one row each, one column per split.
+    fn grid(&self) -> String {
         let mut s = String::new();
         let names: Vec<&String> = self.splits.keys().collect();
         s.push_str(&format!("{:<22}", "metric"));
@@ -297,9 +319,14 @@ impl Report {
             row("text→image R@1", &rec(|x| x.text_to_image_r1));
             row("text→image R@5", &rec(|x| x.text_to_image_r5));
         }
-        if self.figures == Figures::Matching {
-            return s;
-        }
+        s
+    }
+
+    /// Per split: invalid captions, exact captions by frame, objects and nearest gap, and
+    /// up to `misses` wrong captions.
+    fn caption_notes(&self, misses: usize) -> String {
+        let mut s = String::new();
+        let names: Vec<&String> = self.splits.keys().collect();
         for n in &names {
             for (got, why) in self.splits[*n].invalid_examples.iter().take(3) {
                 s.push_str(&format!("{n} invalid: {got:?} ({why})\n"));
