@@ -97,7 +97,7 @@ pub fn linear(
     bias: Option<&Array>,
     p: Precision,
 ) -> Result<String> {
-    let (k, n) = (w.dims[0], w.dims[1]);
+    let k = w.dims[0];
     // Q4_0 blocks run along K: a layer whose input width is not a whole number of blocks
     // (Fuyu's 2700-value patches) is stored as int8 instead
     let p = if p == Precision::Q4 && !k.is_multiple_of(Q4_BLOCK) {
@@ -116,64 +116,8 @@ pub fn linear(
             let y = g.node("MatMul", &format!("{name}/matmul_f16"), &[&xh, &wt], vec![]);
             g.cast(&format!("{name}/matmul"), &y, Elem::F32)
         }
-        Precision::Int8 => {
-            let (q, scales) = quantize_int8(w);
-            let wq = g.raw(
-                &format!("{name}.weight_int8"),
-                &w.dims,
-                DataType::Int8,
-                q.iter().map(|v| *v as u8).collect(),
-            );
-            let ws = g.weight(&format!("{name}.weight_scale"), &[n], &scales);
-            let (xq, xs, xz) = (
-                format!("{name}/x_q"),
-                format!("{name}/x_scale"),
-                format!("{name}/x_zero"),
-            );
-            g.node_multi(
-                "DynamicQuantizeLinear",
-                &format!("{name}/quantize_x"),
-                &[x],
-                &[&xq, &xs, &xz],
-                vec![],
-            );
-            let acc = g.node(
-                "MatMulInteger",
-                &format!("{name}/matmul_int"),
-                &[&xq, &wq, &xz],
-                vec![],
-            );
-            let accf = g.node(
-                "Cast",
-                &format!("{name}/to_float"),
-                &[&acc],
-                vec![attr_to("to", DataType::Float)],
-            );
-            let scale = g.node("Mul", &format!("{name}/scale"), &[&xs, &ws], vec![]);
-            g.node("Mul", &format!("{name}/dequant"), &[&accf, &scale], vec![])
-        }
-        Precision::Q4 => {
-            let (bytes, scales) = quantize_q4(w)?;
-            let blocks = k / Q4_BLOCK;
-            let b = g.raw(
-                &format!("{name}.weight_q4"),
-                &[n, blocks, Q4_BLOCK / 2],
-                DataType::Uint8,
-                bytes,
-            );
-            let s = g.weight(&format!("{name}.weight_q4_scale"), &[n * blocks], &scales);
-            g.ms_node(
-                "MatMulNBits",
-                &format!("{name}/matmul_q4"),
-                &[x, &b, &s],
-                vec![
-                    attr_int("K", k as i64),
-                    attr_int("N", n as i64),
-                    attr_int("bits", 4),
-                    attr_int("block_size", Q4_BLOCK as i64),
-                ],
-            )
-        }
+        Precision::Int8 => linear_int8(g, name, x, w),
+        Precision::Q4 => linear_q4(g, name, x, w)?,
     };
     Ok(match bias {
         Some(b) => {
@@ -182,6 +126,71 @@ pub fn linear(
         }
         None => y,
     })
+}
+
+/// `x @ W` with W as int8 per output column and `x` quantized as it comes
+/// (`DynamicQuantizeLinear`, `MatMulInteger`, then both scales).
+fn linear_int8(g: &mut GraphBuilder, name: &str, x: &str, w: &Array) -> String {
+    let n = w.dims[1];
+    let (q, scales) = quantize_int8(w);
+    let wq = g.raw(
+        &format!("{name}.weight_int8"),
+        &w.dims,
+        DataType::Int8,
+        q.iter().map(|v| *v as u8).collect(),
+    );
+    let ws = g.weight(&format!("{name}.weight_scale"), &[n], &scales);
+    let (xq, xs, xz) = (
+        format!("{name}/x_q"),
+        format!("{name}/x_scale"),
+        format!("{name}/x_zero"),
+    );
+    g.node_multi(
+        "DynamicQuantizeLinear",
+        &format!("{name}/quantize_x"),
+        &[x],
+        &[&xq, &xs, &xz],
+        vec![],
+    );
+    let acc = g.node(
+        "MatMulInteger",
+        &format!("{name}/matmul_int"),
+        &[&xq, &wq, &xz],
+        vec![],
+    );
+    let accf = g.node(
+        "Cast",
+        &format!("{name}/to_float"),
+        &[&acc],
+        vec![attr_to("to", DataType::Float)],
+    );
+    let scale = g.node("Mul", &format!("{name}/scale"), &[&xs, &ws], vec![]);
+    g.node("Mul", &format!("{name}/dequant"), &[&accf, &scale], vec![])
+}
+
+/// `x @ W` with W in Q4_0 blocks of 32 along K (onnxruntime's `MatMulNBits`).
+fn linear_q4(g: &mut GraphBuilder, name: &str, x: &str, w: &Array) -> Result<String> {
+    let (k, n) = (w.dims[0], w.dims[1]);
+    let (bytes, scales) = quantize_q4(w)?;
+    let blocks = k / Q4_BLOCK;
+    let b = g.raw(
+        &format!("{name}.weight_q4"),
+        &[n, blocks, Q4_BLOCK / 2],
+        DataType::Uint8,
+        bytes,
+    );
+    let s = g.weight(&format!("{name}.weight_q4_scale"), &[n * blocks], &scales);
+    Ok(g.ms_node(
+        "MatMulNBits",
+        &format!("{name}/matmul_q4"),
+        &[x, &b, &s],
+        vec![
+            attr_int("K", k as i64),
+            attr_int("N", n as i64),
+            attr_int("bits", 4),
+            attr_int("block_size", Q4_BLOCK as i64),
+        ],
+    ))
 }
 
 #[cfg(test)]
