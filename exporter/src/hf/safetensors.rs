@@ -272,58 +272,68 @@ fn read_header(path: &Path) -> Result<(BTreeMap<String, TensorInfo>, u64)> {
         if name == "__metadata__" {
             continue;
         }
-        let dtype = t
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .map(Dtype::parse)
-            .ok_or_else(|| bad(format!("tensor {name} has no dtype")))?;
-        let shape: Vec<usize> = t
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| bad(format!("tensor {name} has no shape")))?;
-        let offsets: Vec<u64> = t
-            .get("data_offsets")
-            .and_then(|s| s.as_array())
-            .and_then(|s| s.iter().map(|d| d.as_u64()).collect())
-            .ok_or_else(|| bad(format!("tensor {name} has no data_offsets")))?;
-        let [begin, end] = offsets[..] else {
-            return Err(bad(format!(
-                "tensor {name} has {} data offsets, not 2",
-                offsets.len()
-            )));
-        };
-        let count = shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-            .ok_or_else(|| bad(format!("tensor {name}'s shape {shape:?} overflows")))?;
-        if let Some(size) = dtype.size()
-            && (end < begin || end - begin != count.saturating_mul(size))
-        {
-            return Err(bad(format!(
-                "tensor {name} ({} {shape:?}) spans bytes {begin}..{end}, not {} bytes",
-                dtype.name(),
-                count.saturating_mul(size)
-            )));
-        }
-        if data_start + end > len {
-            return Err(bad(format!(
-                "tensor {name} ends at byte {}, but the file has {len} bytes (truncated?)",
-                data_start + end
-            )));
-        }
-        out.insert(
-            name.clone(),
-            TensorInfo {
-                file: path.to_path_buf(),
-                dtype,
-                shape,
-                start: data_start + begin,
-                end: data_start + end,
-            },
-        );
+        let info = tensor_info(path, name, t, data_start, len).map_err(bad)?;
+        out.insert(name.clone(), info);
     }
     Ok((out, len))
+}
+
+/// One tensor's entry `t` of the header of `path`, whose data start at `data_start` of
+/// its `len` bytes: dtype, shape and byte span, checked against each other and the file.
+fn tensor_info(
+    path: &Path,
+    name: &str,
+    t: &serde_json::Value,
+    data_start: u64,
+    len: u64,
+) -> std::result::Result<TensorInfo, String> {
+    let dtype = t
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .map(Dtype::parse)
+        .ok_or_else(|| format!("tensor {name} has no dtype"))?;
+    let shape: Vec<usize> = t
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|s| s.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+        .ok_or_else(|| format!("tensor {name} has no shape"))?;
+    let offsets: Vec<u64> = t
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .and_then(|s| s.iter().map(|d| d.as_u64()).collect())
+        .ok_or_else(|| format!("tensor {name} has no data_offsets"))?;
+    let [begin, end] = offsets[..] else {
+        return Err(format!(
+            "tensor {name} has {} data offsets, not 2",
+            offsets.len()
+        ));
+    };
+    let count = shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .ok_or_else(|| format!("tensor {name}'s shape {shape:?} overflows"))?;
+    if let Some(size) = dtype.size()
+        && (end < begin || end - begin != count.saturating_mul(size))
+    {
+        return Err(format!(
+            "tensor {name} ({} {shape:?}) spans bytes {begin}..{end}, not {} bytes",
+            dtype.name(),
+            count.saturating_mul(size)
+        ));
+    }
+    if data_start + end > len {
+        return Err(format!(
+            "tensor {name} ends at byte {}, but the file has {len} bytes (truncated?)",
+            data_start + end
+        ));
+    }
+    Ok(TensorInfo {
+        file: path.to_path_buf(),
+        dtype,
+        shape,
+        start: data_start + begin,
+        end: data_start + end,
+    })
 }
 
 /// Writes a safetensors file as `save_pretrained` does: `tensors` (name and shape) stored
