@@ -174,12 +174,12 @@ pub fn read_config(dir: &Path) -> Result<FuyuConfig> {
     })
 }
 
-/// The image processor's settings, and the file they came from (`None`: Fuyu-8B's
-/// defaults, for a checkpoint saved without them).
-pub fn read_processor(dir: &Path, patch: u32) -> Result<(Canvas, ImageFormat, Option<PathBuf>)> {
+/// The image processor's settings as saved (`preprocessor_config.json`, or the
+/// `image_processor` of `processor_config.json`), with their file; `Null` without either.
+fn processor_settings(dir: &Path) -> Result<(Option<PathBuf>, Value)> {
     let pre = dir.join(PREPROCESSOR_FILE);
     let proc = dir.join(PROCESSOR_FILE);
-    let (path, v) = if pre.is_file() {
+    Ok(if pre.is_file() {
         (Some(pre.clone()), read_json(&pre)?)
     } else if proc.is_file() {
         let v = read_json(&proc)?;
@@ -190,7 +190,36 @@ pub fn read_processor(dir: &Path, patch: u32) -> Result<(Canvas, ImageFormat, Op
         (Some(proc.clone()), ip)
     } else {
         (None, Value::Null)
-    };
+    })
+}
+
+/// The processor's mean or std (`key`): one number, or one per channel; 0.5 when unset.
+fn per_channel(v: &Value, key: &str, shown: &str) -> Result<[f32; 3]> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok([0.5; 3]),
+        Some(Value::Array(a)) if a.len() == 3 => {
+            let mut out = [0f32; 3];
+            for (o, x) in out.iter_mut().zip(a) {
+                *o = x
+                    .as_f64()
+                    .with_context(|| format!("{shown}: {key} holds {x}, not a number"))?
+                    as f32;
+            }
+            Ok(out)
+        }
+        Some(x) => {
+            let x = x
+                .as_f64()
+                .with_context(|| format!("{shown}: {key} is {x}, not a number or three"))?;
+            Ok([x as f32; 3])
+        }
+    }
+}
+
+/// The image processor's settings, and the file they came from (`None`: Fuyu-8B's
+/// defaults, for a checkpoint saved without them).
+pub fn read_processor(dir: &Path, patch: u32) -> Result<(Canvas, ImageFormat, Option<PathBuf>)> {
+    let (path, v) = processor_settings(dir)?;
     let shown = path
         .as_ref()
         .map(|p| p.display().to_string())
@@ -206,28 +235,6 @@ pub fn read_processor(dir: &Path, patch: u32) -> Result<(Canvas, ImageFormat, Op
                 .as_f64()
                 .filter(|x| x.is_finite())
                 .with_context(|| format!("{shown}: {key} is {x}, not a number")),
-        }
-    };
-    // mean and std: one number, or one per channel
-    let per_channel = |key: &str| -> Result<[f32; 3]> {
-        match v.get(key) {
-            None | Some(Value::Null) => Ok([0.5; 3]),
-            Some(Value::Array(a)) if a.len() == 3 => {
-                let mut out = [0f32; 3];
-                for (o, x) in out.iter_mut().zip(a) {
-                    *o = x
-                        .as_f64()
-                        .with_context(|| format!("{shown}: {key} holds {x}, not a number"))?
-                        as f32;
-                }
-                Ok(out)
-            }
-            Some(x) => {
-                let x = x
-                    .as_f64()
-                    .with_context(|| format!("{shown}: {key} is {x}, not a number or three"))?;
-                Ok([x as f32; 3])
-            }
         }
     };
     for flag in ["do_resize", "do_pad", "do_rescale", "do_normalize"] {
@@ -259,8 +266,8 @@ pub fn read_processor(dir: &Path, patch: u32) -> Result<(Canvas, ImageFormat, Op
         rounding: Rounding::Floor,
         // transformers pads the 0–255 image with padding_value before rescaling
         pad: num("padding_value", None, 1.0)? as f32,
-        mean: per_channel("image_mean")?,
-        std: per_channel("image_std")?,
+        mean: per_channel(&v, "image_mean", &shown)?,
+        std: per_channel(&v, "image_std", &shown)?,
         max_image: None,
     };
     format
