@@ -195,7 +195,7 @@ fn train_resume_export_run_and_evaluate() {
     }
     assert_eq!(c.tokens[..a.tokens.len()], a.tokens[..]);
 
-    let r = eval::evaluate_split(&g, 7, Split::Test, 2, eval::Figures::All).unwrap();
+    let r = eval::evaluate_split(&g, 7, Split::Test, 2, eval::Scoring::default()).unwrap();
     assert_eq!(r.scenes, 2);
     assert!(r.qa_questions >= 2);
     let asked: usize = r.qa_by_kind.values().map(|(_, n)| n).sum();
@@ -218,8 +218,14 @@ fn train_resume_export_run_and_evaluate() {
         .map(|i| (i, glimpse_runtime::scene::sample(7, Split::Test, i)))
         .find(|(_, s)| s.scene.objects.is_empty())
         .unwrap();
-    let upto =
-        eval::evaluate_split(&g, 7, Split::Test, first_empty.0 + 1, eval::Figures::All).unwrap();
+    let upto = eval::evaluate_split(
+        &g,
+        7,
+        Split::Test,
+        first_empty.0 + 1,
+        eval::Scoring::default(),
+    )
+    .unwrap();
     assert_eq!(upto.empty_scenes, 1);
     let said = g.caption(&first_empty.1.image).unwrap().text;
     let said_empty = glimpse_runtime::scene::parse_caption(&said).is_ok_and(|o| o.is_empty());

@@ -20,7 +20,7 @@ use glimpse_runtime::text::{Prompt, TokenStream};
 use glimpse_runtime::{Glimpse, Stop};
 
 use crate::data::FolderIndex;
-use crate::eval::{Figures, Lines, evaluate_folder, evaluate_split, scene_seed};
+use crate::eval::{Lines, Scoring, evaluate_folder, evaluate_split, scene_seed};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -172,7 +172,7 @@ fn files_bytes(g: &Glimpse, p: Precision) -> u64 {
 fn accuracy(g: &Glimpse, cases: &Cases, seed: u64) -> Result<(Option<f64>, Option<f64>)> {
     Ok(match cases {
         Cases::Scenes { scenes, .. } => {
-            let r = evaluate_split(g, seed, Split::Test, *scenes, Figures::All)?;
+            let r = evaluate_split(g, seed, Split::Test, *scenes, Scoring::default())?;
             (Some(r.caption_exact), Some(r.qa_accuracy))
         }
         Cases::Folder(folder, lines) => {

@@ -377,14 +377,23 @@ struct EvalArgs {
     /// are those of the run it started from). With --against, both packages so.
     #[arg(long, conflicts_with_all = ["write", "data", "nuisances"])]
     matching_only: bool,
+    /// Make each caption from this many views of its frame, as `glimpse caption --views`
+    /// does (1 to 7); answers stay the frame's own. With --against, the first package's
+    /// captions only, so `eval P --views 7 --against P` measures what the views bring.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64), conflicts_with_all = ["write", "data", "nuisances", "matching_only"])]
+    views: u8,
 }
 
 impl EvalArgs {
-    fn figures(&self) -> glimpse_exporter::eval::Figures {
-        if self.matching_only {
-            glimpse_exporter::eval::Figures::Matching
-        } else {
-            glimpse_exporter::eval::Figures::All
+    fn scoring(&self) -> glimpse_exporter::eval::Scoring {
+        use glimpse_exporter::eval::{Figures, Scoring};
+        Scoring {
+            figures: if self.matching_only {
+                Figures::Matching
+            } else {
+                Figures::All
+            },
+            views: self.views as usize,
         }
     }
 }
@@ -693,7 +702,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     } else if let Some(other) = &a.against {
         against(&a, other)?;
     } else {
-        let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed, a.figures())?;
+        let report = glimpse_exporter::eval::evaluate(&a.package, a.scenes, a.seed, a.scoring())?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&report.to_json())?);
         } else {
@@ -715,9 +724,13 @@ fn against(a: &EvalArgs, other: &std::path::Path) -> Result<()> {
     let second = glimpse_runtime::Glimpse::load(other)?;
     let seed = eval::scene_seed(&first, a.seed);
     eprintln!("A: {}", a.package.display());
-    let ra = eval::evaluate_loaded(&first, a.scenes, seed, a.figures())?;
+    let ra = eval::evaluate_loaded(&first, a.scenes, seed, a.scoring())?;
     eprintln!("B: {}", other.display());
-    let rb = eval::evaluate_loaded(&second, a.scenes, seed, a.figures())?;
+    let frame_alone = eval::Scoring {
+        views: 1,
+        ..a.scoring()
+    };
+    let rb = eval::evaluate_loaded(&second, a.scenes, seed, frame_alone)?;
     let rows = eval::compare(&ra, &rb)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -127,6 +127,12 @@ fn eval_refuses_flags_that_do_not_go_together() {
             &["--matching-only", "--data", data],
             "'--matching-only' cannot be used with '--data",
         ),
+        (
+            &["--views", "3", "--write"],
+            "'--views <VIEWS>' cannot be used with '--write'",
+        ),
+        (&["--views", "3", "--matching-only"], "cannot be used with"),
+        (&["--views", "9"], "9 is not in 1..=7"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["eval", "no-such-package"];
@@ -235,4 +241,30 @@ fn export_refuses_a_step_of_a_package() {
         "{err}"
     );
     assert!(!out.exists(), "the refused export wrote {}", out.display());
+}
+
+#[test]
+fn eval_views_change_the_captions_not_the_answers() {
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
+    let scenes = ["--scenes", "60", "--seed", "7"];
+    let alone = eval_json(&[&[bundled][..], &scenes].concat());
+    let views = eval_json(&[&[bundled, "--views", "7"][..], &scenes].concat());
+    assert!(alone.get("views").is_none(), "{alone}");
+    assert_eq!(views["views"], 7);
+    let exact = |r: &serde_json::Value, split: &str| {
+        (r["splits"][split]["caption_exact"].as_f64().unwrap() * 60.0).round() as i64
+    };
+    let (mut a, mut v) = (0, 0);
+    for split in ["test", "shifted", "paraphrase", "compositional"] {
+        let (ra, rv) = (&alone["splits"][split], &views["splits"][split]);
+        assert_eq!(ra["qa_accuracy"], rv["qa_accuracy"], "{split}");
+        assert_eq!(ra["qa_by_kind"], rv["qa_by_kind"], "{split}");
+        assert_eq!(rv["invalid_captions"], 0, "{split}");
+        if split != "compositional" {
+            a += exact(&alone, split);
+            v += exact(&views, split);
+        }
+    }
+    // measured: 153 and 159 exact of these 180 scenes (test, shifted, paraphrase)
+    assert!(v > a, "views {v} exact captions, the frame alone {a}");
 }

@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod scene;
 pub mod source;
 pub mod text;
+pub mod views;
 pub mod watch;
 
 pub use error::{Error, Result};

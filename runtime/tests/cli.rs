@@ -303,3 +303,27 @@ fn threads_change_the_speed_not_the_captions() {
         }
     }
 }
+
+#[test]
+fn captions_from_several_views_name_every_example_right() {
+    let ex = examples();
+    let images: Vec<&str> = ex.iter().map(|(i, _, _)| i.as_str()).collect();
+    let mut args = vec!["caption", "--views", "7"];
+    args.extend(&images);
+    let o = glimpse(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    let want: Vec<String> = ex.iter().map(|(i, c, _)| format!("{i}: {c}")).collect();
+    assert_eq!(got, want);
+    // one image: the text alone; --json says how many views made it
+    let o = glimpse(&["--json", "caption", "--views", "3", images[1]]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["views"], 3);
+    assert_eq!(v["text"], ex[1].1.as_str());
+    assert_eq!(v["stop"], "end");
+    for bad in ["0", "8", "two"] {
+        let o = glimpse(&["caption", "--views", bad, images[0]]);
+        assert_eq!(o.status.code(), Some(2), "--views {bad}");
+        assert!(stderr(&o).contains("--views"), "{}", stderr(&o));
+    }
+}

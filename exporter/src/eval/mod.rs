@@ -51,6 +51,28 @@ impl Figures {
     }
 }
 
+/// What an evaluation computes, and how its captions are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scoring {
+    pub figures: Figures,
+    /// Views of each frame a caption is made from ([`Glimpse::caption_views`]); 1 is
+    /// the frame alone. Answers are always from the frame alone.
+    pub views: usize,
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Scoring {
+            figures: Figures::All,
+            views: 1,
+        }
+    }
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SplitReport {
     pub scenes: usize,
@@ -89,6 +111,9 @@ pub struct Report {
     /// evaluation's JSON, and the manifest, leave the field out).
     #[serde(skip_serializing_if = "Figures::is_all")]
     pub figures: Figures,
+    /// Views each caption was made from; the JSON leaves it out for the frame alone.
+    #[serde(skip_serializing_if = "is_one")]
+    pub views: usize,
     pub splits: BTreeMap<String, SplitReport>,
 }
 
@@ -147,8 +172,9 @@ pub fn evaluate_split(
     seed: u64,
     split: Split,
     scenes: u64,
-    figures: Figures,
+    scoring: Scoring,
 ) -> Result<SplitReport> {
+    let figures = scoring.figures;
     anyhow::ensure!(
         figures == Figures::All || g.can_match(),
         "{} has no matching heads (heads.onnx): it has no retrieval to evaluate",
@@ -177,7 +203,11 @@ pub fn evaluate_split(
         let (w, h) = s.image.dimensions();
         let fitted = g.image_format().fitted_size(&canvas, w, h).0;
         let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
-        let got = caption_after(g, seen.clone(), &image)?;
+        let got = if scoring.views > 1 {
+            g.caption_views(&s.image, scoring.views)?.text
+        } else {
+            caption_after(g, seen.clone(), &image)?
+        };
         r.score_caption(&s, layout, &got);
         pairs.push((got, s.caption.clone()));
         for qa in &s.qa {
@@ -218,25 +248,26 @@ pub fn evaluate(
     package: &Path,
     scenes: u64,
     seed: Option<u64>,
-    figures: Figures,
+    scoring: Scoring,
 ) -> Result<Report> {
     let g = Glimpse::load(package)?;
     let seed = scene_seed(&g, seed);
-    evaluate_loaded(&g, scenes, seed, figures)
+    evaluate_loaded(&g, scenes, seed, scoring)
 }
 
 /// Every evaluated split of `scenes` scenes drawn from `seed`, with a loaded model.
-pub fn evaluate_loaded(g: &Glimpse, scenes: u64, seed: u64, figures: Figures) -> Result<Report> {
+pub fn evaluate_loaded(g: &Glimpse, scenes: u64, seed: u64, scoring: Scoring) -> Result<Report> {
     let mut report = Report {
         seed,
-        figures,
+        figures: scoring.figures,
+        views: scoring.views,
         ..Default::default()
     };
     for split in Split::EVALUATED {
         eprintln!("evaluating {} scenes of the {} split", scenes, split.name());
         report.splits.insert(
             split.name().into(),
-            evaluate_split(g, seed, split, scenes, figures)?,
+            evaluate_split(g, seed, split, scenes, scoring)?,
         );
     }
     Ok(report)
@@ -250,7 +281,14 @@ impl Report {
     /// A plain-text table for people, then per split the exact captions by frame size
     /// and up to `misses` wrong captions.
     pub fn table(&self, misses: usize) -> String {
-        let mut s = self.grid();
+        let mut s = String::new();
+        if self.views > 1 {
+            s.push_str(&format!(
+                "captions from {} views of each frame\n",
+                self.views
+            ));
+        }
+        s.push_str(&self.grid());
         if self.figures == Figures::All {
             s.push_str(&self.caption_notes(misses));
         }
