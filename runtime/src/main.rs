@@ -84,6 +84,10 @@ enum Command {
         /// Stop after this many captions.
         #[arg(long, value_parser = cli::positive::<u64>)]
         count: Option<u64>,
+        /// Make each caption from this many views of the frame, as `caption --views`
+        /// does (1 to 7): for about as many times the time
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64))]
+        views: u8,
         #[command(flatten)]
         trigger: cli::watch::TriggerArgs,
         #[command(flatten)]
@@ -276,6 +280,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
             pacing,
             every,
             count,
+            views,
             trigger,
             mqtt,
         } => {
@@ -286,6 +291,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
                 every: *every,
                 max_captions: *count,
                 trigger,
+                views: *views as usize,
                 ..Default::default()
             };
             let summary = cli::watch::run(&g, source, opts, cli.json, mqtt, &STOP);

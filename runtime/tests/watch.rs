@@ -435,3 +435,33 @@ fn a_trigger_alerts_once_per_appearance_of_its_text() {
     assert_eq!(summary.alerts, 2);
     assert_eq!(summary.captioned, 11);
 }
+
+#[test]
+fn watch_with_views_captions_each_frame_as_caption_views_does() {
+    let g = bundled();
+    // test scenes whose caption from three views differs from the frame's own
+    let dir = tempfile::tempdir().unwrap();
+    let mut differ = Vec::new();
+    for i in 0..60 {
+        let s = sample(7, Split::Test, i);
+        let views = g.caption_views(&s.image, 3).unwrap().text;
+        if views != g.caption(&s.image).unwrap().text {
+            s.image
+                .save(dir.path().join(format!("{i:03}.png")))
+                .unwrap();
+            differ.push(views);
+        }
+    }
+    assert!(
+        !differ.is_empty(),
+        "no test scene of 60 is captioned otherwise"
+    );
+    let opts = WatchOptions {
+        views: 3,
+        ..WatchOptions::default()
+    };
+    let (summary, events) = run(&g, Folder::open(dir.path(), None).unwrap(), &opts);
+    assert_eq!(summary.captioned as usize, differ.len());
+    let got: Vec<String> = captions(&events).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, differ);
+}

@@ -51,6 +51,9 @@ pub struct WatchOptions {
     pub backoff: Backoff,
     /// Alert when frames match this text.
     pub trigger: Option<Trigger>,
+    /// Views of each frame a caption is made from (`--views`,
+    /// [`Glimpse::caption_views`]); 0 and 1 are the frame alone.
+    pub views: usize,
 }
 
 /// One captioned frame and where its time went (seconds).
@@ -342,7 +345,14 @@ pub fn watch(
             match latest.take(Duration::from_millis(50)) {
                 Taken::Frame(frame) => {
                     next_due = Instant::now() + opts.every;
-                    if !caption_and_emit(glimpse, &frame, &mut trigger, &mut summary, &mut emit) {
+                    if !caption_and_emit(
+                        glimpse,
+                        &frame,
+                        opts.views,
+                        &mut trigger,
+                        &mut summary,
+                        &mut emit,
+                    ) {
                         break;
                     }
                 }
@@ -370,11 +380,12 @@ pub fn watch(
 fn caption_and_emit(
     glimpse: &Glimpse,
     frame: &Frame,
+    views: usize,
     trigger: &mut Option<Trigger>,
     summary: &mut Summary,
     emit: &mut dyn FnMut(&mut Summary, &Event) -> bool,
 ) -> bool {
-    match caption_frame(glimpse, frame, trigger.as_mut()) {
+    match caption_frame(glimpse, frame, trigger.as_mut(), views) {
         Ok((c, edge)) => {
             summary.captioned += 1;
             let _ = summary.captioned_seqs.push(c.seq);
@@ -424,6 +435,7 @@ fn caption_frame(
     glimpse: &Glimpse,
     frame: &Frame,
     trigger: Option<&mut Trigger>,
+    views: usize,
 ) -> Result<(Captioned, Option<Edge>), String> {
     let wait_s = SystemTime::now()
         .duration_since(frame.captured_at)
@@ -431,7 +443,9 @@ fn caption_frame(
         .as_secs_f64();
     let (a, similarity, edge) = match trigger {
         None => (
-            glimpse.caption(&frame.image).map_err(|e| e.to_string())?,
+            glimpse
+                .caption_views(&frame.image, views.max(1))
+                .map_err(|e| e.to_string())?,
             None,
             None,
         ),
@@ -445,9 +459,13 @@ fn caption_frame(
             let stream =
                 crate::text::TokenStream::new(&glimpse.tokenizer, &crate::text::Prompt::Caption)
                     .map_err(e)?;
-            let mut a = glimpse
-                .run_after_image(session, &image, &stream, &mut |_| {})
-                .map_err(e)?;
+            let mut a = if views > 1 {
+                glimpse.caption_views(&frame.image, views).map_err(e)?
+            } else {
+                glimpse
+                    .run_after_image(session, &image, &stream, &mut |_| {})
+                    .map_err(e)?
+            };
             a.timings.prefill_s += image_prefill_s;
             (a, Some(similarity), edge)
         }
