@@ -49,7 +49,8 @@ fn log_prob(logits: &[f32], id: u32) -> f64 {
 
 impl Glimpse {
     /// The caption of `frame` that `views` views of it agree on (see the [module
-    /// docs](self)); `views` 1 is [`Glimpse::caption`]. The timings add up every view's.
+    /// docs](self)); `views` 1 is [`Glimpse::caption`]. The timings add up every view's,
+    /// the scoring of the captions counted as decoding.
     pub fn caption_views(&self, frame: &RgbImage, views: usize) -> Result<Answer> {
         if !(1..=MAX_VIEWS).contains(&views) {
             return Err(Error::Inference(format!(
@@ -77,6 +78,7 @@ impl Glimpse {
             answers.push(a);
         }
         let eos = self.tokenizer.special().eos;
+        let scoring = std::time::Instant::now();
         let mut best: Option<(f64, usize)> = None;
         for (i, a) in answers.iter().enumerate() {
             if answers[..i].iter().any(|b| b.tokens == a.tokens) {
@@ -102,6 +104,8 @@ impl Glimpse {
             }
         }
         let (_, i) = best.ok_or_else(|| Error::Inference("no view of the frame".into()))?;
+        // the teacher-forced passes are decoding too
+        timings.decode_s += scoring.elapsed().as_secs_f64();
         let mut chosen = answers.swap_remove(i);
         chosen.timings = timings;
         Ok(chosen)
