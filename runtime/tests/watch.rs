@@ -456,6 +456,11 @@ fn watch_with_views_captions_each_frame_as_caption_views_does() {
         !differ.is_empty(),
         "no test scene of 60 is captioned otherwise"
     );
+    let frame = sample(7, Split::Test, 0).image;
+    for bad in [0, 8] {
+        let e = g.caption_views(&frame, bad).unwrap_err().to_string();
+        assert!(e.contains("views must be 1 to 7"), "{e}");
+    }
     let opts = WatchOptions {
         views: 3,
         ..WatchOptions::default()
