@@ -332,8 +332,11 @@ fn resident_memory_stays_flat_over_a_thousand_frames() {
     );
     let warm = summary["rss_kib"]["after_warm_up"].as_u64().unwrap();
     let end = summary["rss_kib"]["end"].as_u64().unwrap();
+    // the allocator moves it by 0 to about 1.1 MiB from run to run (measured: 0–1100 KiB
+    // over twelve runs, binaries before and after the views); a leak of anything a frame
+    // holds (a 320x240 frame is 225 KiB, its patches more) would be hundreds of MiB
     assert!(
-        end < warm + 1024,
+        end < warm + 2048,
         "resident memory grew from {warm} KiB to {end} KiB"
     );
 }
