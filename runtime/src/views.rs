@@ -65,16 +65,21 @@ impl Glimpse {
         let patch_px = self.canvas().patch as f64 * w as f64 / fitted.max(1) as f64;
         let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
         let prompt = self.embed(&stream.text_ids)?;
-        let mut seen = Vec::new();
+        // each view's session after the image and the prompt, with the logits there:
+        // every caption is scored from a copy of it, the prompt prefilled once a view
+        let mut prompted = Vec::new();
         let mut answers: Vec<Answer> = Vec::new();
         let mut timings = Timings::default();
         for (left, right) in crops(views, w, patch_px) {
             let view = image::imageops::crop_imm(frame, left, 0, w - left - right, h).to_image();
             let image = self.see(&view)?;
-            let session = self.image_session(&image)?;
+            let mut session = self.image_session(&image)?;
             let a = self.run_after_image(session.clone(), &image, &stream, &mut |_| {})?;
             add(&mut timings, &a.timings);
-            seen.push(session);
+            let t = std::time::Instant::now();
+            let logits = session.forward_last(&prompt)?;
+            timings.prefill_s += t.elapsed().as_secs_f64();
+            prompted.push((session, logits));
             answers.push(a);
         }
         let eos = self.tokenizer.special().eos;
@@ -89,9 +94,9 @@ impl Glimpse {
                 ids.push(eos);
             }
             let mut total = 0.0;
-            for session in &seen {
+            for (session, first) in &prompted {
                 let mut session = session.clone();
-                let mut logits = session.forward_last(&prompt)?;
+                let mut logits = first.clone();
                 for (k, &id) in ids.iter().enumerate() {
                     total += log_prob(&logits, id);
                     if k + 1 < ids.len() {
