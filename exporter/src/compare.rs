@@ -226,7 +226,7 @@ pub fn compare(package: &Path, cases: &Cases, runs: usize) -> Result<Vec<Row>> {
         let g = Glimpse::load_with(package, Some(p))?;
         let (caption_exact, qa_accuracy) = accuracy(&g, cases, seed)?;
         let (same, total) = agreement(&g, &prompts, &reference)?;
-        let b = bench::run_with(package, Some(p), &frame, runs)?;
+        let b = bench::run_with(package, Some(p), &frame, runs, 1)?;
         let bytes = files_bytes(&g, p);
         rows.push(Row {
             precision: p,

@@ -68,6 +68,10 @@ pub struct BenchReport {
     /// The caption from patches (no preprocessing).
     pub caption_from_patches: Stat,
     pub caption_tokens: usize,
+    /// The caption from several views of the frame ([`Glimpse::caption_views`]), when
+    /// asked for: how many views, and its time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_views: Option<(usize, Stat)>,
     pub peak_rss_mb: Option<f64>,
 }
 
@@ -99,7 +103,24 @@ pub fn rss_mb() -> Option<f64> {
 }
 
 pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<BenchReport> {
-    run_with(dir, None, frame, runs)
+    run_with(dir, None, frame, runs, 1)
+}
+
+/// Milliseconds of `runs` captions of `frame` from `views` views; none for one view.
+fn views_ms(
+    g: &Glimpse,
+    frame: &RgbImage,
+    views: usize,
+    runs: usize,
+) -> Result<Option<(usize, Stat)>> {
+    if views <= 1 {
+        return Ok(None);
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        ms.push(time(|| g.caption_views(frame, views))?.1);
+    }
+    Ok(Some((views, Stat::of(ms))))
 }
 
 /// The package loaded three times (the first from a cold page cache, maybe), the last
@@ -142,12 +163,14 @@ fn pixel_paths(frame: &RgbImage, runs: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok((yuyv_ms, mjpeg_ms))
 }
 
-/// [`run`] at a given precision (the one chosen for this CPU when `None`).
+/// [`run`] at a given precision (the one chosen for this CPU when `None`), also timing
+/// captions from `views` views when more than one.
 pub fn run_with(
     dir: &std::path::Path,
     precision: Option<crate::package::Precision>,
     frame: &RgbImage,
     runs: usize,
+    views: usize,
 ) -> Result<BenchReport> {
     let runs = runs.max(3);
     let (g, load) = load_thrice(dir, precision)?;
@@ -222,6 +245,7 @@ pub fn run_with(
         caption: Stat::of(caption),
         caption_from_patches: Stat::of(caption_model),
         caption_tokens,
+        caption_views: views_ms(&g, frame, views, runs)?,
         peak_rss_mb: peak_rss_mb(),
     })
 }
@@ -263,6 +287,9 @@ impl BenchReport {
             &self.caption,
         );
         out += &row("  from patches", &self.caption_from_patches);
+        if let Some((views, s)) = &self.caption_views {
+            out += &row(&format!("caption from {views} views"), s);
+        }
         if let Some(mb) = self.peak_rss_mb {
             out += &format!("{:<34}{mb:>10.1} MB\n", "peak resident memory");
         }

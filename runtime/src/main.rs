@@ -123,6 +123,11 @@ enum Command {
         source: SourceArgs,
         #[command(flatten)]
         pacing: PacingArgs,
+        /// Make each `caption` from this many views of the frame, as `caption --views`
+        /// does (1 to 7): written whole once chosen, for about as many times the time.
+        /// Questions are answered from the frame alone
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64))]
+        views: u8,
         /// Or take JSON requests from MQTT (TOPIC/ask) and publish the replies
         /// (TOPIC/answer), with the options of `watch --mqtt`.
         #[command(flatten)]
@@ -302,13 +307,15 @@ fn run(cli: &Cli) -> Result<bool, String> {
             baud,
             source,
             pacing,
+            views,
             mqtt,
         } => {
             let (g, source) = start_loop(cli, source, pacing)?;
+            let views = *views as usize;
             match serial {
-                Some(serial) => cli::serve::run(&g, source, serial, *baud, cli.json, &STOP)?,
+                Some(serial) => cli::serve::run(&g, source, serial, *baud, cli.json, views, &STOP)?,
                 None => {
-                    let stats = cli::mqtt::serve(&g, source, mqtt, &STOP)?;
+                    let stats = cli::mqtt::serve(&g, source, mqtt, views, &STOP)?;
                     glimpse_runtime::note!(
                         "glimpse: served {} answers ({} errors, {} rejected requests)",
                         stats.answered,

@@ -327,3 +327,35 @@ fn captions_from_several_views_name_every_example_right() {
         assert!(stderr(&o).contains("--views"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn bench_times_captions_from_views_when_asked() {
+    let o = glimpse(&["--json", "bench", "--runs", "3", "--views", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (views, stat) = (&v["caption_views"][0], &v["caption_views"][1]);
+    assert_eq!(views, 2, "{v}");
+    assert_eq!(stat["runs"], 3, "{v}");
+    assert!(stat["median_ms"].as_f64().unwrap() > 0.0, "{v}");
+    let o = glimpse(&["bench", "--runs", "3", "--views", "3"]);
+    assert!(
+        stdout(&o).contains("caption from 3 views"),
+        "{}",
+        stdout(&o)
+    );
+    // without --views there is no such figure
+    let o = glimpse(&["--json", "bench", "--runs", "3"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v.get("caption_views").is_none(), "{v}");
+    for bad in [
+        &["--views", "1"][..],
+        &["--views", "8"],
+        &["--light", "2", "--views", "2"],
+    ] {
+        let mut args = vec!["bench"];
+        args.extend_from_slice(bad);
+        let o = glimpse(&args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(stderr(&o).contains("--views"), "{bad:?}: {}", stderr(&o));
+    }
+}

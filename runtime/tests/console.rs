@@ -344,3 +344,40 @@ fn json_mode_answers_one_object_per_line_and_reuses_the_frame() {
     assert!(reply.contains("\"ok\":false"), "{reply}");
     assert!(reply.contains("line too long"), "{reply}");
 }
+
+#[test]
+fn serve_with_views_captions_as_caption_views_does_and_answers_from_the_frame() {
+    let g = bundled();
+    // the first test scene whose caption from three views differs from the frame's own
+    let (scene, s, views) = (0..60u64)
+        .map(|i| (i, sample(SEED, Split::Test, i)))
+        .find_map(|(i, s)| {
+            let views = g.caption_views(&s.image, 3).unwrap().text;
+            (views != g.caption(&s.image).unwrap().text).then_some((i, s, views))
+        })
+        .expect("a test scene of 60 captioned otherwise from three views");
+    let mut t = Terminal::start(&["--views", "3"]);
+    for i in 1..=scene {
+        let now = t.command("next", "\r");
+        assert!(now.contains(&format!("scene {i} ")), "{now}");
+    }
+    assert_eq!(t.command("caption", "\r"), views);
+    let qa = &s.qa[0];
+    assert_eq!(
+        t.command(&qa.question, "\r"),
+        g.ask(&s.image, &qa.question).unwrap().text
+    );
+    drop(t);
+    // JSON mode says how many views made the caption
+    let mut t = Terminal::start(&["--json", "--views", "3"]);
+    let from = t.len();
+    t.send(b"{\"cmd\": \"caption\"}\n");
+    let v: serde_json::Value = serde_json::from_str(t.wait_for(from, "\n").trim()).unwrap();
+    assert_eq!(v["views"], 3, "{v}");
+    assert_eq!(
+        v["answer"],
+        g.caption_views(&sample(SEED, Split::Test, 0).image, 3)
+            .unwrap()
+            .text
+    );
+}

@@ -978,3 +978,27 @@ fn a_connection_cut_at_random_loses_no_caption_within_the_bound() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn serve_with_views_answers_caption_requests_from_the_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port, "allow_anonymous true");
+    let server = Server::start(port, &["--views", "3"]);
+    let sub = subscribe(port, "cam/answer", &["-C", "1"]);
+    publish_lines(port, "cam/ask", "{\"id\": 9, \"cmd\": \"caption\"}\n");
+    let got = received(sub, Duration::from_secs(20));
+    let (ok, err) = server.stop();
+    assert!(ok, "{err}");
+    assert_eq!(got.len(), 1, "{got:?}");
+    let reply: Value = serde_json::from_str(&got[0].1).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let g = glimpse_runtime::Glimpse::load(root.join("models/glimpse-default")).unwrap();
+    let frame = glimpse_runtime::frame::load_image(&root.join("examples/scene-1.png")).unwrap();
+    assert_eq!(
+        (&reply["id"], &reply["views"]),
+        (&9.into(), &3.into()),
+        "{reply}"
+    );
+    assert_eq!(reply["answer"], g.caption_views(&frame, 3).unwrap().text);
+}

@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// operator of the decoder; prints where the time goes (and adds it to the JSON).
     #[arg(long, requires = "light")]
     profile: bool,
+    /// Also time captions made from this many views of the frame (`caption --views`),
+    /// 2 to 7.
+    #[arg(long, conflicts_with = "light", value_parser = clap::value_parser!(u8).range(2..=glimpse_runtime::views::MAX_VIEWS as i64))]
+    views: Option<u8>,
 }
 
 /// Measures the package in `dir` as `args` ask, printing the figures.
@@ -43,8 +47,14 @@ pub fn run(
     if let Some(steps) = args.light {
         return light(args, dir, precision, max_image, &frame, steps);
     }
-    let r = glimpse_runtime::bench::run_with(dir, precision, &frame, args.runs)
-        .map_err(|e| e.to_string())?;
+    let r = glimpse_runtime::bench::run_with(
+        dir,
+        precision,
+        &frame,
+        args.runs,
+        args.views.map_or(1, usize::from),
+    )
+    .map_err(|e| e.to_string())?;
     if json {
         print(serde_json::to_string(&r).map_err(|e| e.to_string())?)
     } else {

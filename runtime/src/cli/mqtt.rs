@@ -89,6 +89,7 @@ pub fn serve(
     g: &glimpse_runtime::Glimpse,
     source: Box<dyn glimpse_runtime::source::FrameSource>,
     args: &MqttArgs,
+    views: usize,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<glimpse_runtime::console::ConsoleStats, String> {
     use glimpse_runtime::console::{ServeOptions, serve};
@@ -96,7 +97,13 @@ pub fn serve(
     let url = args.mqtt.as_deref().unwrap_or_default();
     let publisher = args.connect(url, None)?;
     let mut wire = MqttWire::new(&publisher, args.mqtt_queue);
-    let r = serve(g, source, &mut wire, ServeOptions { json: true }, stop);
+    let r = serve(
+        g,
+        source,
+        &mut wire,
+        ServeOptions { json: true, views },
+        stop,
+    );
     let dropped = publisher.inbox_dropped();
     let fatal = publisher.fatal();
     drop(wire);
@@ -173,6 +180,7 @@ pub fn serve(
     _g: &glimpse_runtime::Glimpse,
     _source: Box<dyn glimpse_runtime::source::FrameSource>,
     args: &MqttArgs,
+    _views: usize,
     _stop: &std::sync::atomic::AtomicBool,
 ) -> Result<glimpse_runtime::console::ConsoleStats, String> {
     Mqtt::open(args, args.mqtt.as_deref().unwrap_or_default(), None).map(|_| Default::default())

@@ -13,6 +13,7 @@ pub fn run(
     serial: &Path,
     baud: u32,
     json: bool,
+    views: usize,
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let mut wire: Box<dyn Wire> = if serial == Path::new("-") {
@@ -20,7 +21,7 @@ pub fn run(
     } else {
         Box::new(SerialWire::open(serial, baud).map_err(|e| e.to_string())?)
     };
-    let stats = serve(g, source, wire.as_mut(), ServeOptions { json }, stop)?;
+    let stats = serve(g, source, wire.as_mut(), ServeOptions { json, views }, stop)?;
     glimpse_runtime::note!(
         "glimpse: served {} answers ({} errors, {} rejected lines)",
         stats.answered,

@@ -37,6 +37,9 @@ const PROMPT: &str = "glimpse> ";
 pub struct ServeOptions {
     /// One JSON request per line in, one JSON response per line out; no echo, no prompt.
     pub json: bool,
+    /// Views each `caption` is made from ([`Glimpse::caption_views`]); 0 or 1: the
+    /// frame alone, streamed as it is decoded.
+    pub views: usize,
 }
 
 /// Writes to the wire; output nobody drains is dropped, never waited on forever. On a
@@ -119,7 +122,7 @@ fn serve_lines<const N: usize>(
     opts: ServeOptions,
     stop: &AtomicBool,
 ) -> Result<ConsoleStats, String> {
-    let mut console = Console::new(glimpse);
+    let mut console = Console::new(glimpse).with_views(opts.views)?;
     let first = next_frame(latest, Duration::from_secs(10))
         .ok_or_else(|| format!("{described} gave no frame"))?;
     console.offer_frame(first);
@@ -391,10 +394,14 @@ fn run_request(
                 }
             };
             let a = console.answer(&prompt, &mut |_| {})?;
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "ok": true, "cmd": cmd, "answer": a.text, "stop": a.stop.name(), "frame": a.frame,
                 "ttft_ms": a.ttft_s * 1e3, "follow_up": a.follow_up,
-            })
+            });
+            if cmd == "caption" && console.views() > 1 {
+                v["views"] = console.views().into();
+            }
+            v
         }
         "snap" => {
             console.snap();

@@ -65,6 +65,8 @@ pub struct Console<'g> {
     frame: Option<Frame>,
     frozen: bool,
     prefix: Option<Prefix<'g>>,
+    /// Views each caption is made from (1: the frame alone).
+    views: usize,
     pub stats: ConsoleStats,
 }
 
@@ -75,8 +77,22 @@ impl<'g> Console<'g> {
             frame: None,
             frozen: false,
             prefix: None,
+            views: 1,
             stats: ConsoleStats::default(),
         }
+    }
+
+    /// Captions made from `views` views of the frame ([`Glimpse::caption_views`]),
+    /// written whole once chosen; 0 or 1: the frame alone, streamed.
+    pub fn with_views(mut self, views: usize) -> Result<Self, String> {
+        if views > crate::views::MAX_VIEWS {
+            return Err(format!(
+                "views must be 1 to {}, not {views}",
+                crate::views::MAX_VIEWS
+            ));
+        }
+        self.views = views.max(1);
+        Ok(self)
     }
 
     /// A new frame from the source; ignored while frozen.
@@ -85,6 +101,11 @@ impl<'g> Console<'g> {
         if !self.frozen {
             self.frame = Some(frame);
         }
+    }
+
+    /// Views each caption is made from.
+    pub fn views(&self) -> usize {
+        self.views
     }
 
     pub fn frame_label(&self) -> Option<&str> {
@@ -132,6 +153,19 @@ impl<'g> Console<'g> {
         let start = Instant::now();
         let g = self.glimpse;
         let frame = self.frame.as_ref().ok_or("no frame yet")?;
+        if self.views > 1 && *prompt == Prompt::Caption {
+            let a = g
+                .caption_views(&frame.image, self.views)
+                .map_err(|e| e.to_string())?;
+            on_text(&a.text);
+            return Ok(Answered {
+                ttft_s: start.elapsed().as_secs_f64(),
+                text: a.text,
+                stop: a.stop,
+                frame: frame.label.clone(),
+                follow_up: false,
+            });
+        }
         let stream = TokenStream::new(&g.tokenizer, prompt).map_err(|e| e.to_string())?;
         let fresh = match &self.prefix {
             Some(p) => p.seq != frame.seq || p.label != frame.label,
