@@ -10,7 +10,8 @@
 use image::RgbImage;
 
 use crate::generate::Stop;
-use crate::pipeline::{Answer, Glimpse, Timings};
+use crate::model::DecoderSession;
+use crate::pipeline::{Answer, Glimpse, ImageContext, Timings};
 use crate::text::{Prompt, TokenStream};
 use crate::{Error, Result};
 
@@ -49,16 +50,45 @@ fn log_prob(logits: &[f32], id: u32) -> f64 {
 
 impl Glimpse {
     /// The caption of `frame` that `views` views of it agree on (see the [module
-    /// docs](self)); `views` 1 is [`Glimpse::caption`]. The timings add up every view's,
-    /// the scoring of the captions counted as decoding.
+    /// docs](self)); `views` 1 is [`Glimpse::caption`]. The timings add up every view's
+    /// (its image prefill included), the scoring of the captions counted as decoding.
     pub fn caption_views(&self, frame: &RgbImage, views: usize) -> Result<Answer> {
+        self.caption_views_from(frame, views, None)
+    }
+
+    /// [`Glimpse::caption_views`] of a frame already seen: `image` is the frame's own
+    /// context and `seen` a decoder session holding it ([`Glimpse::image_session`]), so
+    /// the frame itself is not run through vision and prefilled again. The timings leave
+    /// out that view's image prefill, done before.
+    pub fn caption_views_seen(
+        &self,
+        frame: &RgbImage,
+        views: usize,
+        image: &ImageContext,
+        seen: DecoderSession<'_>,
+    ) -> Result<Answer> {
+        self.caption_views_from(frame, views, Some((image, seen)))
+    }
+
+    fn caption_views_from(
+        &self,
+        frame: &RgbImage,
+        views: usize,
+        mut given: Option<(&ImageContext, DecoderSession<'_>)>,
+    ) -> Result<Answer> {
         if !(1..=MAX_VIEWS).contains(&views) {
             return Err(Error::Inference(format!(
                 "views must be 1 to {MAX_VIEWS}, not {views}"
             )));
         }
         if views == 1 {
-            return self.caption(frame);
+            return match given {
+                Some((image, seen)) => {
+                    let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
+                    self.run_after_image(seen, image, &stream, &mut |_| {})
+                }
+                None => self.caption(frame),
+            };
         }
         let (w, h) = frame.dimensions();
         let fitted = self.image_format().fitted_size(&self.canvas(), w, h).0;
@@ -71,10 +101,21 @@ impl Glimpse {
         let mut answers: Vec<Answer> = Vec::new();
         let mut timings = Timings::default();
         for (left, right) in crops(views, w, patch_px) {
-            let view = image::imageops::crop_imm(frame, left, 0, w - left - right, h).to_image();
-            let image = self.see(&view)?;
-            let mut session = self.image_session(&image)?;
-            let a = self.run_after_image(session.clone(), &image, &stream, &mut |_| {})?;
+            let owned;
+            let (image, mut session) = match given.take() {
+                // the first view is the frame itself
+                Some((image, seen)) if (left, right) == (0, 0) => (image, seen),
+                _ => {
+                    let view =
+                        image::imageops::crop_imm(frame, left, 0, w - left - right, h).to_image();
+                    owned = self.see(&view)?;
+                    let t = std::time::Instant::now();
+                    let session = self.image_session(&owned)?;
+                    timings.prefill_s += t.elapsed().as_secs_f64();
+                    (&owned, session)
+                }
+            };
+            let a = self.run_after_image(session.clone(), image, &stream, &mut |_| {})?;
             add(&mut timings, &a.timings);
             let t = std::time::Instant::now();
             let logits = session.forward_last(&prompt)?;

@@ -459,6 +459,22 @@ fn watch_with_views_captions_each_frame_as_caption_views_does() {
         !differ.is_empty(),
         "no test scene of 60 is captioned otherwise"
     );
+    // a frame already seen (a trigger's embedding, an evaluation's answers) is not seen
+    // again, and gives the same caption
+    for i in 0..12 {
+        let s = sample(7, Split::Test, i);
+        let image = g.see(&s.image).unwrap();
+        for views in [1, 3] {
+            let seen = g.image_session(&image).unwrap();
+            assert_eq!(
+                g.caption_views_seen(&s.image, views, &image, seen)
+                    .unwrap()
+                    .text,
+                g.caption_views(&s.image, views).unwrap().text,
+                "scene {i}, {views} views"
+            );
+        }
+    }
     let frame = sample(7, Split::Test, 0).image;
     for bad in [0, 8] {
         let e = g.caption_views(&frame, bad).unwrap_err().to_string();

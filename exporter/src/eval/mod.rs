@@ -204,7 +204,8 @@ pub fn evaluate_split(
         let fitted = g.image_format().fitted_size(&canvas, w, h).0;
         let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
         let got = if scoring.views > 1 {
-            g.caption_views(&s.image, scoring.views)?.text
+            g.caption_views_seen(&s.image, scoring.views, &image, seen.clone())?
+                .text
         } else {
             caption_after(g, seen.clone(), &image)?
         };

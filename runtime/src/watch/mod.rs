@@ -460,7 +460,9 @@ fn caption_frame(
                 crate::text::TokenStream::new(&glimpse.tokenizer, &crate::text::Prompt::Caption)
                     .map_err(e)?;
             let mut a = if views > 1 {
-                glimpse.caption_views(&frame.image, views).map_err(e)?
+                glimpse
+                    .caption_views_seen(&frame.image, views, &image, session)
+                    .map_err(e)?
             } else {
                 glimpse
                     .run_after_image(session, &image, &stream, &mut |_| {})
