@@ -70,11 +70,11 @@ impl Glimpse {
         self.caption_views_from(frame, views, Some((image, seen)))
     }
 
-    fn caption_views_from(
-        &self,
+    fn caption_views_from<'g>(
+        &'g self,
         frame: &RgbImage,
         views: usize,
-        mut given: Option<(&ImageContext, DecoderSession<'_>)>,
+        given: Option<(&ImageContext, DecoderSession<'g>)>,
     ) -> Result<Answer> {
         if !(1..=MAX_VIEWS).contains(&views) {
             return Err(Error::Inference(format!(
@@ -90,72 +90,103 @@ impl Glimpse {
                 None => self.caption(frame),
             };
         }
-        let (w, h) = frame.dimensions();
-        let fitted = self.image_format().fitted_size(&self.canvas(), w, h).0;
-        let patch_px = self.canvas().patch as f64 * w as f64 / fitted.max(1) as f64;
-        let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
-        let prompt = self.embed(&stream.text_ids)?;
-        // each view's session after the image and the prompt, with the logits there:
-        // every caption is scored from a copy of it, the prompt prefilled once a view
-        let mut prompted = Vec::new();
-        let mut answers: Vec<Answer> = Vec::new();
-        let mut timings = Timings::default();
-        for (left, right) in crops(views, w, patch_px) {
-            let owned;
-            let (image, mut session) = match given.take() {
-                // the first view is the frame itself
-                Some((image, seen)) if (left, right) == (0, 0) => (image, seen),
-                _ => {
-                    let view =
-                        image::imageops::crop_imm(frame, left, 0, w - left - right, h).to_image();
-                    owned = self.see(&view)?;
-                    let t = std::time::Instant::now();
-                    let session = self.image_session(&owned)?;
-                    timings.prefill_s += t.elapsed().as_secs_f64();
-                    (&owned, session)
-                }
-            };
-            let a = self.run_after_image(session.clone(), image, &stream, &mut |_| {})?;
-            add(&mut timings, &a.timings);
-            let t = std::time::Instant::now();
-            let logits = session.forward_last(&prompt)?;
-            timings.prefill_s += t.elapsed().as_secs_f64();
-            prompted.push((session, logits));
-            answers.push(a);
-        }
-        let eos = self.tokenizer.special().eos;
+        let mut seen = self.see_views(frame, views, given)?;
         let scoring = std::time::Instant::now();
         let mut best: Option<(f64, usize)> = None;
-        for (i, a) in answers.iter().enumerate() {
-            if answers[..i].iter().any(|b| b.tokens == a.tokens) {
+        for (i, a) in seen.answers.iter().enumerate() {
+            if seen.answers[..i].iter().any(|b| b.tokens == a.tokens) {
                 continue;
             }
-            let mut ids = a.tokens.clone();
-            if a.stop == Stop::End {
-                ids.push(eos);
-            }
-            let mut total = 0.0;
-            for (session, first) in &prompted {
-                let mut session = session.clone();
-                let mut logits = first.clone();
-                for (k, &id) in ids.iter().enumerate() {
-                    total += log_prob(&logits, id);
-                    if k + 1 < ids.len() {
-                        logits = session.forward_last(&self.embed(&[id])?)?;
-                    }
-                }
-            }
+            let total = self.log_prob_over(&seen.prompted, a)?;
             if best.is_none_or(|(b, _)| total > b) {
                 best = Some((total, i));
             }
         }
         let (_, i) = best.ok_or_else(|| Error::Inference("no view of the frame".into()))?;
         // the teacher-forced passes are decoding too
-        timings.decode_s += scoring.elapsed().as_secs_f64();
-        let mut chosen = answers.swap_remove(i);
-        chosen.timings = timings;
+        seen.timings.decode_s += scoring.elapsed().as_secs_f64();
+        let mut chosen = seen.answers.swap_remove(i);
+        chosen.timings = seen.timings;
         Ok(chosen)
     }
+
+    /// Each of the first `views` views of `frame` captioned greedily, with its session
+    /// after the image and the caption prompt and the logits there; the frame itself
+    /// (the first view) from `given` when it has been seen already.
+    fn see_views<'g>(
+        &'g self,
+        frame: &RgbImage,
+        views: usize,
+        mut given: Option<(&ImageContext, DecoderSession<'g>)>,
+    ) -> Result<Views<'g>> {
+        let (w, h) = frame.dimensions();
+        let fitted = self.image_format().fitted_size(&self.canvas(), w, h).0;
+        let patch_px = self.canvas().patch as f64 * w as f64 / fitted.max(1) as f64;
+        let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
+        let prompt = self.embed(&stream.text_ids)?;
+        let mut seen = Views {
+            answers: Vec::new(),
+            prompted: Vec::new(),
+            timings: Timings::default(),
+        };
+        for (left, right) in crops(views, w, patch_px) {
+            let owned;
+            let (image, mut session) = match given.take() {
+                Some((image, session)) if (left, right) == (0, 0) => (image, session),
+                _ => {
+                    let view =
+                        image::imageops::crop_imm(frame, left, 0, w - left - right, h).to_image();
+                    owned = self.see(&view)?;
+                    let t = std::time::Instant::now();
+                    let session = self.image_session(&owned)?;
+                    seen.timings.prefill_s += t.elapsed().as_secs_f64();
+                    (&owned, session)
+                }
+            };
+            let a = self.run_after_image(session.clone(), image, &stream, &mut |_| {})?;
+            add(&mut seen.timings, &a.timings);
+            let t = std::time::Instant::now();
+            let logits = session.forward_last(&prompt)?;
+            seen.timings.prefill_s += t.elapsed().as_secs_f64();
+            seen.prompted.push((session, logits));
+            seen.answers.push(a);
+        }
+        Ok(seen)
+    }
+
+    /// The log-probability of `a`'s tokens (and its end, if it ended), summed over the
+    /// views, each teacher-forced from a copy of the view's prompted session.
+    fn log_prob_over(
+        &self,
+        prompted: &[(DecoderSession<'_>, Vec<f32>)],
+        a: &Answer,
+    ) -> Result<f64> {
+        let mut ids = a.tokens.clone();
+        if a.stop == Stop::End {
+            ids.push(self.tokenizer.special().eos);
+        }
+        let mut total = 0.0;
+        for (session, first) in prompted {
+            let mut session = session.clone();
+            let mut logits = first.clone();
+            for (k, &id) in ids.iter().enumerate() {
+                total += log_prob(&logits, id);
+                if k + 1 < ids.len() {
+                    logits = session.forward_last(&self.embed(&[id])?)?;
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// What [`Glimpse::see_views`] made of the views: each one's greedy caption, its session
+/// after the image and the caption prompt with the logits there (every caption is scored
+/// from a copy of it, so the prompt is prefilled once a view), and the time it took.
+struct Views<'g> {
+    answers: Vec<Answer>,
+    prompted: Vec<(DecoderSession<'g>, Vec<f32>)>,
+    timings: Timings,
 }
 
 fn add(sum: &mut Timings, t: &Timings) {
