@@ -106,6 +106,32 @@ pub fn run(dir: &std::path::Path, frame: &RgbImage, runs: usize) -> Result<Bench
     run_with(dir, None, frame, runs, 1)
 }
 
+/// Up to eight decode steps after `prefix` (already in `session`, `next` its argmax):
+/// each step's milliseconds with the cache into `cached`, and of the same step
+/// recomputing the whole sequence into `uncached`.
+fn decode_steps(
+    g: &Glimpse,
+    mut session: crate::model::DecoderSession<'_>,
+    mut seq: Vec<f32>,
+    mut next: u32,
+    cached: &mut Vec<f64>,
+    uncached: &mut Vec<f64>,
+) -> Result<()> {
+    for _ in 0..8 {
+        if session.len() + 1 > g.max_positions() {
+            break;
+        }
+        let e = g.embed(&[next])?;
+        let (logits, ms) = time(|| session.forward_last(&e))?;
+        cached.push(ms);
+        seq.extend_from_slice(&e);
+        let (_, ms) = time(|| g.session()?.forward_last(&seq))?;
+        uncached.push(ms);
+        next = argmax(&logits);
+    }
+    Ok(())
+}
+
 /// Milliseconds of `runs` captions of `frame` from `views` views; none for one view.
 fn views_ms(
     g: &Glimpse,
@@ -197,7 +223,7 @@ pub fn run_with(
         prefix.extend_from_slice(&text);
         let mut session = g.session()?;
         let logits = session.forward_last(&prefix)?;
-        let mut next = argmax(&logits);
+        let next = argmax(&logits);
         first.push(t.elapsed().as_secs_f64() * 1e3);
         first_model.push(time(|| first_token_from(&g, &patches, &text))?.1);
         // a follow-up question about the same frame: only its own tokens are prefilled
@@ -207,20 +233,7 @@ pub fn run_with(
         let logits = seen.clone().forward_last(&q)?;
         let _ = argmax(&logits);
         follow_up.push(t.elapsed().as_secs_f64() * 1e3);
-        // decode steps with the cache, and the same steps recomputing everything
-        let mut seq = prefix;
-        for _ in 0..8 {
-            if session.len() + 1 > g.max_positions() {
-                break;
-            }
-            let e = g.embed(&[next])?;
-            let (logits, ms) = time(|| session.forward_last(&e))?;
-            cached.push(ms);
-            seq.extend_from_slice(&e);
-            let (_, ms) = time(|| g.session()?.forward_last(&seq))?;
-            uncached.push(ms);
-            next = argmax(&logits);
-        }
+        decode_steps(&g, session, prefix, next, &mut cached, &mut uncached)?;
         let (a, ms) = time(|| g.caption(frame))?;
         caption.push(ms);
         caption_tokens = a.tokens.len();

@@ -110,11 +110,10 @@ impl BatchBuilder<'_> {
         self.build_with(examples, Some((noise, rng)))
     }
 
-    fn build_with(
-        &self,
-        examples: &[Example],
-        mut noise: Option<(&WordNoise, &mut Rng)>,
-    ) -> anyhow::Result<Batch> {
+    /// The rows of a batch of `examples`: consecutive examples of one image share a row
+    /// up to `self.pack` tokens; examples too long for the context are left out, and
+    /// the number kept comes with the rows.
+    fn pack_rows<'e>(&self, examples: &'e [Example]) -> anyhow::Result<(Vec<Row<'e>>, usize)> {
         let room = self.max_positions - self.canvas.image_tokens();
         let mut rows: Vec<Row> = Vec::new();
         let mut packed = 0;
@@ -143,6 +142,15 @@ impl BatchBuilder<'_> {
             !rows.is_empty(),
             "every example is longer than the model's context"
         );
+        Ok((rows, packed))
+    }
+
+    fn build_with(
+        &self,
+        examples: &[Example],
+        mut noise: Option<(&WordNoise, &mut Rng)>,
+    ) -> anyhow::Result<Batch> {
+        let (rows, packed) = self.pack_rows(examples)?;
         let size = rows.len();
         let text_len = rows.iter().map(|r| r.len).max().unwrap_or(1);
         let image_tokens = self.canvas.image_tokens() as i64;
