@@ -433,26 +433,9 @@ pub fn light(
         (None, None)
     };
     if let Some(path) = save_inputs {
-        let inputs = LightInputs {
-            patches_shape: [1, patches.rows, patches.cols, patches.dim],
-            patches: patches.data,
-            text_ids: stream.text_ids.clone(),
-        };
-        let text = serde_json::to_string(&inputs)
-            .map_err(|e| crate::Error::Inference(format!("cannot encode the inputs: {e}")))?;
-        std::fs::write(path, text).map_err(|e| crate::Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        save_light_inputs(path, patches, &stream.text_ids)?;
     }
     let m = &g.package.manifest;
-    let weight_bytes = g
-        .package
-        .files_for(g.precision)
-        .iter()
-        .filter(|f| f.contains(".onnx"))
-        .map(|f| m.files[f].bytes)
-        .sum();
     Ok(LightReport {
         frame: frame.dimensions(),
         precision: g.precision.name().to_string(),
@@ -467,10 +450,36 @@ pub fn light(
         decode_token,
         peak_rss_mb: peak_rss_mb(),
         rss_mb: rss_mb(),
-        weight_bytes,
+        weight_bytes: weight_bytes(&g),
         prefill_ops,
         decode_ops,
     })
+}
+
+/// Writes the patches and prompt ids a light run feeds the model to `path` as JSON.
+fn save_light_inputs(path: &std::path::Path, patches: Patches, text_ids: &[u32]) -> Result<()> {
+    let inputs = LightInputs {
+        patches_shape: [1, patches.rows, patches.cols, patches.dim],
+        patches: patches.data,
+        text_ids: text_ids.to_vec(),
+    };
+    let text = serde_json::to_string(&inputs)
+        .map_err(|e| crate::Error::Inference(format!("cannot encode the inputs: {e}")))?;
+    std::fs::write(path, text).map_err(|e| crate::Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Bytes of the graphs `g` runs at its precision: the weights a decode step reads.
+fn weight_bytes(g: &Glimpse) -> u64 {
+    let m = &g.package.manifest;
+    g.package
+        .files_for(g.precision)
+        .iter()
+        .filter(|f| f.contains(".onnx"))
+        .map(|f| m.files[f].bytes)
+        .sum()
 }
 
 /// The decoder's operator times for the prefill of `prefix` and per decode step, over
