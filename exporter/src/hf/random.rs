@@ -215,6 +215,22 @@ fn values(n: usize, seed: u64, scale: f32, offset: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The indices of `tensors` (bf16) in each shard of at most [`SHARD_BYTES`], in order.
+fn shards(tensors: &[(String, Vec<usize>)]) -> Vec<Vec<usize>> {
+    let mut shards: Vec<Vec<usize>> = vec![vec![]];
+    let mut size = 0;
+    for (i, (_, s)) in tensors.iter().enumerate() {
+        let bytes = s.iter().product::<usize>() * 2;
+        if size + bytes > SHARD_BYTES && !shards.last().unwrap().is_empty() {
+            shards.push(vec![]);
+            size = 0;
+        }
+        shards.last_mut().unwrap().push(i);
+        size += bytes;
+    }
+    shards
+}
+
 /// Writes a random-weight checkpoint of `preset` to `out` (which must not exist).
 pub fn write(preset: &Preset, out: &Path, progress: bool) -> Result<u64> {
     if out.exists() {
@@ -243,19 +259,8 @@ pub fn write(preset: &Preset, out: &Path, progress: bool) -> Result<u64> {
     )?;
     json("tokenizer.json", &tokenizer(preset.vocab))?;
 
-    // shards of at most SHARD_BYTES, in order
     let tensors = preset.tensors();
-    let mut shards: Vec<Vec<usize>> = vec![vec![]];
-    let mut size = 0;
-    for (i, (_, s)) in tensors.iter().enumerate() {
-        let bytes = s.iter().product::<usize>() * 2;
-        if size + bytes > SHARD_BYTES && !shards.last().unwrap().is_empty() {
-            shards.push(vec![]);
-            size = 0;
-        }
-        shards.last_mut().unwrap().push(i);
-        size += bytes;
-    }
+    let shards = shards(&tensors);
     let total: u64 = tensors
         .iter()
         .map(|(_, s)| s.iter().product::<usize>() as u64 * 2)
@@ -301,6 +306,37 @@ pub fn write(preset: &Preset, out: &Path, progress: bool) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_keep_the_order_and_stay_under_the_limit() {
+        let tensors = preset("fuyu-8b").unwrap().tensors();
+        let shards = shards(&tensors);
+        let order: Vec<usize> = shards.concat();
+        assert_eq!(order, (0..tensors.len()).collect::<Vec<_>>());
+        let bytes = |s: &[usize]| -> usize {
+            s.iter()
+                .map(|&i| tensors[i].1.iter().product::<usize>() * 2)
+                .sum()
+        };
+        // 18.8 GB of bf16 in four shards of at most 5 GB, none of them empty
+        assert_eq!(
+            shards.len(),
+            4,
+            "{:?}",
+            shards.iter().map(|s| bytes(s)).collect::<Vec<_>>()
+        );
+        assert!(
+            shards
+                .iter()
+                .all(|s| !s.is_empty() && bytes(s) <= SHARD_BYTES)
+        );
+        // a tensor larger than a shard still gets one of its own
+        let big = vec![
+            ("a".to_string(), vec![2, SHARD_BYTES]),
+            ("b".to_string(), vec![1]),
+        ];
+        assert_eq!(super::shards(&big), vec![vec![0], vec![1]]);
+    }
 
     #[test]
     fn fuyu_8b_has_its_published_parameter_count() {
