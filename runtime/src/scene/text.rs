@@ -262,85 +262,108 @@ pub fn questions_of_kind(
     wording: Wording,
     rng: &mut Rng,
 ) -> Vec<Qa> {
-    let objs = &scene.objects;
-    let mut out = Vec::new();
-    let mut push = |question: String, answer: &str| {
-        out.push(Qa {
+    let asked = match kind {
+        QuestionKind::Color => attribute_questions(scene, &COLOR, wording, rng, |o| o.color.word()),
+        QuestionKind::Size => attribute_questions(scene, &SIZE, wording, rng, |o| o.size.word()),
+        QuestionKind::Shape => shape_questions(scene, wording, rng),
+        QuestionKind::Count => count_questions(scene, wording, rng),
+        QuestionKind::Presence => presence_questions(scene, wording, rng),
+        QuestionKind::Position => position_questions(scene, wording, rng),
+    };
+    asked
+        .into_iter()
+        .map(|(question, answer)| Qa {
             kind,
             question,
             answer: answer.to_string(),
         })
+        .collect()
+}
+
+/// (question, answer) pairs of one kind.
+type Asked = Vec<(String, &'static str)>;
+
+/// "what colour is the star?" / "what size is the red star?": for each object that has a
+/// reference not already naming the attribute `word` gives.
+fn attribute_questions(
+    scene: &Scene,
+    phrasings: &Phrasings,
+    wording: Wording,
+    rng: &mut Rng,
+    word: fn(&Object) -> &'static str,
+) -> Asked {
+    let mut out = Vec::new();
+    for o in &scene.objects {
+        if let Some(r) = reference(o, scene) {
+            if r.contains(word(o)) {
+                continue;
+            }
+            out.push((phrasings.ask(wording, rng, &[("{a}", &r)]), word(o)));
+        }
+    }
+    out
+}
+
+/// "what shape is the red object?": for each object alone in its colour.
+fn shape_questions(scene: &Scene, wording: Wording, rng: &mut Rng) -> Asked {
+    let objs = &scene.objects;
+    let mut out = Vec::new();
+    for o in objs {
+        if objs.iter().filter(|x| x.color == o.color).count() == 1 {
+            let q = SHAPE.ask(wording, rng, &[("{c}", o.color.word())]);
+            out.push((q, o.shape.word()));
+        }
+    }
+    out
+}
+
+/// How many objects, and how many of one shape drawn at random.
+fn count_questions(scene: &Scene, wording: Wording, rng: &mut Rng) -> Asked {
+    let objs = &scene.objects;
+    let all = COUNT_ALL.ask(wording, rng, &[]);
+    let shape = *rng.pick(&Shape::ALL);
+    let n = objs.iter().filter(|o| o.shape == shape).count();
+    let q = COUNT_SHAPE.ask(wording, rng, &[("{p}", shape.plural())]);
+    vec![(all, number_word(objs.len())), (q, number_word(n))]
+}
+
+/// "is there a red star?": yes of an object drawn from the scene, no of a pair drawn
+/// until one is not in it (20 tries).
+fn presence_questions(scene: &Scene, wording: Wording, rng: &mut Rng) -> Asked {
+    let objs = &scene.objects;
+    let ask = |c: Color, s: Shape, rng: &mut Rng| {
+        PRESENCE.ask(wording, rng, &[("{c}", c.word()), ("{s}", s.word())])
     };
-    match kind {
-        QuestionKind::Color => {
-            for o in objs {
-                if let Some(r) = reference(o, scene) {
-                    if r.contains(o.color.word()) {
-                        continue;
-                    }
-                    let q = COLOR.ask(wording, rng, &[("{a}", &r)]);
-                    push(q, o.color.word());
-                }
-            }
+    let mut out = Vec::new();
+    if !objs.is_empty() {
+        let o = rng.pick(objs);
+        out.push((ask(o.color, o.shape, rng), "yes"));
+    }
+    for _ in 0..20 {
+        let c = *rng.pick(&Color::ALL);
+        let s = *rng.pick(&Shape::ALL);
+        if !objs.iter().any(|o| o.color == c && o.shape == s) {
+            out.push((ask(c, s, rng), "no"));
+            break;
         }
-        QuestionKind::Shape => {
-            for o in objs {
-                if objs.iter().filter(|x| x.color == o.color).count() == 1 {
-                    let q = SHAPE.ask(wording, rng, &[("{c}", o.color.word())]);
-                    push(q, o.shape.word());
-                }
+    }
+    out
+}
+
+/// "is the star left or right of the circle?": every ordered pair of objects that both
+/// have a reference.
+fn position_questions(scene: &Scene, wording: Wording, rng: &mut Rng) -> Asked {
+    let objs = &scene.objects;
+    let mut out = Vec::new();
+    for (i, a) in objs.iter().enumerate() {
+        for (j, b) in objs.iter().enumerate() {
+            if i == j {
+                continue;
             }
-        }
-        QuestionKind::Count => {
-            let q = COUNT_ALL.ask(wording, rng, &[]);
-            push(q, number_word(objs.len()));
-            let shape = *rng.pick(&Shape::ALL);
-            let n = objs.iter().filter(|o| o.shape == shape).count();
-            let q = COUNT_SHAPE.ask(wording, rng, &[("{p}", shape.plural())]);
-            push(q, number_word(n));
-        }
-        QuestionKind::Presence => {
-            let ask = |c: Color, s: Shape, rng: &mut Rng| {
-                PRESENCE.ask(wording, rng, &[("{c}", c.word()), ("{s}", s.word())])
-            };
-            if !objs.is_empty() {
-                let o = rng.pick(objs);
-                let q = ask(o.color, o.shape, rng);
-                push(q, "yes");
-            }
-            for _ in 0..20 {
-                let c = *rng.pick(&Color::ALL);
-                let s = *rng.pick(&Shape::ALL);
-                if !objs.iter().any(|o| o.color == c && o.shape == s) {
-                    let q = ask(c, s, rng);
-                    push(q, "no");
-                    break;
-                }
-            }
-        }
-        QuestionKind::Position => {
-            for (i, a) in objs.iter().enumerate() {
-                for (j, b) in objs.iter().enumerate() {
-                    if i == j {
-                        continue;
-                    }
-                    if let (Some(ra), Some(rb)) = (reference(a, scene), reference(b, scene)) {
-                        let answer = if i < j { "left" } else { "right" };
-                        let q = POSITION.ask(wording, rng, &[("{a}", &ra), ("{b}", &rb)]);
-                        push(q, answer);
-                    }
-                }
-            }
-        }
-        QuestionKind::Size => {
-            for o in objs {
-                if let Some(r) = reference(o, scene) {
-                    if r.contains(o.size.word()) {
-                        continue;
-                    }
-                    let q = SIZE.ask(wording, rng, &[("{a}", &r)]);
-                    push(q, o.size.word());
-                }
+            if let (Some(ra), Some(rb)) = (reference(a, scene), reference(b, scene)) {
+                let answer = if i < j { "left" } else { "right" };
+                let q = POSITION.ask(wording, rng, &[("{a}", &ra), ("{b}", &rb)]);
+                out.push((q, answer));
             }
         }
     }
