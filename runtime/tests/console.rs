@@ -368,16 +368,31 @@ fn serve_with_views_captions_as_caption_views_does_and_answers_from_the_frame() 
         g.ask(&s.image, &qa.question).unwrap().text
     );
     drop(t);
-    // JSON mode says how many views made the caption
+    // JSON mode says how many views made the caption; the frame's cached prefix serves
+    // the views' caption and the questions alike
     let mut t = Terminal::start(&["--json", "--views", "3"]);
-    let from = t.len();
-    t.send(b"{\"cmd\": \"caption\"}\n");
-    let v: serde_json::Value = serde_json::from_str(t.wait_for(from, "\n").trim()).unwrap();
-    assert_eq!(v["views"], 3, "{v}");
+    let s = sample(SEED, Split::Test, 0);
+    let mut request = |line: &str| -> serde_json::Value {
+        let from = t.len();
+        t.send(format!("{line}\n").as_bytes());
+        serde_json::from_str(t.wait_for(from, "\n").trim()).unwrap()
+    };
+    let v = request("{\"cmd\": \"caption\"}");
+    assert_eq!(
+        (&v["views"], &v["follow_up"]),
+        (&3.into(), &false.into()),
+        "{v}"
+    );
+    assert_eq!(v["answer"], g.caption_views(&s.image, 3).unwrap().text);
+    let ask = serde_json::json!({"cmd": "ask", "question": s.qa[0].question});
+    let v = request(&ask.to_string());
+    assert_eq!(v["follow_up"], true, "{v}");
+    assert!(v.get("views").is_none(), "{v}");
     assert_eq!(
         v["answer"],
-        g.caption_views(&sample(SEED, Split::Test, 0).image, 3)
-            .unwrap()
-            .text
+        g.ask(&s.image, &s.qa[0].question).unwrap().text
     );
+    let v = request("{\"cmd\": \"caption\"}");
+    assert_eq!(v["follow_up"], true, "{v}");
+    assert_eq!(v["answer"], g.caption_views(&s.image, 3).unwrap().text);
 }

@@ -153,19 +153,6 @@ impl<'g> Console<'g> {
         let start = Instant::now();
         let g = self.glimpse;
         let frame = self.frame.as_ref().ok_or("no frame yet")?;
-        if self.views > 1 && *prompt == Prompt::Caption {
-            let a = g
-                .caption_views(&frame.image, self.views)
-                .map_err(|e| e.to_string())?;
-            on_text(&a.text);
-            return Ok(Answered {
-                ttft_s: start.elapsed().as_secs_f64(),
-                text: a.text,
-                stop: a.stop,
-                frame: frame.label.clone(),
-                follow_up: false,
-            });
-        }
         let stream = TokenStream::new(&g.tokenizer, prompt).map_err(|e| e.to_string())?;
         let fresh = match &self.prefix {
             Some(p) => p.seq != frame.seq || p.label != frame.label,
@@ -184,6 +171,20 @@ impl<'g> Console<'g> {
             });
         }
         let p = self.prefix.as_ref().expect("prefix just set");
+        if self.views > 1 && *prompt == Prompt::Caption {
+            // the frame's own view continues the cached prefix; the text comes whole
+            let a = g
+                .caption_views_seen(&frame.image, self.views, &p.image, p.session.clone())
+                .map_err(|e| e.to_string())?;
+            on_text(&a.text);
+            return Ok(Answered {
+                ttft_s: start.elapsed().as_secs_f64(),
+                text: a.text,
+                stop: a.stop,
+                frame: p.label.clone(),
+                follow_up: !fresh,
+            });
+        }
         let mut first: Option<f64> = None;
         let answer = g
             .run_after_image(p.session.clone(), &p.image, &stream, &mut |piece| {
