@@ -62,8 +62,8 @@ enum Command {
         images: Vec<PathBuf>,
         /// Caption this many views of each image, cropped by a fraction of a patch at its
         /// sides, and keep the caption they agree on most (1 to 7): fewer objects lost
-        /// between patches, for about as many times the time. The text comes whole, not
-        /// as it is decoded
+        /// between patches, for up to as many times the time (three when the first three
+        /// views agree). The text comes whole, not as it is decoded
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64))]
         views: u8,
     },
@@ -85,7 +85,7 @@ enum Command {
         #[arg(long, value_parser = cli::positive::<u64>)]
         count: Option<u64>,
         /// Make each caption from this many views of the frame, as `caption --views`
-        /// does (1 to 7): for about as many times the time
+        /// does (1 to 7): for up to as many times the time
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64))]
         views: u8,
         #[command(flatten)]
@@ -124,7 +124,7 @@ enum Command {
         #[command(flatten)]
         pacing: PacingArgs,
         /// Make each `caption` from this many views of the frame, as `caption --views`
-        /// does (1 to 7): written whole once chosen, for about as many times the time.
+        /// does (1 to 7): written whole once chosen, for up to as many times the time.
         /// Questions are answered from the frame alone
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=glimpse_runtime::views::MAX_VIEWS as i64))]
         views: u8,
