@@ -46,6 +46,17 @@ pub fn crops(views: usize, width: u32, patch_px: f64) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Refuses a number of views outside 1 to [`MAX_VIEWS`], naming it.
+pub fn check(views: usize) -> Result<()> {
+    if (1..=MAX_VIEWS).contains(&views) {
+        Ok(())
+    } else {
+        Err(Error::Inference(format!(
+            "views must be 1 to {MAX_VIEWS}, not {views}"
+        )))
+    }
+}
+
 /// Whether the views captioned so far settle the caption of `views` views: the first
 /// [`AGREED`] gave one caption and more views were asked for.
 fn agreed(answers: &[Answer], views: usize) -> bool {
@@ -89,19 +100,9 @@ impl Glimpse {
         views: usize,
         given: Option<(&ImageContext, DecoderSession<'g>)>,
     ) -> Result<Answer> {
-        if !(1..=MAX_VIEWS).contains(&views) {
-            return Err(Error::Inference(format!(
-                "views must be 1 to {MAX_VIEWS}, not {views}"
-            )));
-        }
-        if views == 1 {
-            return match given {
-                Some((image, seen)) => {
-                    let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
-                    self.run_after_image(seen, image, &stream, &mut |_| {})
-                }
-                None => self.caption(frame),
-            };
+        check(views)?;
+        if views == 1 && given.is_none() {
+            return self.caption(frame);
         }
         let mut seen = self.see_views(frame, views, given)?;
         let distinct: Vec<usize> = (0..seen.answers.len())
@@ -115,7 +116,7 @@ impl Glimpse {
             [] => return Err(Error::Inference("no view of the frame".into())),
             [only] => only,
             _ => {
-                let prompted = self.prompted(seen.sessions, &mut seen.timings)?;
+                let prompted = self.prompted(seen.sessions, &seen.stream, &mut seen.timings)?;
                 let scoring = std::time::Instant::now();
                 let mut best: Option<(f64, usize)> = None;
                 for &i in &distinct {
@@ -146,8 +147,8 @@ impl Glimpse {
         let (w, h) = frame.dimensions();
         let fitted = self.image_format().fitted_size(&self.canvas(), w, h).0;
         let patch_px = self.canvas().patch as f64 * w as f64 / fitted.max(1) as f64;
-        let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
         let mut seen = Views {
+            stream: TokenStream::new(&self.tokenizer, &Prompt::Caption)?,
             answers: Vec::new(),
             sessions: Vec::new(),
             timings: Timings::default(),
@@ -166,7 +167,7 @@ impl Glimpse {
                     (&owned, session)
                 }
             };
-            let a = self.run_after_image(session.clone(), image, &stream, &mut |_| {})?;
+            let a = self.run_after_image(session.clone(), image, &seen.stream, &mut |_| {})?;
             add(&mut seen.timings, &a.timings);
             seen.sessions.push(session);
             seen.answers.push(a);
@@ -182,9 +183,9 @@ impl Glimpse {
     fn prompted<'g>(
         &'g self,
         sessions: Vec<DecoderSession<'g>>,
+        stream: &TokenStream,
         timings: &mut Timings,
     ) -> Result<Vec<Prompted<'g>>> {
-        let stream = TokenStream::new(&self.tokenizer, &Prompt::Caption)?;
         let prompt = self.embed(&stream.text_ids)?;
         let t = std::time::Instant::now();
         let mut out = Vec::with_capacity(sessions.len());
@@ -221,9 +222,10 @@ impl Glimpse {
 /// A view's session after the image and the caption prompt, and the logits there.
 type Prompted<'g> = (DecoderSession<'g>, Vec<f32>);
 
-/// What [`Glimpse::see_views`] made of the views: each one's greedy caption, its session
-/// after the image, and the time it took.
+/// What [`Glimpse::see_views`] made of the views: the caption prompt, each view's greedy
+/// caption, its session after the image, and the time it took.
 struct Views<'g> {
+    stream: TokenStream,
     answers: Vec<Answer>,
     sessions: Vec<DecoderSession<'g>>,
     timings: Timings,

@@ -85,13 +85,8 @@ impl<'g> Console<'g> {
     /// Captions made from `views` views of the frame ([`Glimpse::caption_views`]),
     /// written whole once chosen; 0 or 1: the frame alone, streamed.
     pub fn with_views(mut self, views: usize) -> Result<Self, String> {
-        if views > crate::views::MAX_VIEWS {
-            return Err(format!(
-                "views must be 1 to {}, not {views}",
-                crate::views::MAX_VIEWS
-            ));
-        }
         self.views = views.max(1);
+        crate::views::check(self.views).map_err(|e| e.to_string())?;
         Ok(self)
     }
 
