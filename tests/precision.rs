@@ -825,3 +825,72 @@ fn f32_one_column_kernels_sum_odd_and_even_k_exactly() {
         }
     }
 }
+
+/// The upper halves of the vector registers this thread holds in use (XGETBV with ECX = 1,
+/// XINUSE: bit 2 for those of ymm0–15, bit 6 for those of zmm0–15), where the CPU says.
+#[cfg(target_arch = "x86_64")]
+fn upper_vector_halves_in_use() -> Option<u64> {
+    use std::arch::x86_64::__cpuid_count;
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 0xD is read only where leaf 0 says
+    // it exists, and XGETBV only where OSXSAVE and CPUID.(0xD, 1):EAX[2] say it takes
+    // ECX = 1.
+    unsafe {
+        if __cpuid_count(0, 0).eax < 0xd
+            || __cpuid_count(1, 0).ecx & (1 << 27) == 0
+            || __cpuid_count(0xd, 1).eax & (1 << 2) == 0
+        {
+            return None;
+        }
+        let (lo, hi): (u32, u32);
+        std::arch::asm!("xgetbv", in("ecx") 1u32, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags));
+        Some(((u64::from(hi) << 32) | u64::from(lo)) & (1 << 2 | 1 << 6))
+    }
+}
+
+/// tract's assembly kernels clear the upper halves of the vector registers before they
+/// return (`vzeroupper`, vendor/README.md), as compiled code does: left in use, they made
+/// the code compiled for plain SSE that runs after a caption (the next frame's resizing)
+/// three times slower on Zen 4. After a caption at every precision the CPU runs, on the
+/// kernels it picks, none may be left in use; first, the check must see one that is.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn kernels_leave_the_upper_vector_halves_clear() {
+    if !std::arch::is_x86_feature_detected!("avx") || upper_vector_halves_in_use().is_none() {
+        return;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: AVX is there; ymm0 is written, XINUSE read, and the halves cleared again
+    // before the block ends, so the compiled code around it never sees them in use.
+    unsafe {
+        std::arch::asm!("vcmpps ymm0, ymm0, ymm0, 15", "xgetbv", "vzeroupper",
+            in("ecx") 1u32, out("eax") lo, out("edx") hi, out("xmm0") _,
+            options(nomem, nostack, preserves_flags));
+    }
+    let dirty = ((u64::from(hi) << 32) | u64::from(lo)) & (1 << 2);
+    assert_ne!(
+        dirty, 0,
+        "XINUSE does not show a ymm register written just before"
+    );
+    assert_eq!(
+        upper_vector_halves_in_use(),
+        Some(0),
+        "in use before any caption"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pkg = root.join("models/glimpse-default");
+    let frame = image::open(root.join("examples/scene-1.png"))
+        .unwrap()
+        .to_rgb8();
+    for p in Precision::ALL {
+        let g = Glimpse::load_with(&pkg, Some(p)).unwrap();
+        let caption = g.caption(&frame).unwrap();
+        assert_eq!(
+            upper_vector_halves_in_use(),
+            Some(0),
+            "{p}: upper vector halves in use after the caption \"{}\" ({:?})",
+            caption.text,
+            g.decoder_kernels()
+        );
+    }
+}
