@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model (and its tokenizer) into a run directory.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Write a model package (ONNX graphs, tokenizer, manifest) from a run directory.
     Export(ExportArgs),
     /// Evaluate a package with the runtime on the synthetic test splits, or on a folder of
@@ -257,6 +257,15 @@ struct TrainArgs {
     /// only, so it is cheaper than a full step.
     #[arg(long)]
     matching_only: bool,
+    /// With --init: start from a blend of the --init model and this run or package (same
+    /// shape and tokenizer), every weight on the line between the two. A fine-tuned model
+    /// blended with the one it started from keeps part of what the fine-tuning gained and
+    /// part of what it cost.
+    #[arg(long, value_name = "RUN or PACKAGE", requires = "init")]
+    blend: Option<PathBuf>,
+    /// With --blend: the share of the --blend model in every weight.
+    #[arg(long, value_name = "P", default_value_t = 0.5, requires = "blend")]
+    blend_share: f32,
     /// Keep a copy of every checkpoint's weights in the run's checkpoints/ folder (about
     /// 4.6 MB each for the bundled model's shape), so that `export RUN --step N` can write
     /// the model as it was at any of them.
@@ -425,7 +434,7 @@ fn parse_canvas(s: &str, patch: u32) -> Result<Canvas> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(a) => train_command(a)?,
+        Command::Train(a) => train_command(*a)?,
         Command::Compare(a) => {
             let cases = match a.data.folder()? {
                 Some((folder, lines)) => glimpse_exporter::compare::Cases::Folder(folder, lines),
@@ -536,6 +545,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         add_layers: a.add_layers,
         widen: a.widen,
         matching_only: a.matching_only,
+        blend: a.blend.clone().map(|b| (b, a.blend_share)),
         keep_checkpoints: a.keep_checkpoints,
         regrid: match (&a.canvas, &a.init) {
             (Some(c), Some(_)) => Some(parse_size(c)?),
@@ -566,6 +576,7 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
         a.lr
     );
     probability("--word-noise", a.word_noise)?;
+    probability("--blend-share", a.blend_share)?;
     let synthetic = options.data.is_none();
     synthetic_share("--crowded", a.crowded, synthetic)?;
     synthetic_share("--reframe", a.reframe, synthetic)?;

@@ -136,6 +136,11 @@ pub struct TrainOptions {
     /// weight, and so every caption and answer, stays the starting model's.
     #[serde(default)]
     pub matching_only: bool,
+    /// With `init`: a second run or package of the same shape and tokenizer, and the share
+    /// of it in the starting weights (see [`crate::model::blend`]); none starts from `init`
+    /// alone.
+    #[serde(default)]
+    pub blend: Option<(PathBuf, f32)>,
     /// Keep each checkpoint's weights under `checkpoints/` (see [`kept_checkpoint`]), so
     /// that any of them can be exported (`export RUN --step N`) after the run went on.
     #[serde(default)]
@@ -202,6 +207,7 @@ impl Default for TrainOptions {
             regrid: None,
             repatch: None,
             matching_only: false,
+            blend: None,
             keep_checkpoints: false,
         }
     }
@@ -582,6 +588,45 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
         match_dim: from.options.match_dim,
         tokenizer: tok,
         model,
+    })
+}
+
+/// `from` blended with `other` (a run or package, `share` of it in every weight), which
+/// must have its shape, canvas, matching width and tokenizer.
+fn blend_with(from: Start, other: Option<&(PathBuf, f32)>, device: &Device) -> Result<Start> {
+    let Some((path, share)) = other else {
+        return Ok(from);
+    };
+    let b = start_from(path, device)?;
+    let what = format!("--blend {}", path.display());
+    anyhow::ensure!(
+        b.config == from.config,
+        "{what}: its model shape {:?} is not the starting model's {:?}",
+        b.config,
+        from.config
+    );
+    anyhow::ensure!(
+        b.canvas == from.canvas && b.match_dim == from.match_dim,
+        "{what}: its canvas or matching width is not the starting model's"
+    );
+    anyhow::ensure!(
+        b.tokenizer.inner().get_vocab(true) == from.tokenizer.inner().get_vocab(true),
+        "{what}: its tokenizer is not the starting model's"
+    );
+    let mixed = crate::model::blend::blend(
+        &crate::model::weights::collect(&from.model),
+        &crate::model::weights::collect(&b.model),
+        *share,
+    )
+    .with_context(|| what.clone())?;
+    eprintln!(
+        "blended with {} ({:.0} % of it)",
+        path.display(),
+        share * 100.0
+    );
+    Ok(Start {
+        model: model_from_weights(from.model, &mixed)?,
+        ..from
     })
 }
 
@@ -1106,6 +1151,7 @@ fn start_from_init(
     device: &Device,
 ) -> Result<Opened> {
     let from = start_from(init, device)?;
+    let from = blend_with(from, options.blend.as_ref(), device)?;
     options.match_dim = from.match_dim;
     let src = source(&options)?;
     // new data brings its own words (a user's folder, or phrasings the scene generator
@@ -1540,6 +1586,53 @@ mod tests {
         let err = train(&dir.join("c"), bad, false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("nothing"), "{err:#}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_run_started_from_a_blend_starts_on_the_line_between_its_two_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str| dir.path().join(name);
+        train(&run("a"), tiny(2), false, Changes::default()).unwrap();
+        let mut other = tiny(2);
+        other.seed = 8;
+        other.init = Some(run("a"));
+        other.lr = 5e-2;
+        other.warmup = 1;
+        train(&run("c"), other, false, Changes::default()).unwrap();
+        let mut options = tiny(1);
+        options.init = Some(run("a"));
+        options.blend = Some((run("c"), 0.25));
+        options.lr = 0.0; // no update: the run's checkpoint is the blend itself
+        options.warmup = 1;
+        train(&run("b"), options.clone(), false, Changes::default()).unwrap();
+        let device = Device::default();
+        let weights = |dir: &Path| {
+            let info = read_run(dir).unwrap();
+            crate::model::weights::collect(&load_model(dir, &info, &device).unwrap())
+        };
+        let (a, b, c) = (weights(&run("a")), weights(&run("b")), weights(&run("c")));
+        let mut moved = 0;
+        for (name, wa) in &a {
+            for ((x, y), z) in wa.data.iter().zip(&b[name].data).zip(&c[name].data) {
+                let want = x + 0.25 * (z - x);
+                assert!(
+                    (y - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{name}: {y} for {want}"
+                );
+                moved += usize::from(x != z);
+            }
+        }
+        assert!(
+            moved > 1000,
+            "the two models differ in {moved} weights only"
+        );
+        // a model of another shape is refused, naming the flag
+        let mut wide = tiny(1);
+        wide.d_model = 32;
+        train(&run("w"), wide, false, Changes::default()).unwrap();
+        options.blend = Some((run("w"), 0.5));
+        let err = train(&run("x"), options, false, Changes::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("--blend"), "{err:#}");
     }
 
     #[test]

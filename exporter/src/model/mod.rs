@@ -1,7 +1,8 @@
 //! The Fuyu-style model in burn, for training. [`fuyu`] is the forward pass; [`weights`]
-//! names every parameter for export; [`widen`] makes a trained model wider and [`regrid`]
-//! moves one to another canvas.
+//! names every parameter for export; [`widen`] makes a trained model wider, [`regrid`]
+//! moves one to another canvas and [`blend`] mixes two of one shape.
 
+pub mod blend;
 pub mod contrastive;
 pub mod fuyu;
 pub mod regrid;
