@@ -125,8 +125,9 @@ struct TrainArgs {
     resume: bool,
     /// Training steps [default for a new run: 4000]. Given with --resume, it moves the
     /// run's end: later stretches the learning-rate schedule, earlier (but past the step
-    /// reached) compresses it.
-    #[arg(long, value_parser = positive)]
+    /// reached) compresses it. 0 with --init writes the starting model (blended, moved,
+    /// grown) as the run's checkpoint without training it.
+    #[arg(long)]
     steps: Option<usize>,
     /// Examples per step (a caption or a question each).
     #[arg(long, value_parser = positive, default_value_t = TrainOptions::default().batch_size)]
@@ -266,6 +267,10 @@ struct TrainArgs {
     /// With --blend: the share of the --blend model in every weight.
     #[arg(long, value_name = "P", default_value_t = 0.5, requires = "blend")]
     blend_share: f32,
+    /// With --blend: leave the matching heads and their temperature as the --init model's
+    /// (they read the decoder's last state, which a blend moves less than a fine-tune).
+    #[arg(long, requires = "blend")]
+    blend_keep_heads: bool,
     /// Keep a copy of every checkpoint's weights in the run's checkpoints/ folder (about
     /// 4.6 MB each for the bundled model's shape), so that `export RUN --step N` can write
     /// the model as it was at any of them.
@@ -490,6 +495,13 @@ fn train_command(a: TrainArgs) -> Result<()> {
         keep_checkpoints: a.keep_checkpoints,
     };
     let p = train::train(&a.out, options, a.resume, changes)?;
+    if p.step == 0 {
+        eprintln!(
+            "wrote the starting model, untrained, as the checkpoint of {}",
+            a.out.display()
+        );
+        return Ok(());
+    }
     eprintln!(
         "trained {} steps in {:.0} s; val loss {:.4}; curves and metrics in {}",
         p.step,
@@ -545,7 +557,11 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         add_layers: a.add_layers,
         widen: a.widen,
         matching_only: a.matching_only,
-        blend: a.blend.clone().map(|b| (b, a.blend_share)),
+        blend: a.blend.clone().map(|with| train::Blend {
+            with,
+            share: a.blend_share,
+            keep_heads: a.blend_keep_heads,
+        }),
         keep_checkpoints: a.keep_checkpoints,
         regrid: match (&a.canvas, &a.init) {
             (Some(c), Some(_)) => Some(parse_size(c)?),
@@ -577,6 +593,10 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
     );
     probability("--word-noise", a.word_noise)?;
     probability("--blend-share", a.blend_share)?;
+    anyhow::ensure!(
+        a.steps != Some(0) || (options.init.is_some() && !a.resume),
+        "--steps 0 writes the starting model of --init untrained; a new run from scratch or a resumed one needs at least 1"
+    );
     let synthetic = options.data.is_none();
     synthetic_share("--crowded", a.crowded, synthetic)?;
     synthetic_share("--reframe", a.reframe, synthetic)?;

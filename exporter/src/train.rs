@@ -136,15 +136,25 @@ pub struct TrainOptions {
     /// weight, and so every caption and answer, stays the starting model's.
     #[serde(default)]
     pub matching_only: bool,
-    /// With `init`: a second run or package of the same shape and tokenizer, and the share
-    /// of it in the starting weights (see [`crate::model::blend`]); none starts from `init`
-    /// alone.
+    /// With `init`: a second model to blend into the starting weights (see
+    /// [`crate::model::blend`]); none starts from `init` alone.
     #[serde(default)]
-    pub blend: Option<(PathBuf, f32)>,
+    pub blend: Option<Blend>,
     /// Keep each checkpoint's weights under `checkpoints/` (see [`kept_checkpoint`]), so
     /// that any of them can be exported (`export RUN --step N`) after the run went on.
     #[serde(default)]
     pub keep_checkpoints: bool,
+}
+
+/// A second run or package of the starting model's shape and tokenizer, blended into it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blend {
+    pub with: PathBuf,
+    /// Its share of every weight.
+    pub share: f32,
+    /// The matching heads and temperature stay the starting model's, unblended.
+    #[serde(default)]
+    pub keep_heads: bool,
 }
 
 fn one() -> usize {
@@ -591,14 +601,14 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
     })
 }
 
-/// `from` blended with `other` (a run or package, `share` of it in every weight), which
-/// must have its shape, canvas, matching width and tokenizer.
-fn blend_with(from: Start, other: Option<&(PathBuf, f32)>, device: &Device) -> Result<Start> {
-    let Some((path, share)) = other else {
+/// `from` blended with `blend`'s model (a run or package), which must have its shape,
+/// canvas, matching width and tokenizer.
+fn blend_with(from: Start, blend: Option<&Blend>, device: &Device) -> Result<Start> {
+    let Some(blend) = blend else {
         return Ok(from);
     };
-    let b = start_from(path, device)?;
-    let what = format!("--blend {}", path.display());
+    let b = start_from(&blend.with, device)?;
+    let what = format!("--blend {}", blend.with.display());
     anyhow::ensure!(
         b.config == from.config,
         "{what}: its model shape {:?} is not the starting model's {:?}",
@@ -613,16 +623,22 @@ fn blend_with(from: Start, other: Option<&(PathBuf, f32)>, device: &Device) -> R
         b.tokenizer.inner().get_vocab(true) == from.tokenizer.inner().get_vocab(true),
         "{what}: its tokenizer is not the starting model's"
     );
-    let mixed = crate::model::blend::blend(
-        &crate::model::weights::collect(&from.model),
-        &crate::model::weights::collect(&b.model),
-        *share,
-    )
-    .with_context(|| what.clone())?;
+    let own = crate::model::weights::collect(&from.model);
+    let mut mixed =
+        crate::model::blend::blend(&own, &crate::model::weights::collect(&b.model), blend.share)
+            .with_context(|| what.clone())?;
+    if blend.keep_heads {
+        mixed.extend(own.into_iter().filter(|(name, _)| is_matching_head(name)));
+    }
     eprintln!(
-        "blended with {} ({:.0} % of it)",
-        path.display(),
-        share * 100.0
+        "blended with {} ({:.0} % of it{})",
+        blend.with.display(),
+        blend.share * 100.0,
+        if blend.keep_heads {
+            ", the matching heads kept"
+        } else {
+            ""
+        }
     );
     Ok(Start {
         model: model_from_weights(from.model, &mixed)?,
@@ -915,6 +931,10 @@ pub fn train(
                 keep_checkpoint(out, done)?;
             }
         }
+    }
+    if o.steps == 0 {
+        // `--steps 0`: the starting model (blended, moved, grown) is the run's checkpoint
+        checkpoint(out, &model, &optim, &progress)?;
     }
     drop(batches);
     let _ = producer.join();
@@ -1599,25 +1619,40 @@ mod tests {
         other.lr = 5e-2;
         other.warmup = 1;
         train(&run("c"), other, false, Changes::default()).unwrap();
-        let mut options = tiny(1);
+        // no steps: the run's checkpoint is the blend itself
+        let mut options = tiny(0);
         options.init = Some(run("a"));
-        options.blend = Some((run("c"), 0.25));
-        options.lr = 0.0; // no update: the run's checkpoint is the blend itself
-        options.warmup = 1;
+        let blend = |with: &Path, keep_heads| Blend {
+            with: with.to_path_buf(),
+            share: 0.25,
+            keep_heads,
+        };
+        options.blend = Some(blend(&run("c"), false));
         train(&run("b"), options.clone(), false, Changes::default()).unwrap();
+        options.blend = Some(blend(&run("c"), true));
+        train(&run("k"), options.clone(), false, Changes::default()).unwrap();
         let device = Device::default();
         let weights = |dir: &Path| {
             let info = read_run(dir).unwrap();
             crate::model::weights::collect(&load_model(dir, &info, &device).unwrap())
         };
-        let (a, b, c) = (weights(&run("a")), weights(&run("b")), weights(&run("c")));
+        let (a, c) = (weights(&run("a")), weights(&run("c")));
+        let (b, k) = (weights(&run("b")), weights(&run("k")));
         let mut moved = 0;
         for (name, wa) in &a {
-            for ((x, y), z) in wa.data.iter().zip(&b[name].data).zip(&c[name].data) {
+            let kept = is_matching_head(name);
+            for (i, (x, z)) in wa.data.iter().zip(&c[name].data).enumerate() {
                 let want = x + 0.25 * (z - x);
+                let y = b[name].data[i];
                 assert!(
                     (y - want).abs() <= 1e-6 * (1.0 + want.abs()),
                     "{name}: {y} for {want}"
+                );
+                let y = k[name].data[i];
+                let want = if kept { *x } else { want };
+                assert!(
+                    (y - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                    "{name} kept: {y} for {want}"
                 );
                 moved += usize::from(x != z);
             }
@@ -1626,11 +1661,12 @@ mod tests {
             moved > 1000,
             "the two models differ in {moved} weights only"
         );
+        assert_ne!(a["image_head.weight"], c["image_head.weight"]);
         // a model of another shape is refused, naming the flag
         let mut wide = tiny(1);
         wide.d_model = 32;
         train(&run("w"), wide, false, Changes::default()).unwrap();
-        options.blend = Some((run("w"), 0.5));
+        options.blend = Some(blend(&run("w"), false));
         let err = train(&run("x"), options, false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("--blend"), "{err:#}");
     }

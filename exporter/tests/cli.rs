@@ -83,6 +83,15 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
             "leave out --add-layers, --widen, --canvas and --patch",
         ),
         (&["--patch", "0"], "must be at least 1"),
+        (
+            &["--steps", "0"],
+            "--steps 0 writes the starting model of --init untrained",
+        ),
+        (
+            &["--init", data, "--blend", data, "--blend-share", "1.5"],
+            "--blend-share must be a probability",
+        ),
+        (&["--blend", data], "--init <RUN or PACKAGE>"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["train", "--out", run_s];
