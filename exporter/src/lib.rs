@@ -14,6 +14,7 @@ pub mod model;
 pub mod onnx;
 pub mod package;
 pub mod progress;
+pub mod refit;
 pub mod report;
 pub mod tokenizer;
 pub mod train;

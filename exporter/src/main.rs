@@ -271,6 +271,17 @@ struct TrainArgs {
     /// (they read the decoder's last state, which a blend moves less than a fine-tune).
     #[arg(long, requires = "blend")]
     blend_keep_heads: bool,
+    /// With --blend: fit the matching heads by least squares, on N batches of this run's
+    /// training scenes, so that the blend's image and text embeddings are the --init
+    /// model's: they then read the blended decoder the way the --init model's heads read
+    /// its own. The temperature stays the --init model's.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "blend",
+        conflicts_with = "blend_keep_heads"
+    )]
+    blend_fit_heads: Option<usize>,
     /// Keep a copy of every checkpoint's weights in the run's checkpoints/ folder (about
     /// 4.6 MB each for the bundled model's shape), so that `export RUN --step N` can write
     /// the model as it was at any of them.
@@ -561,6 +572,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
             with,
             share: a.blend_share,
             keep_heads: a.blend_keep_heads,
+            fit_heads: a.blend_fit_heads.unwrap_or(0),
         }),
         keep_checkpoints: a.keep_checkpoints,
         regrid: match (&a.canvas, &a.init) {
@@ -593,6 +605,10 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
     );
     probability("--word-noise", a.word_noise)?;
     probability("--blend-share", a.blend_share)?;
+    anyhow::ensure!(
+        a.blend_fit_heads != Some(0),
+        "--blend-fit-heads needs at least 1 batch to fit on"
+    );
     anyhow::ensure!(
         a.steps != Some(0) || (options.init.is_some() && !a.resume),
         "--steps 0 writes the starting model of --init untrained; a new run from scratch or a resumed one needs at least 1"

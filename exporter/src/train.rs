@@ -155,6 +155,11 @@ pub struct Blend {
     /// The matching heads and temperature stay the starting model's, unblended.
     #[serde(default)]
     pub keep_heads: bool,
+    /// Batches of the run's training data to fit the matching heads on, so that the
+    /// blend's embeddings are the starting model's (see [`crate::refit`]); 0 leaves them
+    /// blended, or kept with `keep_heads`.
+    #[serde(default)]
+    pub fit_heads: usize,
 }
 
 fn one() -> usize {
@@ -559,13 +564,18 @@ struct Start {
     model: Fuyu,
 }
 
-/// The model, tokenizer and shape of `--init`: a run's last checkpoint, or a package's f32
-/// weights.
-fn start_from(init: &Path, device: &Device) -> Result<Start> {
+/// The model, tokenizer and shape of `--init` (or of `--blend`, as `flag` says): a run's
+/// last checkpoint, or a package's f32 weights.
+fn start_from(init: &Path, flag: &str, device: &Device) -> Result<Start> {
+    let doing = if flag == "--init" {
+        "starting from"
+    } else {
+        "blending in"
+    };
     if crate::unpack::is_package(init) {
         let u = crate::unpack::unpack(init, device)?;
         eprintln!(
-            "starting from package {} ({}): its model shape, canvas, tokenizer and f32 weights",
+            "{doing} package {} ({}): its model shape, canvas, tokenizer and f32 weights",
             init.display(),
             u.manifest.name
         );
@@ -579,7 +589,7 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
     }
     let from = read_run(init).with_context(|| {
         format!(
-            "--init {}: neither a training run nor a package",
+            "{flag} {}: neither a training run nor a package",
             init.display()
         )
     })?;
@@ -589,7 +599,7 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
         .map(|p| p.step)
         .unwrap_or(0);
     eprintln!(
-        "starting from {} (step {from_step}): its model shape, canvas and tokenizer",
+        "{doing} {} (step {from_step}): its model shape, canvas and tokenizer",
         init.display()
     );
     Ok(Start {
@@ -602,12 +612,19 @@ fn start_from(init: &Path, device: &Device) -> Result<Start> {
 }
 
 /// `from` blended with `blend`'s model (a run or package), which must have its shape,
-/// canvas, matching width and tokenizer.
-fn blend_with(from: Start, blend: Option<&Blend>, device: &Device) -> Result<Start> {
+/// canvas, matching width and tokenizer; its heads fitted on `src`'s training batches
+/// when asked.
+fn blend_with(
+    from: Start,
+    blend: Option<&Blend>,
+    src: &dyn ExampleSource,
+    o: &TrainOptions,
+    device: &Device,
+) -> Result<Start> {
     let Some(blend) = blend else {
         return Ok(from);
     };
-    let b = start_from(&blend.with, device)?;
+    let b = start_from(&blend.with, "--blend", device)?;
     let what = format!("--blend {}", blend.with.display());
     anyhow::ensure!(
         b.config == from.config,
@@ -640,10 +657,64 @@ fn blend_with(from: Start, blend: Option<&Blend>, device: &Device) -> Result<Sta
             ""
         }
     );
-    Ok(Start {
-        model: model_from_weights(from.model, &mixed)?,
-        ..from
-    })
+    let old = (blend.fit_heads > 0).then(|| from.model.clone());
+    let mut model = model_from_weights(from.model, &mixed)?;
+    if let Some(old) = old {
+        model = fit_blend_heads(
+            &old,
+            model,
+            &from.tokenizer,
+            &from.config,
+            from.canvas,
+            src,
+            o,
+            blend.fit_heads,
+            device,
+        )
+        .context("--blend-fit-heads")?;
+    }
+    Ok(Start { model, ..from })
+}
+
+/// `new` with its matching heads fitted to `old`'s embeddings on `batches` training
+/// batches of `src` (see [`crate::refit`]), reporting how well they fit.
+#[allow(clippy::too_many_arguments)]
+fn fit_blend_heads(
+    old: &Fuyu,
+    new: Fuyu,
+    tok: &TextTokenizer,
+    cfg: &ModelConfig,
+    canvas: Canvas,
+    src: &dyn ExampleSource,
+    o: &TrainOptions,
+    batches: usize,
+    device: &Device,
+) -> Result<Fuyu> {
+    let builder = BatchBuilder {
+        tokenizer: tok,
+        canvas,
+        max_positions: cfg.max_positions,
+        pack: o.pack,
+    };
+    let made = (0..batches).map(|i| {
+        src.train_batch(i as u64, o.batch_size)
+            .and_then(|examples| builder.build(&examples))
+    });
+    let setup = crate::refit::FitSetup {
+        rotary: &Rotary::new(cfg, device),
+        canvas,
+        n_heads: cfg.n_heads,
+        device,
+    };
+    let bar = crate::progress::bar(
+        true,
+        batches as u64,
+        "fitting the matching heads {bar:30} {pos}/{len} batches, eta {eta}",
+    );
+    let (model, report) = crate::refit::fit_heads(old, new, made, &setup, &bar)?;
+    bar.finish_and_clear();
+    eprintln!("{report}");
+    Ok(model)
 }
 
 /// Words of the corpus seen twice or more that the tokenizer splits become tokens (see
@@ -1170,10 +1241,10 @@ fn start_from_init(
     mut options: TrainOptions,
     device: &Device,
 ) -> Result<Opened> {
-    let from = start_from(init, device)?;
-    let from = blend_with(from, options.blend.as_ref(), device)?;
-    options.match_dim = from.match_dim;
+    let from = start_from(init, "--init", device)?;
     let src = source(&options)?;
+    let from = blend_with(from, options.blend.as_ref(), src.as_ref(), &options, device)?;
+    options.match_dim = from.match_dim;
     // new data brings its own words (a user's folder, or phrasings the scene generator
     // gained since the model was trained): they become tokens of their own
     let from = grow(from, &src.corpus(), device)?;
@@ -1626,6 +1697,7 @@ mod tests {
             with: with.to_path_buf(),
             share: 0.25,
             keep_heads,
+            fit_heads: 0,
         };
         options.blend = Some(blend(&run("c"), false));
         train(&run("b"), options.clone(), false, Changes::default()).unwrap();
@@ -1667,8 +1739,119 @@ mod tests {
         wide.d_model = 32;
         train(&run("w"), wide, false, Changes::default()).unwrap();
         options.blend = Some(blend(&run("w"), false));
-        let err = train(&run("x"), options, false, Changes::default()).unwrap_err();
+        let err = train(&run("x"), options.clone(), false, Changes::default()).unwrap_err();
         assert!(format!("{err:#}").contains("--blend"), "{err:#}");
+        // so is a path that holds no model, named with its flag
+        options.blend = Some(blend(&run("nothing"), false));
+        let err = train(&run("y"), options, false, Changes::default()).unwrap_err();
+        let says = format!("{err:#}");
+        assert!(
+            says.contains("--blend") && says.contains("nothing"),
+            "{says}"
+        );
+        assert!(!says.contains("--init"), "{says}");
+    }
+
+    #[test]
+    fn fitted_heads_give_the_starting_models_embeddings_on_the_blend() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str| dir.path().join(name);
+        train(&run("a"), tiny(2), false, Changes::default()).unwrap();
+        let mut other = tiny(2);
+        other.seed = 8;
+        other.init = Some(run("a"));
+        other.lr = 5e-2;
+        other.warmup = 1;
+        train(&run("c"), other, false, Changes::default()).unwrap();
+        let blend = |share, keep_heads, fit_heads| {
+            let mut o = tiny(0);
+            o.init = Some(run("a"));
+            o.blend = Some(Blend {
+                with: run("c"),
+                share,
+                keep_heads,
+                fit_heads,
+            });
+            o
+        };
+        train(&run("kept"), blend(0.5, true, 0), false, Changes::default()).unwrap();
+        train(
+            &run("fit"),
+            blend(0.5, false, 40),
+            false,
+            Changes::default(),
+        )
+        .unwrap();
+        train(
+            &run("same"),
+            blend(0.0, false, 40),
+            false,
+            Changes::default(),
+        )
+        .unwrap();
+        let device = Device::default();
+        let model = |name: &str| {
+            let info = read_run(&run(name)).unwrap();
+            load_model(&run(name), &info, &device).unwrap()
+        };
+        // embeddings before unit length on batches the fit did not see
+        let o = tiny(0);
+        let info = read_run(&run("a")).unwrap();
+        let tok = run_tokenizer(&run("a")).unwrap();
+        let src = source(&o).unwrap();
+        let builder = BatchBuilder {
+            tokenizer: &tok,
+            canvas: info.canvas,
+            max_positions: info.model.max_positions,
+            pack: o.pack,
+        };
+        let rotary = Rotary::new(&info.model, &device);
+        let setup = crate::refit::FitSetup {
+            rotary: &rotary,
+            canvas: info.canvas,
+            n_heads: info.model.n_heads,
+            device: &device,
+        };
+        let embed = |m: &Fuyu| {
+            let mut all = Vec::new();
+            for i in 1000..1010 {
+                let b = builder
+                    .build(&src.train_batch(i, o.batch_size).unwrap())
+                    .unwrap();
+                let t = to_tensors(b, &info.canvas, &device);
+                let (images, texts) = crate::refit::head_states(m, &t, &setup).unwrap();
+                for e in [m.image_head.forward(images), m.text_head.forward(texts)] {
+                    all.extend(e.into_data().try_to_vec::<f32>().unwrap());
+                }
+            }
+            all
+        };
+        let target = embed(&model("a"));
+        let error = |name: &str| {
+            let e = embed(&model(name));
+            let sq: f32 = e.iter().zip(&target).map(|(x, y)| (x - y) * (x - y)).sum();
+            let norm: f32 = target.iter().map(|y| y * y).sum();
+            sq / norm
+        };
+        let (kept, fit, same) = (error("kept"), error("fit"), error("same"));
+        assert!(same < 1e-4, "a blend of nothing, heads fitted: {same}");
+        assert!(kept > 1e-3, "the blend did not move the states: {kept}");
+        assert!(fit < kept / 2.0, "fitted {fit}, kept {kept}");
+        // the fit moves the heads and nothing else
+        let w = |name: &str| crate::model::weights::collect(&model(name));
+        let (wk, wf, wa) = (w("kept"), w("fit"), w("a"));
+        for (name, x) in &wk {
+            if name == "logit_scale" {
+                assert_eq!(&wa[name], &wf[name]);
+            } else if is_matching_head(name) {
+                assert_ne!(x, &wf[name], "{name}");
+            } else {
+                assert_eq!(x, &wf[name], "{name}");
+            }
+        }
+        // too little data to fit a head on is refused, naming the flag
+        let err = train(&run("few"), blend(0.5, false, 1), false, Changes::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("--blend-fit-heads"), "{err:#}");
     }
 
     #[test]

@@ -92,6 +92,23 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
             "--blend-share must be a probability",
         ),
         (&["--blend", data], "--init <RUN or PACKAGE>"),
+        (
+            &["--init", data, "--blend", data, "--blend-fit-heads", "0"],
+            "--blend-fit-heads needs at least 1 batch",
+        ),
+        (
+            &[
+                "--init",
+                data,
+                "--blend",
+                data,
+                "--blend-fit-heads",
+                "10",
+                "--blend-keep-heads",
+            ],
+            "cannot be used with",
+        ),
+        (&["--blend-fit-heads", "10"], "--blend <RUN or PACKAGE>"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["train", "--out", run_s];

@@ -5,6 +5,7 @@
 pub mod blend;
 pub mod contrastive;
 pub mod fuyu;
+pub mod least_squares;
 pub mod regrid;
 pub mod weights;
 pub mod widen;
