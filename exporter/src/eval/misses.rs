@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use glimpse_runtime::scene::{Described, Scene, parse_caption};
+use glimpse_runtime::scene::{Described, MAX_OBJECTS, Scene, parse_caption};
 
 /// One way a caption can be wrong. A caption can be wrong in several at once (a size
 /// and a colour), but `Count`, `Order` and `Invalid` stand alone: when the objects do not
@@ -108,13 +108,36 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
 }
 
 /// How a scene lies before the model, for tallying its caption: the frame's size, its
-/// objects, and the narrowest horizontal gap between two neighbours' centres in the
-/// model's patch columns (none with fewer than two objects).
+/// objects, the narrowest horizontal gap between two neighbours' centres in the
+/// model's patch columns (none with fewer than two objects), and each object's radius,
+/// left to right, as a share of the frame's shorter side (what its size word is drawn
+/// by; 0 past the last object).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Layout {
     pub frame: (u32, u32),
     pub objects: usize,
     pub nearest: Option<f32>,
+    pub radii: [f32; MAX_OBJECTS],
+}
+
+/// The rows objects are counted in by their radius, as a share of the frame's shorter
+/// side: training draws small objects from 0.075 to 0.115 and large ones from 0.145 to
+/// 0.19, the shifted split from 0.07 to 0.12 and from 0.14 to 0.2 (see
+/// `scene::Conditions`), so the rows split off the radii only the shifted split has.
+const RADIUS_ROWS: [(f32, &str); 6] = [
+    (0.075, "0.00 to 0.075"),
+    (0.115, "0.075 to 0.115"),
+    (0.13, "0.115 to 0.13"),
+    (0.145, "0.13 to 0.145"),
+    (0.19, "0.145 to 0.19"),
+    (f32::INFINITY, "0.19 and over"),
+];
+
+fn radius_row(r: f32) -> &'static str {
+    RADIUS_ROWS
+        .iter()
+        .find(|(below, _)| r < *below)
+        .map_or(RADIUS_ROWS[RADIUS_ROWS.len() - 1].1, |(_, name)| name)
 }
 
 impl Layout {
@@ -126,10 +149,16 @@ impl Layout {
             .windows(2)
             .map(|w| (w[1].x - w[0].x).abs() * columns_per_pixel)
             .min_by(f32::total_cmp);
+        let unit = scene.width.min(scene.height).max(1) as f32;
+        let mut radii = [0.0; MAX_OBJECTS];
+        for (r, o) in radii.iter_mut().zip(&scene.objects) {
+            *r = o.radius / unit;
+        }
         Layout {
             frame: (scene.width, scene.height),
             objects: scene.objects.len(),
             nearest,
+            radii,
         }
     }
 
@@ -156,6 +185,10 @@ pub struct MissTally {
     /// nearest gap between neighbours, in patch columns ("0 to 1", "1 to 2",
     /// "2 or more") → (exact, scenes with two objects or more)
     pub by_gap: BTreeMap<String, (usize, usize)>,
+    /// an object's radius as a share of the frame's shorter side (rows of
+    /// [`RADIUS_ROWS`]) → (size word right, objects), over captions that name as many
+    /// objects as the scene holds
+    pub by_radius: BTreeMap<String, (usize, usize)>,
 }
 
 impl MissTally {
@@ -173,6 +206,15 @@ impl MissTally {
         }
         for k in classify(expected, got) {
             *self.by_kind.entry(k.name().to_string()).or_insert(0) += 1;
+        }
+        if let (Ok(want), Ok(have)) = (parse_caption(expected), parse_caption(got))
+            && want.len() == have.len()
+        {
+            for ((w, h), r) in want.iter().zip(&have).zip(layout.radii) {
+                let e = self.by_radius.entry(radius_row(r).to_string()).or_default();
+                e.0 += usize::from(w.size == h.size);
+                e.1 += 1;
+            }
         }
     }
 
@@ -251,6 +293,7 @@ mod tests {
             frame,
             objects,
             nearest,
+            radii: [0.1; MAX_OBJECTS],
         }
     }
 
@@ -275,6 +318,9 @@ mod tests {
         let l = Layout::of(&scene(&[10.0, 50.0, 62.0, 122.0]), 0.05);
         assert_eq!((l.frame, l.objects), ((320, 240), 4));
         assert!((l.nearest.unwrap() - 0.6).abs() < 1e-6, "{l:?}");
+        // radius 5 of a 240-pixel shorter side, the fourth slot past the objects empty
+        assert!((l.radii[0] - 5.0 / 240.0).abs() < 1e-6, "{l:?}");
+        assert_eq!(Layout::of(&scene(&[30.0]), 0.05).radii[1], 0.0);
         assert_eq!(l.gap_bucket(), Some("0 to 1"));
         assert_eq!(Layout::of(&scene(&[30.0]), 0.05).nearest, None);
         assert_eq!(Layout::of(&scene(&[]), 0.05).objects, 0);
@@ -301,5 +347,26 @@ mod tests {
         assert_eq!(t.kind(MissKind::Size), 2);
         assert_eq!(t.kind(MissKind::Shape), 1);
         assert_eq!(t.kind(MissKind::Colour), 0);
+        // every object is of radius 0.1 here: 4 paired, 2 sizes wrong
+        assert_eq!(t.by_radius["0.075 to 0.115"], (2, 4));
+        assert_eq!(t.by_radius.len(), 1);
+    }
+
+    #[test]
+    fn sizes_are_tallied_by_radius_for_captions_with_the_right_objects_count() {
+        let mut t = MissTally::default();
+        let mut l = layout((320, 240), 2, Some(3.0));
+        l.radii = [0.12, 0.2, 0.0, 0.0];
+        let want = "a small red circle left of a large blue star";
+        t.add(l, want, "a large red circle left of a large blue star");
+        t.add(l, want, want);
+        // a caption with an object left out pairs nothing
+        t.add(l, want, "a small red circle");
+        assert_eq!(t.by_radius["0.115 to 0.13"], (1, 2));
+        assert_eq!(t.by_radius["0.19 and over"], (2, 2));
+        assert_eq!(t.by_radius.len(), 2);
+        assert_eq!(radius_row(0.0), "0.00 to 0.075");
+        assert_eq!(radius_row(0.145), "0.145 to 0.19");
+        assert_eq!(radius_row(f32::NAN), "0.19 and over");
     }
 }

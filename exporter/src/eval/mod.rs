@@ -383,6 +383,10 @@ impl Report {
                 "{n} captions exact by nearest gap in patch columns: {}\n",
                 shares(tally.by_gap.iter())
             ));
+            s.push_str(&format!(
+                "{n} sizes right by radius, as a share of the frame's shorter side: {}\n",
+                shares(tally.by_radius.iter())
+            ));
         }
         for n in &names {
             for (want, got) in self.splits[*n].caption_misses.iter().take(misses) {
@@ -487,6 +491,7 @@ mod tests {
             frame,
             objects,
             nearest,
+            radii: [0.16; glimpse_runtime::scene::MAX_OBJECTS],
         };
         r.misses.add(layout((320, 240), 1, None), want, want);
         for i in 0..6 {
@@ -516,6 +521,10 @@ mod tests {
         );
         assert!(one.contains(
             "shifted captions exact by nearest gap in patch columns: 0 to 1 0.000 (2), 2 or more 0.000 (4)"
+        ));
+        // one object a caption: seven paired, the six wrong ones with the size wrong
+        assert!(one.contains(
+            "shifted sizes right by radius, as a share of the frame's shorter side: 0.145 to 0.19 0.143 (7)"
         ));
         let json = report.to_json();
         assert_eq!(
