@@ -121,7 +121,8 @@ impl Samples {
         let k = kept.bias.len();
         let fitted = least_squares::fit(&self.states, &self.targets, d, k, RIDGE)?;
         let share = |f: &Affine| least_squares::explained(&f.apply(&self.states), &self.targets, k);
-        Ok((fitted.clone(), share(&fitted), share(kept)))
+        let (now, before) = (share(&fitted), share(kept));
+        Ok((fitted, now, before))
     }
 }
 

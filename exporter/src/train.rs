@@ -657,41 +657,30 @@ fn blend_with(
             ""
         }
     );
-    let old = (blend.fit_heads > 0).then(|| from.model.clone());
-    let mut model = model_from_weights(from.model, &mixed)?;
-    if let Some(old) = old {
-        model = fit_blend_heads(
-            &old,
-            model,
-            &from.tokenizer,
-            &from.config,
-            from.canvas,
-            src,
-            o,
-            blend.fit_heads,
-            device,
-        )
-        .context("--blend-fit-heads")?;
-    }
+    let blended = model_from_weights(from.model.clone(), &mixed)?;
+    let model = if blend.fit_heads > 0 {
+        fit_blend_heads(&from, blended, src, o, blend.fit_heads, device)
+            .context("--blend-fit-heads")?
+    } else {
+        blended
+    };
     Ok(Start { model, ..from })
 }
 
-/// `new` with its matching heads fitted to `old`'s embeddings on `batches` training
-/// batches of `src` (see [`crate::refit`]), reporting how well they fit.
-#[allow(clippy::too_many_arguments)]
+/// `new`, a blend of `old`'s model, with its matching heads fitted so that its embeddings
+/// are `old`'s on `batches` training batches of `src` (see [`crate::refit`]); says how
+/// well they fit.
 fn fit_blend_heads(
-    old: &Fuyu,
+    old: &Start,
     new: Fuyu,
-    tok: &TextTokenizer,
-    cfg: &ModelConfig,
-    canvas: Canvas,
     src: &dyn ExampleSource,
     o: &TrainOptions,
     batches: usize,
     device: &Device,
 ) -> Result<Fuyu> {
+    let (cfg, canvas) = (&old.config, old.canvas);
     let builder = BatchBuilder {
-        tokenizer: tok,
+        tokenizer: &old.tokenizer,
         canvas,
         max_positions: cfg.max_positions,
         pack: o.pack,
@@ -711,7 +700,7 @@ fn fit_blend_heads(
         batches as u64,
         "fitting the matching heads {bar:30} {pos}/{len} batches, eta {eta}",
     );
-    let (model, report) = crate::refit::fit_heads(old, new, made, &setup, &bar)?;
+    let (model, report) = crate::refit::fit_heads(&old.model, new, made, &setup, &bar)?;
     bar.finish_and_clear();
     eprintln!("{report}");
     Ok(model)
@@ -1679,17 +1668,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A tiny run `a`, and `c` fine-tuned from it at a high learning rate, so that the
+    /// two differ in nearly every weight.
+    fn two_runs(a: &Path, c: &Path) {
+        train(a, tiny(2), false, Changes::default()).unwrap();
+        let mut other = tiny(2);
+        other.seed = 8;
+        other.init = Some(a.to_path_buf());
+        other.lr = 5e-2;
+        other.warmup = 1;
+        train(c, other, false, Changes::default()).unwrap();
+    }
+
     #[test]
     fn a_run_started_from_a_blend_starts_on_the_line_between_its_two_models() {
         let dir = tempfile::tempdir().unwrap();
         let run = |name: &str| dir.path().join(name);
-        train(&run("a"), tiny(2), false, Changes::default()).unwrap();
-        let mut other = tiny(2);
-        other.seed = 8;
-        other.init = Some(run("a"));
-        other.lr = 5e-2;
-        other.warmup = 1;
-        train(&run("c"), other, false, Changes::default()).unwrap();
+        two_runs(&run("a"), &run("c"));
         // no steps: the run's checkpoint is the blend itself
         let mut options = tiny(0);
         options.init = Some(run("a"));
@@ -1756,13 +1751,7 @@ mod tests {
     fn fitted_heads_give_the_starting_models_embeddings_on_the_blend() {
         let dir = tempfile::tempdir().unwrap();
         let run = |name: &str| dir.path().join(name);
-        train(&run("a"), tiny(2), false, Changes::default()).unwrap();
-        let mut other = tiny(2);
-        other.seed = 8;
-        other.init = Some(run("a"));
-        other.lr = 5e-2;
-        other.warmup = 1;
-        train(&run("c"), other, false, Changes::default()).unwrap();
+        two_runs(&run("a"), &run("c"));
         let blend = |share, keep_heads, fit_heads| {
             let mut o = tiny(0);
             o.init = Some(run("a"));
