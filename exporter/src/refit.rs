@@ -144,15 +144,13 @@ pub fn fit_heads(
     let (mut images, mut texts) = (Samples::default(), Samples::default());
     for batch in batches {
         let t = to_tensors(batch?, &s.canvas, s.device);
-        let (Some((new_i, new_t)), Some((old_i, old_t))) = (
+        if let (Some((new_i, new_t)), Some((old_i, old_t))) = (
             head_states(&new_plain, &t, s),
             head_states(&old_plain, &t, s),
-        ) else {
-            bar.inc(1);
-            continue;
-        };
-        images.add(new_i, old_i, &old_image)?;
-        texts.add(new_t, old_t, &old_text)?;
+        ) {
+            images.add(new_i, old_i, &old_image)?;
+            texts.add(new_t, old_t, &old_text)?;
+        }
         bar.inc(1);
     }
     let d = old_image.weight.len() / old_image.bias.len().max(1);
