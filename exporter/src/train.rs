@@ -942,69 +942,98 @@ pub fn train(
         source,
     } = opened;
     let o = run.options.clone();
-    let cfg = run.model.clone();
-    let canvas = run.canvas;
-    let tok = Arc::new(tok);
-    let rotary = Rotary::new(&cfg, &device);
-    let src = match source {
-        Some(src) => src,
-        None => self::source(&o)?,
-    };
-    let val_batches = validation_batches(src.as_ref(), &tok, canvas, &cfg, &o)?;
-    let first = progress.step;
-    let (batches, producer) = spawn_batches(src, tok.clone(), &o, canvas, first)?;
-    let bar = progress_bar(o.steps, first);
     let mut meter = Meter::new(progress.elapsed_s);
-    let trainer = Trainer {
-        o: &o,
-        cfg: &cfg,
-        canvas: &canvas,
-        rotary: &rotary,
-        device: &device,
-        matching: Matching::of(&o),
-    };
-    for step in first..o.steps {
-        let batch = batches.recv().context("the batch producer stopped")??;
-        model = trainer.step(model, &mut optim, batch, step, &mut meter)?;
-        let done = step + 1;
-        bar.set_position(done as u64);
-        bar.set_message(meter.message());
-        let last = done == o.steps;
-        if bar.is_hidden() && done % LOG_EVERY == 0 && done % o.val_every != 0 && !last {
-            // not a terminal: a plain line now and then, so a logged run shows it is moving
-            eprintln!("step {done:>6}/{} {}", o.steps, bar.message());
-        }
-        if done % o.val_every == 0 || last {
-            let line = trainer.validate(&model, &val_batches, done, &mut progress, &mut meter);
-            if bar.is_hidden() {
-                // not a terminal (a log file, CI): plain lines instead of the bar
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
-        }
-        if done % o.checkpoint_every == 0 || last {
-            progress.step = done;
-            progress.elapsed_s = meter.elapsed_s();
-            checkpoint(out, &model, &optim, &progress)?;
-            if o.keep_checkpoints {
-                keep_checkpoint(out, done)?;
-            }
-        }
-    }
     if o.steps == 0 {
-        // `--steps 0`: the starting model (blended, moved, grown) is the run's checkpoint
+        // `--steps 0`: the starting model (blended, moved, grown) is the run's checkpoint;
+        // no batches are drawn
         checkpoint(out, &model, &optim, &progress)?;
+    } else {
+        let src = match source {
+            Some(src) => src,
+            None => self::source(&o)?,
+        };
+        let steps = Steps {
+            out,
+            run: &run,
+            tok: Arc::new(tok),
+            device: &device,
+        };
+        model = steps.run(src, model, &mut optim, &mut progress, &mut meter)?;
     }
-    drop(batches);
-    let _ = producer.join();
-    bar.finish_and_clear();
     progress.step = o.steps;
     progress.elapsed_s = meter.elapsed_s();
     write_json(&out.join(PROGRESS_FILE), &progress)?;
     crate::report::write_curves(out, &progress)?;
     write_metrics(out, &progress, &model, &o, &meter)?;
     Ok(progress)
+}
+
+/// The training loop of one session of a run, from the step its progress reached.
+struct Steps<'a> {
+    out: &'a Path,
+    run: &'a RunInfo,
+    tok: Arc<TextTokenizer>,
+    device: &'a Device,
+}
+
+impl Steps<'_> {
+    /// Trains `model` to the run's last step, validating and checkpointing on the way.
+    fn run(
+        &self,
+        src: Box<dyn ExampleSource>,
+        mut model: Fuyu,
+        optim: &mut burn::optim::ModuleOptimizer,
+        progress: &mut Progress,
+        meter: &mut Meter,
+    ) -> Result<Fuyu> {
+        let (o, cfg, canvas) = (&self.run.options, &self.run.model, self.run.canvas);
+        let rotary = Rotary::new(cfg, self.device);
+        let val_batches = validation_batches(src.as_ref(), &self.tok, canvas, cfg, o)?;
+        let first = progress.step;
+        let (batches, producer) = spawn_batches(src, self.tok.clone(), o, canvas, first)?;
+        let bar = progress_bar(o.steps, first);
+        let trainer = Trainer {
+            o,
+            cfg,
+            canvas: &canvas,
+            rotary: &rotary,
+            device: self.device,
+            matching: Matching::of(o),
+        };
+        for step in first..o.steps {
+            let batch = batches.recv().context("the batch producer stopped")??;
+            model = trainer.step(model, optim, batch, step, meter)?;
+            let done = step + 1;
+            bar.set_position(done as u64);
+            bar.set_message(meter.message());
+            let last = done == o.steps;
+            if bar.is_hidden() && done % LOG_EVERY == 0 && done % o.val_every != 0 && !last {
+                // not a terminal: a plain line now and then, so a logged run shows it is moving
+                eprintln!("step {done:>6}/{} {}", o.steps, bar.message());
+            }
+            if done % o.val_every == 0 || last {
+                let line = trainer.validate(&model, &val_batches, done, progress, meter);
+                if bar.is_hidden() {
+                    // not a terminal (a log file, CI): plain lines instead of the bar
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
+            if done % o.checkpoint_every == 0 || last {
+                progress.step = done;
+                progress.elapsed_s = meter.elapsed_s();
+                checkpoint(self.out, &model, optim, progress)?;
+                if o.keep_checkpoints {
+                    keep_checkpoint(self.out, done)?;
+                }
+            }
+        }
+        drop(batches);
+        let _ = producer.join();
+        bar.finish_and_clear();
+        Ok(model)
+    }
 }
 
 /// The run to train in `out`: its checkpoint when `resume` and it has one, else a new
