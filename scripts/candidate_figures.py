@@ -4,11 +4,12 @@
 Before a new model replaces `models/glimpse-default`, its figures have to be measured the
 way the README's were: the table (200 scenes a split, seed 7), 1000 scenes a split on seeds
 7 and 11 alone and scene by scene against the bundled model, the quantized agreement,
-captions from seven views, and the example frames at every precision. This runs those
-`glimpse-export` and `glimpse` commands, two at a time by default, writes each one's output
-to OUT/NAME.txt, and ends with the examples: which captions and answers differ from
-examples/captions.jsonl at which precision (the tests fail on a wrong caption, and on more
-than two wrong answers of 34).
+captions from seven views, the example frames at every precision, the Matching section's
+`glimpse match` example and its trigger figures. This runs those `glimpse-export` and
+`glimpse` commands, two at a time by default, writes each one's output to OUT/NAME.txt, and
+ends with the examples: which captions and answers differ from examples/captions.jsonl at
+which precision (the tests fail on a wrong caption, and on more than two wrong answers of
+34).
 
     scripts/candidate_figures.py --bin target/release PKG --out figures/ [--against OLD]
 
@@ -81,6 +82,21 @@ def examples(glimpse, pkg):
     return report
 
 
+# The README's `glimpse match` example: the first example frame, two objects it holds, their
+# mix of colour and shape, an object it does not hold, and then its whole caption.
+MATCH_TEXTS = ["a small purple diamond", "a large blue square", "a large purple square", "a small red circle"]
+
+
+def matching(glimpse, bin_dir, pkg, out):
+    """The Matching section's figures: the match example, then the trigger figures."""
+    scene = str(ROOT / "examples" / "scene-0.png")
+    caption = json.loads((ROOT / "examples" / "captions.jsonl").open().readline())["caption"]
+    base = [glimpse, "--model", pkg, "match", scene]
+    trigger = [sys.executable, str(ROOT / "scripts" / "trigger_figures.py"), "--bin", str(bin_dir), "--model", pkg]
+    for name, argv in [("match", base + MATCH_TEXTS), ("match-caption", base + [caption]), ("trigger", trigger)]:
+        run(name, argv, out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("package", help="the candidate package")
@@ -113,6 +129,7 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         codes = list(pool.map(lambda c: run(c[0], c[1], out), todo))
 
+    matching(glimpse, bin_dir, args.package, out)
     report = examples(glimpse, args.package)
     (out / "examples.txt").write_text("\n".join(report) + "\n")
     print("\n".join(report))
