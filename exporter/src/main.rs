@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 use glimpse_exporter::data::{FolderIndex, IndexOptions};
@@ -261,9 +261,18 @@ struct TrainArgs {
     /// With --init: start from a blend of the --init model and this run or package (same
     /// shape and tokenizer), every weight on the line between the two. A fine-tuned model
     /// blended with the one it started from keeps part of what the fine-tuning gained and
-    /// part of what it cost.
-    #[arg(long, value_name = "RUN or PACKAGE", requires = "init")]
-    blend: Option<PathBuf>,
+    /// part of what it cost. Several (--blend A B, or --blend given again): their mean.
+    #[arg(long, value_name = "RUN or PACKAGE", num_args = 1.., requires = "init")]
+    blend: Vec<PathBuf>,
+    /// With --blend: average each --blend run's checkpoints kept at these steps (`train
+    /// --keep-checkpoints`), comma-separated, instead of taking its last one.
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        requires = "blend"
+    )]
+    blend_steps: Vec<usize>,
     /// With --blend: the share of the --blend model in every weight.
     #[arg(long, value_name = "P", default_value_t = 0.5, requires = "blend")]
     blend_share: f32,
@@ -568,8 +577,9 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         add_layers: a.add_layers,
         widen: a.widen,
         matching_only: a.matching_only,
-        blend: a.blend.clone().map(|with| train::Blend {
-            with,
+        blend: (!a.blend.is_empty()).then(|| train::Blend {
+            with: a.blend.clone(),
+            steps: a.blend_steps.clone(),
             share: a.blend_share,
             keep_heads: a.blend_keep_heads,
             fit_heads: a.blend_fit_heads.unwrap_or(0),
@@ -609,6 +619,17 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
         a.blend_fit_heads != Some(0),
         "--blend-fit-heads needs at least 1 batch to fit on"
     );
+    if !a.blend_steps.is_empty()
+        && let Some(p) = a
+            .blend
+            .iter()
+            .find(|p| glimpse_exporter::unpack::is_package(p))
+    {
+        bail!(
+            "--blend {}: a package keeps no checkpoints; --blend-steps averages a training run's",
+            p.display()
+        );
+    }
     anyhow::ensure!(
         a.steps != Some(0) || (options.init.is_some() && !a.resume),
         "--steps 0 writes the starting model of --init untrained; a new run from scratch or a resumed one needs at least 1"

@@ -146,10 +146,17 @@ pub struct TrainOptions {
     pub keep_checkpoints: bool,
 }
 
-/// A second run or package of the starting model's shape and tokenizer, blended into it.
+/// A second model of the starting model's shape and tokenizer, blended into it: a run or
+/// package, or the mean of several, or of runs' kept checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Blend {
-    pub with: PathBuf,
+    /// The runs or packages; with more than one (or with `steps`), their mean.
+    #[serde(deserialize_with = "one_or_many")]
+    pub with: Vec<PathBuf>,
+    /// The kept checkpoints of each run in `with` to average (`train --keep-checkpoints`);
+    /// none takes each one's last checkpoint, or a package's weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<usize>,
     /// Its share of every weight.
     pub share: f32,
     /// The matching heads and temperature stay the starting model's, unblended.
@@ -164,6 +171,21 @@ pub struct Blend {
 
 fn one() -> usize {
     1
+}
+
+/// `Blend::with` as runs before several models could be blended wrote it, one path, or as
+/// a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn default_image_cache_mb() -> u64 {
@@ -611,9 +633,8 @@ fn start_from(init: &Path, flag: &str, device: &Device) -> Result<Start> {
     })
 }
 
-/// `from` blended with `blend`'s model (a run or package), which must have its shape,
-/// canvas, matching width and tokenizer; its heads fitted on `src`'s training batches
-/// when asked.
+/// `from` blended with `blend`'s model (see [`blend_target`]); its heads fitted on
+/// `src`'s training batches when asked.
 fn blend_with(
     from: Start,
     blend: Option<&Blend>,
@@ -624,32 +645,15 @@ fn blend_with(
     let Some(blend) = blend else {
         return Ok(from);
     };
-    let b = start_from(&blend.with, "--blend", device)?;
-    let what = format!("--blend {}", blend.with.display());
-    anyhow::ensure!(
-        b.config == from.config,
-        "{what}: its model shape {:?} is not the starting model's {:?}",
-        b.config,
-        from.config
-    );
-    anyhow::ensure!(
-        b.canvas == from.canvas && b.match_dim == from.match_dim,
-        "{what}: its canvas or matching width is not the starting model's"
-    );
-    anyhow::ensure!(
-        b.tokenizer.inner().get_vocab(true) == from.tokenizer.inner().get_vocab(true),
-        "{what}: its tokenizer is not the starting model's"
-    );
+    let (target, what) = blend_target(&from, blend, device)?;
     let own = crate::model::weights::collect(&from.model);
-    let mut mixed =
-        crate::model::blend::blend(&own, &crate::model::weights::collect(&b.model), blend.share)
-            .with_context(|| what.clone())?;
+    let mut mixed = crate::model::blend::blend(&own, &target, blend.share)
+        .with_context(|| format!("--blend {what}"))?;
     if blend.keep_heads {
         mixed.extend(own.into_iter().filter(|(name, _)| is_matching_head(name)));
     }
     eprintln!(
-        "blended with {} ({:.0} % of it{})",
-        blend.with.display(),
+        "blended with {what} ({:.0} % of it{})",
         blend.share * 100.0,
         if blend.keep_heads {
             ", the matching heads kept"
@@ -665,6 +669,92 @@ fn blend_with(
         blended
     };
     Ok(Start { model, ..from })
+}
+
+/// The weights `from` is blended toward, and what they are in words: `--blend`'s run or
+/// package, or the mean of several, or with `--blend-steps` the mean of each run's kept
+/// checkpoints at those steps (weight averaging along one run, then across runs). Every
+/// model must have `from`'s shape, canvas, matching width and tokenizer.
+fn blend_target(from: &Start, blend: &Blend, device: &Device) -> Result<(Weights, String)> {
+    let mut mean = Mean::default();
+    for with in &blend.with {
+        let what = format!("--blend {}", with.display());
+        let b = start_from(with, "--blend", device)?;
+        check_blendable(from, &b, &what)?;
+        if blend.steps.is_empty() {
+            mean.add(crate::model::weights::collect(&b.model), &what)?;
+            continue;
+        }
+        anyhow::ensure!(
+            !crate::unpack::is_package(with),
+            "{what}: a package keeps no checkpoints; --blend-steps averages a training run's"
+        );
+        let run = read_run(with)?;
+        for &step in &blend.steps {
+            let model = load_kept_model(with, &run, step, device)
+                .with_context(|| format!("{what}, --blend-steps {step}"))?;
+            mean.add(crate::model::weights::collect(&model), &what)?;
+        }
+    }
+    let names = blend
+        .with
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = match (mean.count, blend.steps.as_slice()) {
+        (1, _) => names,
+        (n, []) => format!("the mean of {n} models ({names})"),
+        (n, steps) => format!(
+            "the mean of {n} checkpoints ({names} at steps {})",
+            steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let weights = mean.sum.context("--blend names no model")?;
+    Ok((weights, what))
+}
+
+/// A running mean of models' weights.
+#[derive(Default)]
+struct Mean {
+    sum: Option<Weights>,
+    count: usize,
+}
+
+impl Mean {
+    fn add(&mut self, w: Weights, what: &str) -> Result<()> {
+        self.count += 1;
+        self.sum = Some(match self.sum.take() {
+            None => w,
+            Some(m) => crate::model::blend::blend(&m, &w, 1.0 / self.count as f32)
+                .with_context(|| what.to_string())?,
+        });
+        Ok(())
+    }
+}
+
+/// Whether `b` (`what`) can be blended into `from`: one shape, canvas, matching width and
+/// tokenizer.
+fn check_blendable(from: &Start, b: &Start, what: &str) -> Result<()> {
+    anyhow::ensure!(
+        b.config == from.config,
+        "{what}: its model shape {:?} is not the starting model's {:?}",
+        b.config,
+        from.config
+    );
+    anyhow::ensure!(
+        b.canvas == from.canvas && b.match_dim == from.match_dim,
+        "{what}: its canvas or matching width is not the starting model's"
+    );
+    anyhow::ensure!(
+        b.tokenizer.inner().get_vocab(true) == from.tokenizer.inner().get_vocab(true),
+        "{what}: its tokenizer is not the starting model's"
+    );
+    Ok(())
 }
 
 /// `new`, a blend of `old`'s model, with its matching heads fitted so that its embeddings
@@ -1718,7 +1808,8 @@ mod tests {
         let mut options = tiny(0);
         options.init = Some(run("a"));
         let blend = |with: &Path, keep_heads| Blend {
-            with: with.to_path_buf(),
+            with: vec![with.to_path_buf()],
+            steps: vec![],
             share: 0.25,
             keep_heads,
             fit_heads: 0,
@@ -1777,6 +1868,81 @@ mod tests {
     }
 
     #[test]
+    fn blend_steps_blend_toward_the_mean_of_runs_kept_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str| dir.path().join(name);
+        train(&run("a"), tiny(2), false, Changes::default()).unwrap();
+        for (name, seed) in [("c", 8), ("d", 9)] {
+            let mut o = tiny(3);
+            o.seed = seed;
+            o.init = Some(run("a"));
+            o.lr = 5e-2;
+            o.warmup = 1;
+            o.checkpoint_every = 1;
+            o.keep_checkpoints = true;
+            train(&run(name), o, false, Changes::default()).unwrap();
+        }
+        let blended = |out: &str, steps: Vec<usize>| {
+            let mut o = tiny(0);
+            o.init = Some(run("a"));
+            o.blend = Some(Blend {
+                with: vec![run("c"), run("d")],
+                steps,
+                share: 0.5,
+                keep_heads: false,
+                fit_heads: 0,
+            });
+            train(&run(out), o, false, Changes::default())
+        };
+        blended("b", vec![1, 3]).unwrap();
+        let device = Device::default();
+        let collect = |m: &Fuyu| crate::model::weights::collect(m);
+        let kept = |name: &str, step| {
+            let info = read_run(&run(name)).unwrap();
+            collect(&load_kept_model(&run(name), &info, step, &device).unwrap())
+        };
+        let last = |name: &str| {
+            let info = read_run(&run(name)).unwrap();
+            collect(&load_model(&run(name), &info, &device).unwrap())
+        };
+        let (a, b) = (last("a"), last("b"));
+        let four = [kept("c", 1), kept("c", 3), kept("d", 1), kept("d", 3)];
+        let mut apart = 0;
+        for (name, wa) in &a {
+            for (i, (x, y)) in wa.data.iter().zip(&b[name].data).enumerate() {
+                let mean = four.iter().map(|w| w[name].data[i]).sum::<f32>() / 4.0;
+                let want = 0.5 * x + 0.5 * mean;
+                assert!(
+                    (y - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{name}[{i}]: {y} for {want}"
+                );
+                // the mean is not any one checkpoint's: steps 1 and 3 and the two runs differ
+                apart += usize::from((mean - four[0][name].data[i]).abs() > 1e-6);
+            }
+        }
+        assert!(
+            apart > 1000,
+            "the checkpoints differ in {apart} weights only"
+        );
+        // the run records what it was blended from, and reads back
+        let info = read_run(&run("b")).unwrap();
+        let recorded = info.options.blend.unwrap();
+        assert_eq!(recorded.with, vec![run("c"), run("d")]);
+        assert_eq!(recorded.steps, vec![1, 3]);
+        // a step a run did not keep is refused, naming the flag and the step
+        let err = format!("{:#}", blended("x", vec![1, 7]).unwrap_err());
+        assert!(err.contains("--blend-steps 7"), "{err}");
+    }
+
+    #[test]
+    fn a_blend_recorded_by_earlier_runs_as_one_path_reads_back() {
+        let old = r#"{"with": "runs/harsh", "share": 0.5, "keep_heads": true}"#;
+        let b: Blend = serde_json::from_str(old).unwrap();
+        assert_eq!(b.with, vec![PathBuf::from("runs/harsh")]);
+        assert!(b.steps.is_empty() && b.keep_heads && b.fit_heads == 0);
+    }
+
+    #[test]
     fn fitted_heads_give_the_starting_models_embeddings_on_the_blend() {
         let dir = tempfile::tempdir().unwrap();
         let run = |name: &str| dir.path().join(name);
@@ -1785,7 +1951,8 @@ mod tests {
             let mut o = tiny(0);
             o.init = Some(run("a"));
             o.blend = Some(Blend {
-                with: run("c"),
+                with: vec![run("c")],
+                steps: vec![],
                 share,
                 keep_heads,
                 fit_heads,

@@ -35,6 +35,7 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     let data = dir.path().to_str().unwrap();
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/glimpse-default");
     let cases: &[(&[&str], &str)] = &[
         (&["--reframe", "2"], "--reframe must be a probability"),
         (&["--crowded", "1.5"], "--crowded must be a probability"),
@@ -109,6 +110,18 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
             "cannot be used with",
         ),
         (&["--blend-fit-heads", "10"], "--blend <RUN or PACKAGE>"),
+        (&["--blend-steps", "500"], "--blend <RUN or PACKAGE>"),
+        (
+            &[
+                "--init",
+                data,
+                "--blend",
+                bundled,
+                "--blend-steps",
+                "500,750",
+            ],
+            "a package keeps no checkpoints",
+        ),
     ];
     for (flags, says) in cases {
         let mut args = vec!["train", "--out", run_s];
