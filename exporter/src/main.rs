@@ -241,6 +241,13 @@ struct TrainArgs {
     /// its ranges stay wider.
     #[arg(long, value_name = "P", default_value_t = TrainOptions::default().harsh)]
     harsh: f32,
+    /// Synthetic scenes: draw this share of the training scenes with small and large
+    /// radii meeting halfway between their ranges (small up to that line, large from
+    /// it), so the model is taught where one size turns into the other instead of
+    /// guessing it in the band the ranges leave out. The shifted split's sizes in that
+    /// band are then no longer beyond training.
+    #[arg(long, value_name = "P", default_value_t = TrainOptions::default().sizes_meet)]
+    sizes_meet: f32,
     /// With --init: add N decoder blocks on top of the starting model's, each starting as
     /// the identity (its output projections at zero), so training begins from what the
     /// model already does with room to do more.
@@ -574,6 +581,7 @@ fn train_options(a: &TrainArgs) -> Result<TrainOptions> {
         crowded: a.crowded,
         reframe: a.reframe,
         harsh: a.harsh,
+        sizes_meet: a.sizes_meet,
         add_layers: a.add_layers,
         widen: a.widen,
         matching_only: a.matching_only,
@@ -638,6 +646,7 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
     synthetic_share("--crowded", a.crowded, synthetic)?;
     synthetic_share("--reframe", a.reframe, synthetic)?;
     synthetic_share("--harsh", a.harsh, synthetic)?;
+    synthetic_share("--sizes-meet", a.sizes_meet, synthetic)?;
     anyhow::ensure!(
         a.add_layers == 0 || options.init.is_some(),
         "--add-layers grows the model of --init; a new run takes its depth from --layers"

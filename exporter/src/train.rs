@@ -114,6 +114,10 @@ pub struct TrainOptions {
     /// to the shifted split's ([`crate::data::HARSH`]; 0: the training ranges alone).
     #[serde(default)]
     pub harsh: f32,
+    /// Share of synthetic training scenes whose small and large radii meet halfway
+    /// (`--sizes-meet`).
+    #[serde(default)]
+    pub sizes_meet: f32,
     /// With `init`: decoder blocks added on top of the starting model's, each starting as
     /// the identity (see [`deepen`]).
     #[serde(default)]
@@ -239,6 +243,7 @@ impl Default for TrainOptions {
             crowded: 0.0,
             reframe: 0.0,
             harsh: 0.0,
+            sizes_meet: 0.0,
             add_layers: 0,
             widen: 1,
             regrid: None,
@@ -564,6 +569,7 @@ fn source(o: &TrainOptions) -> Result<Box<dyn ExampleSource>> {
             crowded: o.crowded,
             reframe: o.reframe,
             harsh: o.harsh,
+            sizes_meet: o.sizes_meet,
             ..SyntheticData::new(o.seed, o.per_scene)
         }),
         Some(dir) => {

@@ -41,6 +41,14 @@ fn train_refuses_impossible_flags_before_it_creates_the_run() {
         (&["--crowded", "1.5"], "--crowded must be a probability"),
         (&["--word-noise", "3"], "--word-noise must be a probability"),
         (
+            &["--sizes-meet", "1.5"],
+            "--sizes-meet must be a probability",
+        ),
+        (
+            &["--sizes-meet", "0.5", "--data", data],
+            "--sizes-meet draws synthetic scenes",
+        ),
+        (
             &["--caption-share", "2"],
             "--caption-share must be a probability",
         ),

@@ -23,6 +23,9 @@ pub struct SyntheticData {
     pub reframe: f32,
     /// Share of training scenes drawn with the [`HARSH`] conditions (`train --harsh`).
     pub harsh: f32,
+    /// Share of training scenes whose small and large radii meet halfway between their
+    /// ranges (see [`scene::Conditions::sizes_meeting`], `train --sizes-meet`).
+    pub sizes_meet: f32,
 }
 
 /// Frame shapes a training curriculum can add to the four of the training conditions:
@@ -48,6 +51,7 @@ impl SyntheticData {
             crowded: 0.0,
             reframe: 0.0,
             harsh: 0.0,
+            sizes_meet: 0.0,
         }
     }
 
@@ -68,6 +72,9 @@ impl SyntheticData {
         }
         if chance(0x6861_7273, self.harsh) {
             conditions = conditions.toward(&scene::Conditions::SHIFTED, HARSH);
+        }
+        if chance(0x6d65_6574, self.sizes_meet) {
+            conditions = conditions.sizes_meeting();
         }
         scene::sample_in(self.seed, split, index, &conditions)
     }
@@ -205,6 +212,7 @@ impl ExampleSource for SyntheticData {
             "reframed_frames": REFRAMED,
             "harsh_share": self.harsh,
             "harsh_step_toward_shifted": HARSH,
+            "sizes_meet_share": self.sizes_meet,
             "compositional_held_out": held_out_pairs(),
             "empty_share": scene::Conditions::TRAINING.empty,
             "frames": scene::Conditions::TRAINING.frames,
@@ -432,6 +440,56 @@ mod tests {
         // validation stays the training conditions'
         let val = |d: &SyntheticData| -> Vec<(String, Arc<image::RgbImage>)> {
             d.validation(50)
+                .into_iter()
+                .map(|e| (e.answer, e.image))
+                .collect()
+        };
+        assert_eq!(val(&with(0.0)), val(&with(1.0)));
+    }
+
+    #[test]
+    fn sizes_meet_fills_the_band_between_small_and_large_and_keeps_the_words_apart() {
+        let with = |sizes_meet| SyntheticData {
+            sizes_meet,
+            ..SyntheticData::new(5, 1)
+        };
+        // (size, radius as a share of the frame's shorter side) of every object drawn
+        let radii = |d: &SyntheticData| -> Vec<(scene::Size, f32)> {
+            (0..300)
+                .flat_map(|i| {
+                    let s = d.sample(Split::Train, i).scene;
+                    let unit = s.width.min(s.height) as f32;
+                    s.objects
+                        .into_iter()
+                        .map(move |o| (o.size, o.radius / unit))
+                })
+                .collect()
+        };
+        let t = scene::Conditions::TRAINING;
+        let line = (t.small.1 + t.large.0) / 2.0;
+        let in_band = |v: &[(scene::Size, f32)], size| {
+            v.iter()
+                .filter(|(s, r)| *s == size && *r > t.small.1 + 1e-4 && *r < t.large.0 - 1e-4)
+                .count()
+        };
+        let plain = radii(&with(0.0));
+        assert_eq!(in_band(&plain, scene::Size::Small), 0);
+        assert_eq!(in_band(&plain, scene::Size::Large), 0);
+        let met = radii(&with(1.0));
+        // about a third of each size lies in the band the training ranges leave out
+        let small = met.iter().filter(|(s, _)| *s == scene::Size::Small).count();
+        assert!(in_band(&met, scene::Size::Small) * 6 > small, "{small}");
+        assert!(in_band(&met, scene::Size::Large) > 20);
+        // and the words still follow the radius: small below the line, large above it
+        for (size, r) in &met {
+            match size {
+                scene::Size::Small => assert!(*r <= line + 1e-4, "small at {r}"),
+                scene::Size::Large => assert!(*r >= line - 1e-4, "large at {r}"),
+            }
+        }
+        // validation stays the training conditions'
+        let val = |d: &SyntheticData| -> Vec<(String, Arc<image::RgbImage>)> {
+            d.validation(30)
                 .into_iter()
                 .map(|e| (e.answer, e.image))
                 .collect()

@@ -148,6 +148,19 @@ impl Conditions {
         }
     }
 
+    /// These conditions with the small and large radii meeting halfway between them, small
+    /// objects drawn up to that line and large ones from it, so that no radius between
+    /// the two ranges is left unseen and the line where "small" turns into "large" is
+    /// taught rather than guessed (`train --sizes-meet`).
+    pub fn sizes_meeting(self) -> Conditions {
+        let line = (self.small.1 + self.large.0) / 2.0;
+        Conditions {
+            small: (self.small.0, line),
+            large: (line, self.large.1),
+            ..self
+        }
+    }
+
     /// A frame size: the first one half of the time, else any.
     pub fn frame(&self, rng: &mut Rng) -> (u32, u32) {
         if rng.chance(0.5) {
