@@ -417,6 +417,14 @@ mod tests {
         assert_eq!(val(&SyntheticData::new(5, 1)), val(&crowded));
     }
 
+    /// The answers and images of `d`'s first `n` validation examples.
+    fn validation(d: &SyntheticData, n: usize) -> Vec<(String, Arc<image::RgbImage>)> {
+        d.validation(n)
+            .into_iter()
+            .map(|e| (e.answer, e.image))
+            .collect()
+    }
+
     #[test]
     fn harsh_training_scenes_change_at_their_share_and_validation_never() {
         let with = |harsh| SyntheticData {
@@ -438,13 +446,7 @@ mod tests {
         let h = changed(&half);
         assert!((110..=190).contains(&h), "{h} of 300");
         // validation stays the training conditions'
-        let val = |d: &SyntheticData| -> Vec<(String, Arc<image::RgbImage>)> {
-            d.validation(50)
-                .into_iter()
-                .map(|e| (e.answer, e.image))
-                .collect()
-        };
-        assert_eq!(val(&with(0.0)), val(&with(1.0)));
+        assert_eq!(validation(&with(0.0), 50), validation(&with(1.0), 50));
     }
 
     #[test]
@@ -488,13 +490,7 @@ mod tests {
             }
         }
         // validation stays the training conditions'
-        let val = |d: &SyntheticData| -> Vec<(String, Arc<image::RgbImage>)> {
-            d.validation(30)
-                .into_iter()
-                .map(|e| (e.answer, e.image))
-                .collect()
-        };
-        assert_eq!(val(&with(0.0)), val(&with(1.0)));
+        assert_eq!(validation(&with(0.0), 30), validation(&with(1.0), 30));
     }
 
     #[test]
