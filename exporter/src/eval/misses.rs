@@ -189,6 +189,9 @@ pub struct MissTally {
     /// [`RADIUS_ROWS`]) → (size word right, objects), over captions that name as many
     /// objects as the scene holds
     pub by_radius: BTreeMap<String, (usize, usize)>,
+    /// "WxH" → (size word right, objects), over the same captions: whether a frame's
+    /// shape changes how its objects' sizes are judged
+    pub sizes_by_frame: BTreeMap<String, (usize, usize)>,
 }
 
 impl MissTally {
@@ -199,7 +202,8 @@ impl MissTally {
             e.1 += 1;
         };
         let (w, h) = layout.frame;
-        count(self.by_frame.entry(format!("{w}x{h}")).or_default());
+        let frame = format!("{w}x{h}");
+        count(self.by_frame.entry(frame.clone()).or_default());
         count(self.by_objects.entry(layout.objects).or_default());
         if let Some(bucket) = layout.gap_bucket() {
             count(self.by_gap.entry(bucket.to_string()).or_default());
@@ -211,9 +215,14 @@ impl MissTally {
             && want.len() == have.len()
         {
             for ((w, h), r) in want.iter().zip(&have).zip(layout.radii) {
-                let e = self.by_radius.entry(radius_row(r).to_string()).or_default();
-                e.0 += usize::from(w.size == h.size);
-                e.1 += 1;
+                let right = usize::from(w.size == h.size);
+                for e in [
+                    self.by_radius.entry(radius_row(r).to_string()).or_default(),
+                    self.sizes_by_frame.entry(frame.clone()).or_default(),
+                ] {
+                    e.0 += right;
+                    e.1 += 1;
+                }
             }
         }
     }
@@ -365,6 +374,13 @@ mod tests {
         assert_eq!(t.by_radius["0.115 to 0.13"], (1, 2));
         assert_eq!(t.by_radius["0.19 and over"], (2, 2));
         assert_eq!(t.by_radius.len(), 2);
+        // the same objects by their frame: 3 of 4 right
+        assert_eq!(t.sizes_by_frame["320x240"], (3, 4));
+        let mut wide = l;
+        wide.frame = (352, 176);
+        t.add(wide, want, "a small red circle left of a small blue star");
+        assert_eq!(t.sizes_by_frame["352x176"], (1, 2));
+        assert_eq!(t.sizes_by_frame["320x240"], (3, 4));
         assert_eq!(radius_row(0.0), "0.00 to 0.075");
         assert_eq!(radius_row(0.145), "0.145 to 0.19");
         assert_eq!(radius_row(f32::NAN), "0.19 and over");

@@ -387,6 +387,10 @@ impl Report {
                 "{n} sizes right by radius, as a share of the frame's shorter side: {}\n",
                 shares(tally.by_radius.iter())
             ));
+            s.push_str(&format!(
+                "{n} sizes right by frame: {}\n",
+                shares(tally.sizes_by_frame.iter())
+            ));
         }
         for n in &names {
             for (want, got) in self.splits[*n].caption_misses.iter().take(misses) {
@@ -526,6 +530,8 @@ mod tests {
         assert!(one.contains(
             "shifted sizes right by radius, as a share of the frame's shorter side: 0.145 to 0.19 0.143 (7)"
         ));
+        // the six wrong ones are the 240x320 frames'
+        assert!(one.contains("shifted sizes right by frame: 240x320 0.000 (6), 320x240 1.000 (1)"));
         let json = report.to_json();
         assert_eq!(
             json["splits"]["shifted"]["caption_misses"]
