@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use glimpse_exporter::data::{FolderIndex, IndexOptions};
@@ -627,16 +627,9 @@ fn check_train_flags(a: &TrainArgs, options: &TrainOptions) -> Result<()> {
         a.blend_fit_heads != Some(0),
         "--blend-fit-heads needs at least 1 batch to fit on"
     );
-    if !a.blend_steps.is_empty()
-        && let Some(p) = a
-            .blend
-            .iter()
-            .find(|p| glimpse_exporter::unpack::is_package(p))
-    {
-        bail!(
-            "--blend {}: a package keeps no checkpoints; --blend-steps averages a training run's",
-            p.display()
-        );
+    if let Some(blend) = &options.blend {
+        // refused here too, before the run's folder is made
+        blend.check_steps()?;
     }
     anyhow::ensure!(
         a.steps != Some(0) || (options.init.is_some() && !a.resume),

@@ -173,6 +173,23 @@ pub struct Blend {
     pub fit_heads: usize,
 }
 
+impl Blend {
+    /// `--blend-steps` takes kept checkpoints, which only training runs have: a package
+    /// among `with` is refused, naming it.
+    pub fn check_steps(&self) -> Result<()> {
+        if self.steps.is_empty() {
+            return Ok(());
+        }
+        match self.with.iter().find(|p| crate::unpack::is_package(p)) {
+            Some(p) => bail!(
+                "--blend {}: a package keeps no checkpoints; --blend-steps averages a training run's",
+                p.display()
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -682,6 +699,7 @@ fn blend_with(
 /// checkpoints at those steps (weight averaging along one run, then across runs). Every
 /// model must have `from`'s shape, canvas, matching width and tokenizer.
 fn blend_target(from: &Start, blend: &Blend, device: &Device) -> Result<(Weights, String)> {
+    blend.check_steps()?;
     let mut mean = Mean::default();
     for with in &blend.with {
         let what = format!("--blend {}", with.display());
@@ -691,10 +709,6 @@ fn blend_target(from: &Start, blend: &Blend, device: &Device) -> Result<(Weights
             mean.add(crate::model::weights::collect(&b.model), &what)?;
             continue;
         }
-        anyhow::ensure!(
-            !crate::unpack::is_package(with),
-            "{what}: a package keeps no checkpoints; --blend-steps averages a training run's"
-        );
         let run = read_run(with)?;
         for &step in &blend.steps {
             let model = load_kept_model(with, &run, step, device)
@@ -708,17 +722,17 @@ fn blend_target(from: &Start, blend: &Blend, device: &Device) -> Result<(Weights
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let what = match (mean.count, blend.steps.as_slice()) {
-        (1, _) => names,
-        (n, []) => format!("the mean of {n} models ({names})"),
-        (n, steps) => format!(
-            "the mean of {n} checkpoints ({names} at steps {})",
-            steps
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    let steps = blend
+        .steps
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = match (blend.steps.len(), mean.count) {
+        (0, 1) => names,
+        (0, n) => format!("the mean of {n} models ({names})"),
+        (_, 1) => format!("{names} at step {steps}"),
+        (_, n) => format!("the mean of {n} checkpoints ({names} at steps {steps})"),
     };
     let weights = mean.sum.context("--blend names no model")?;
     Ok((weights, what))

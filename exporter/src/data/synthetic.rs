@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(in_band(&plain, scene::Size::Small), 0);
         assert_eq!(in_band(&plain, scene::Size::Large), 0);
         let met = radii(&with(1.0));
-        // about a third of each size lies in the band the training ranges leave out
+        // about a quarter of each size lies in the band the training ranges leave out
         let small = met.iter().filter(|(s, _)| *s == scene::Size::Small).count();
         assert!(in_band(&met, scene::Size::Small) * 6 > small, "{small}");
         assert!(in_band(&met, scene::Size::Large) > 20);
