@@ -111,13 +111,15 @@ pub fn classify(expected: &str, got: &str) -> Vec<MissKind> {
 /// objects, the narrowest horizontal gap between two neighbours' centres in the
 /// model's patch columns (none with fewer than two objects), and each object's radius,
 /// left to right, as a share of the frame's shorter side (what its size word is drawn
-/// by; 0 past the last object).
+/// by; 0 past the last object), in the scene and as the frame shows it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Layout {
     pub frame: (u32, u32),
     pub objects: usize,
     pub nearest: Option<f32>,
     pub radii: [f32; MAX_OBJECTS],
+    /// the same radii after the camera's tilt and zoom (the scene's own where none is known)
+    pub seen: [f32; MAX_OBJECTS],
 }
 
 /// The rows objects are counted in by their radius, as a share of the frame's shorter
@@ -133,11 +135,30 @@ const RADIUS_ROWS: [(f32, &str); 6] = [
     (f32::INFINITY, "0.19 and over"),
 ];
 
-fn radius_row(r: f32) -> &'static str {
-    RADIUS_ROWS
-        .iter()
+/// The rows objects are counted in by the radius the frame shows, per size word. The
+/// camera's tilt zooms the scene in by 1.06 to 1.14 in training (by the rotation drawn)
+/// and by 1.11 to 1.24 on the shifted split, so training shows small objects up to about
+/// 0.13 of the shorter side and large ones from about 0.155, and the shifted split's
+/// small ones reach past 0.14; the rows are a hundredth wide around that gap.
+const SEEN_ROWS: [(f32, &str); 8] = [
+    (0.11, "under 0.11"),
+    (0.12, "0.11 to 0.12"),
+    (0.13, "0.12 to 0.13"),
+    (0.14, "0.13 to 0.14"),
+    (0.15, "0.14 to 0.15"),
+    (0.16, "0.15 to 0.16"),
+    (0.17, "0.16 to 0.17"),
+    (f32::INFINITY, "0.17 and over"),
+];
+
+fn row(rows: &[(f32, &'static str)], r: f32) -> &'static str {
+    rows.iter()
         .find(|(below, _)| r < *below)
-        .map_or(RADIUS_ROWS[RADIUS_ROWS.len() - 1].1, |(_, name)| name)
+        .map_or(rows[rows.len() - 1].1, |(_, name)| name)
+}
+
+fn radius_row(r: f32) -> &'static str {
+    row(&RADIUS_ROWS, r)
 }
 
 impl Layout {
@@ -159,7 +180,18 @@ impl Layout {
             objects: scene.objects.len(),
             nearest,
             radii,
+            seen: radii,
         }
+    }
+
+    /// This layout with the radii the frame shows, in pixels, left to right.
+    pub fn seen_as(mut self, seen_radii: &[f32]) -> Layout {
+        let unit = self.frame.0.min(self.frame.1).max(1) as f32;
+        self.seen = [0.0; MAX_OBJECTS];
+        for (r, s) in self.seen.iter_mut().zip(seen_radii) {
+            *r = s / unit;
+        }
+        self
     }
 
     /// The row this layout's nearest gap is counted in.
@@ -192,6 +224,10 @@ pub struct MissTally {
     /// "WxH" → (size word right, objects), over the same captions: whether a frame's
     /// shape changes how its objects' sizes are judged
     pub sizes_by_frame: BTreeMap<String, (usize, usize)>,
+    /// "WORD, ROW": an object's true size word and the radius the frame shows it at
+    /// (rows of [`SEEN_ROWS`]) → (size word right, objects), over the same captions:
+    /// whether the misses are objects the camera made look like the other size
+    pub sizes_by_seen_radius: BTreeMap<String, (usize, usize)>,
 }
 
 impl MissTally {
@@ -214,11 +250,14 @@ impl MissTally {
         if let (Ok(want), Ok(have)) = (parse_caption(expected), parse_caption(got))
             && want.len() == have.len()
         {
-            for ((w, h), r) in want.iter().zip(&have).zip(layout.radii) {
+            let radii = layout.radii.into_iter().zip(layout.seen);
+            for ((w, h), (r, seen)) in want.iter().zip(&have).zip(radii) {
                 let right = usize::from(w.size == h.size);
+                let seen = format!("{}, {}", w.size.word(), row(&SEEN_ROWS, seen));
                 for e in [
                     self.by_radius.entry(radius_row(r).to_string()).or_default(),
                     self.sizes_by_frame.entry(frame.clone()).or_default(),
+                    self.sizes_by_seen_radius.entry(seen).or_default(),
                 ] {
                     e.0 += right;
                     e.1 += 1;
@@ -303,6 +342,7 @@ mod tests {
             objects,
             nearest,
             radii: [0.1; MAX_OBJECTS],
+            seen: [0.1; MAX_OBJECTS],
         }
     }
 
@@ -333,6 +373,11 @@ mod tests {
         assert_eq!(l.gap_bucket(), Some("0 to 1"));
         assert_eq!(Layout::of(&scene(&[30.0]), 0.05).nearest, None);
         assert_eq!(Layout::of(&scene(&[]), 0.05).objects, 0);
+        // what the frame shows: the scene's radii until told otherwise
+        assert_eq!(l.seen, l.radii);
+        let seen = l.seen_as(&[6.0, 12.0]);
+        assert!((seen.seen[1] - 12.0 / 240.0).abs() < 1e-6, "{seen:?}");
+        assert_eq!((seen.seen[2], seen.radii), (0.0, l.radii));
     }
 
     #[test]
@@ -381,6 +426,16 @@ mod tests {
         t.add(wide, want, "a small red circle left of a small blue star");
         assert_eq!(t.sizes_by_frame["352x176"], (1, 2));
         assert_eq!(t.sizes_by_frame["320x240"], (3, 4));
+        // by the radius seen and the true word: the small circle, shown at 0.135, is
+        // judged large once of the three times it is paired
+        l.seen = [0.135, 0.21, 0.0, 0.0];
+        let mut t = MissTally::default();
+        t.add(l, want, "a large red circle left of a large blue star");
+        t.add(l, want, want);
+        t.add(l, want, "a small red circle left of a large blue star");
+        assert_eq!(t.sizes_by_seen_radius["small, 0.13 to 0.14"], (2, 3));
+        assert_eq!(t.sizes_by_seen_radius["large, 0.17 and over"], (3, 3));
+        assert_eq!(t.sizes_by_seen_radius.len(), 2);
         assert_eq!(radius_row(0.0), "0.00 to 0.075");
         assert_eq!(radius_row(0.145), "0.145 to 0.19");
         assert_eq!(radius_row(f32::NAN), "0.19 and over");

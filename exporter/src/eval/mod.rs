@@ -202,7 +202,8 @@ pub fn evaluate_split(
         }
         let (w, h) = s.image.dimensions();
         let fitted = g.image_format().fitted_size(&canvas, w, h).0;
-        let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32);
+        let layout = Layout::of(&s.scene, fitted as f32 / w as f32 / canvas.patch as f32)
+            .seen_as(&s.seen_radii);
         let got = if scoring.views > 1 {
             g.caption_views_seen(&s.image, scoring.views, &image, seen.clone())?
                 .text
@@ -391,6 +392,10 @@ impl Report {
                 "{n} sizes right by frame: {}\n",
                 shares(tally.sizes_by_frame.iter())
             ));
+            s.push_str(&format!(
+                "{n} sizes right by radius as the frame shows it: {}\n",
+                shares(tally.sizes_by_seen_radius.iter())
+            ));
         }
         for n in &names {
             for (want, got) in self.splits[*n].caption_misses.iter().take(misses) {
@@ -496,6 +501,7 @@ mod tests {
             objects,
             nearest,
             radii: [0.16; glimpse_runtime::scene::MAX_OBJECTS],
+            seen: [0.175; glimpse_runtime::scene::MAX_OBJECTS],
         };
         r.misses.add(layout((320, 240), 1, None), want, want);
         for i in 0..6 {
@@ -532,6 +538,9 @@ mod tests {
         ));
         // the six wrong ones are the 240x320 frames'
         assert!(one.contains("shifted sizes right by frame: 240x320 0.000 (6), 320x240 1.000 (1)"));
+        assert!(one.contains(
+            "shifted sizes right by radius as the frame shows it: small, 0.17 and over 0.143 (7)"
+        ));
         let json = report.to_json();
         assert_eq!(
             json["splits"]["shifted"]["caption_misses"]

@@ -490,6 +490,16 @@ impl Homography {
         Some(Homography(h))
     }
 
+    /// How much the map enlarges lengths around `(x, y)`: the square root of its
+    /// Jacobian's determinant there (1 for the identity, `k` for a zoom by `k`).
+    pub fn scale_at(&self, (x, y): (f32, f32)) -> f32 {
+        let h = self.0.map(f64::from);
+        let d = h[6] * x as f64 + h[7] * y as f64 + 1.0;
+        let det = h[0] * (h[4] - h[5] * h[7]) - h[1] * (h[3] - h[5] * h[6])
+            + h[2] * (h[3] * h[7] - h[4] * h[6]);
+        (det / (d * d * d)).abs().sqrt() as f32
+    }
+
     pub fn apply(&self, (x, y): (f32, f32)) -> (f32, f32) {
         let h = &self.0;
         let d = h[6] * x + h[7] * y + 1.0;
@@ -611,6 +621,32 @@ mod tests {
             Homography::between(square, square),
             Some(Homography::IDENTITY)
         );
+    }
+
+    #[test]
+    fn scale_at_is_the_local_enlargement_of_lengths() {
+        let square = [(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)];
+        let zoomed = square.map(|(x, y)| (2.0 * x + 3.0, 2.0 * y - 1.0));
+        let zoom = Homography::between(square, zoomed).unwrap();
+        assert!((zoom.scale_at((4.0, 7.0)) - 2.0).abs() < 1e-4);
+        assert!((Homography::IDENTITY.scale_at((5.0, 5.0)) - 1.0).abs() < 1e-6);
+        // a tilt's scale against a small square's area measured through `apply`
+        let c = Conditions::SHIFTED;
+        let (scene_to_frame, _) = tilt(&c, 320, 240, &mut Rng::new(5));
+        for p in [(40.0, 30.0), (160.0, 120.0), (300.0, 220.0)] {
+            let e = 0.5;
+            let a = scene_to_frame.apply(p);
+            let b = scene_to_frame.apply((p.0 + e, p.1));
+            let d = scene_to_frame.apply((p.0, p.1 + e));
+            let area = ((b.0 - a.0) * (d.1 - a.1) - (b.1 - a.1) * (d.0 - a.0)).abs();
+            let measured = area.sqrt() / e;
+            let s = scene_to_frame.scale_at(p);
+            assert!(
+                (s - measured).abs() < 1e-2 * s,
+                "{s} against {measured} at {p:?}"
+            );
+            assert!(s > 1.0, "a tilt zooms in to keep the corners covered: {s}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use image::RgbImage;
 
 pub use camera::{Background, Conditions};
 pub use graph::{Color, MAX_OBJECTS, Object, Pairs, Scene, Shape, Size, is_held_out};
-pub use render::render;
+pub use render::{render, render_seen};
 pub use rng::Rng;
 pub use text::{
     Described, NOTHING, Qa, QuestionKind, Wording, caption, number_word, parse_caption, phrase,
@@ -110,6 +110,9 @@ pub struct Sample {
     pub image: RgbImage,
     pub caption: String,
     pub qa: Vec<Qa>,
+    /// Each object's radius as the frame shows it, in pixels, left to right (see
+    /// [`render_seen`]).
+    pub seen_radii: Vec<f32>,
 }
 
 /// Sample `index` of `split` under `seed`. Different splits never share a scene stream.
@@ -128,13 +131,14 @@ pub fn sample_in(seed: u64, split: Split, index: u64, conditions: &Conditions) -
     };
     let (width, height) = conditions.frame(&mut rng);
     let scene = Scene::random(&mut rng, width, height, pairs, conditions);
-    let image = render(&scene, conditions, &mut rng);
+    let (image, seen_radii) = render_seen(&scene, conditions, &mut rng);
     let qa = questions(&scene, split.wording(), &mut rng);
     Sample {
         caption: caption(&scene),
         scene,
         image,
         qa,
+        seen_radii,
     }
 }
 

@@ -77,6 +77,13 @@ impl Painter {
 
 /// Renders `scene` with the camera nuisances drawn from `c` and `rng`.
 pub fn render(scene: &Scene, c: &Conditions, rng: &mut Rng) -> RgbImage {
+    render_seen(scene, c, rng).0
+}
+
+/// [`render`], with each object's radius as the frame shows it, in pixels: its radius in
+/// the scene enlarged by the camera's tilt and zoom where it stands (the size word is
+/// drawn by the scene's radius; these are what the model sees).
+pub fn render_seen(scene: &Scene, c: &Conditions, rng: &mut Rng) -> (RgbImage, Vec<f32>) {
     let (w, h) = (scene.width, scene.height);
     let colours: Vec<[u8; 3]> = scene.objects.iter().map(|o| o.color.rgb()).collect();
     let base = camera::background_colour(c, rng, &colours);
@@ -96,9 +103,18 @@ pub fn render(scene: &Scene, c: &Conditions, rng: &mut Rng) -> RgbImage {
         px = camera::blur(&px, w, h, rng.range_f32(0.4, c.blur));
     }
     let (scene_to_frame, frame_to_scene) = camera::tilt(c, w, h, rng);
-    if keeps_order(scene, &scene_to_frame) {
+    let warped = keeps_order(scene, &scene_to_frame);
+    if warped {
         px = camera::warp(&px, w, h, &frame_to_scene);
     }
+    let seen = scene
+        .objects
+        .iter()
+        .map(|o| match warped {
+            true => o.radius * scene_to_frame.scale_at((o.x, o.y)),
+            false => o.radius,
+        })
+        .collect();
     let noise = rng.range_f32(0.0, c.noise);
     let mut img = RgbImage::new(w, h);
     for (p, src) in img.pixels_mut().zip(&px) {
@@ -113,7 +129,7 @@ pub fn render(scene: &Scene, c: &Conditions, rng: &mut Rng) -> RgbImage {
             img = j;
         }
     }
-    img
+    (img, seen)
 }
 
 /// Whether the objects, seen through `scene_to_frame`, stay in the frame, in the same
