@@ -203,6 +203,49 @@ mod tests {
         assert!(spread < 90, "background pixel {far:?} is too saturated");
     }
 
+    /// The radius the frame shows is the scene's without a tilt, and the scene's enlarged
+    /// by the tilt's zoom with one: more under the shifted split's wider rotation and
+    /// perspective than under training's, and the same image either way.
+    #[test]
+    fn the_radii_shown_follow_the_tilts_zoom() {
+        use crate::scene::{Pairs, Split, sample};
+        let scene = Scene::random(&mut Rng::new(8), 320, 240, Pairs::Seen, &calm());
+        let (img, seen) = render_seen(&scene, &calm(), &mut Rng::new(9));
+        assert_eq!(
+            img.as_raw(),
+            render(&scene, &calm(), &mut Rng::new(9)).as_raw()
+        );
+        assert_eq!(seen.len(), scene.objects.len());
+        for (s, o) in seen.iter().zip(&scene.objects) {
+            assert!(
+                (s - o.radius).abs() < 1e-3 * o.radius,
+                "{s} against {}",
+                o.radius
+            );
+        }
+        let zooms = |split: Split| -> Vec<f32> {
+            (0..40)
+                .flat_map(|i| {
+                    let s = sample(3, split, i);
+                    let radii: Vec<f32> = s.scene.objects.iter().map(|o| o.radius).collect();
+                    s.seen_radii
+                        .iter()
+                        .zip(radii)
+                        .map(|(a, b)| a / b)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let median = |mut v: Vec<f32>| {
+            v.sort_by(f32::total_cmp);
+            v[v.len() / 2]
+        };
+        let (test, shifted) = (zooms(Split::Test), zooms(Split::Shifted));
+        assert!(test.iter().chain(&shifted).all(|z| (0.9..1.5).contains(z)));
+        assert!(median(test.clone()) > 1.03, "{test:?}");
+        assert!(median(shifted.clone()) > median(test), "{shifted:?}");
+    }
+
     /// Conditions without nuisances: a grey background, no clutter, tilt or light change.
     fn calm() -> Conditions {
         Conditions {
