@@ -137,9 +137,10 @@ const RADIUS_ROWS: [(f32, &str); 6] = [
 
 /// The rows objects are counted in by the radius the frame shows, per size word. The
 /// camera's tilt zooms the scene in by 1.06 to 1.14 in training (by the rotation drawn)
-/// and by 1.11 to 1.24 on the shifted split, so training shows small objects up to about
-/// 0.13 of the shorter side and large ones from about 0.155, and the shifted split's
-/// small ones reach past 0.14; the rows are a hundredth wide around that gap.
+/// and by 1.11 to 1.24 on the shifted split, and its perspective leans a little more or
+/// less across the frame, so under the training conditions a few small objects are shown
+/// at up to 0.14 of the shorter side and a few large ones from 0.14, while the shifted
+/// split's small ones reach past 0.15; the rows are a hundredth wide around that line.
 const SEEN_ROWS: [(f32, &str); 8] = [
     (0.11, "under 0.11"),
     (0.12, "0.11 to 0.12"),
