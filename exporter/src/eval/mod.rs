@@ -362,8 +362,9 @@ impl Report {
         s
     }
 
-    /// Per split: invalid captions, exact captions by frame, objects and nearest gap, and
-    /// up to `misses` wrong captions.
+    /// Per split: invalid captions, exact captions by frame, objects and nearest gap, size
+    /// words right by radius (in the scene and as the frame shows it) and by frame, and up
+    /// to `misses` wrong captions.
     fn caption_notes(&self, misses: usize) -> String {
         let mut s = String::new();
         let names: Vec<&String> = self.splits.keys().collect();
@@ -372,30 +373,25 @@ impl Report {
                 s.push_str(&format!("{n} invalid: {got:?} ({why})\n"));
             }
             let tally = &self.splits[*n].misses;
-            s.push_str(&format!(
-                "{n} captions exact by frame: {}\n",
-                shares(tally.by_frame.iter())
-            ));
-            s.push_str(&format!(
-                "{n} captions exact by objects: {}\n",
-                shares(tally.by_objects.iter())
-            ));
-            s.push_str(&format!(
-                "{n} captions exact by nearest gap in patch columns: {}\n",
-                shares(tally.by_gap.iter())
-            ));
-            s.push_str(&format!(
-                "{n} sizes right by radius, as a share of the frame's shorter side: {}\n",
-                shares(tally.by_radius.iter())
-            ));
-            s.push_str(&format!(
-                "{n} sizes right by frame: {}\n",
-                shares(tally.sizes_by_frame.iter())
-            ));
-            s.push_str(&format!(
-                "{n} sizes right by radius as the frame shows it: {}\n",
-                shares(tally.sizes_by_seen_radius.iter())
-            ));
+            for (what, rows) in [
+                ("captions exact by frame", shares(tally.by_frame.iter())),
+                ("captions exact by objects", shares(tally.by_objects.iter())),
+                (
+                    "captions exact by nearest gap in patch columns",
+                    shares(tally.by_gap.iter()),
+                ),
+                (
+                    "sizes right by radius, as a share of the frame's shorter side",
+                    shares(tally.by_radius.iter()),
+                ),
+                ("sizes right by frame", shares(tally.sizes_by_frame.iter())),
+                (
+                    "sizes right by radius as the frame shows it",
+                    shares(tally.sizes_by_seen_radius.iter()),
+                ),
+            ] {
+                s.push_str(&format!("{n} {what}: {rows}\n"));
+            }
         }
         for n in &names {
             for (want, got) in self.splits[*n].caption_misses.iter().take(misses) {
